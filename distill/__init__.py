@@ -1,0 +1,1 @@
+"""Distillation: the dataset schema, KD losses, training, and the `make distill` pipeline."""

@@ -1,0 +1,38 @@
+"""Connect to the Ray cluster named by RAY_ADDRESS, or start a local head.
+
+A local head gets more logical CPUs than the machine has cores: Ray Data LLM keeps
+one actor per pipeline stage, and with only 2 logical CPUs the engine stage is
+never scheduled on a 2-core laptop.
+"""
+
+from __future__ import annotations
+
+import os
+
+LOCAL_LOGICAL_CPUS = 8
+
+
+def connect() -> dict:
+    """Return a description of the cluster we are attached to."""
+    import ray
+
+    if not ray.is_initialized():
+        address = os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=max(LOCAL_LOGICAL_CPUS, os.cpu_count() or 1),
+                include_dashboard=False,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+            )
+    res = ray.cluster_resources()
+    return {"address": os.environ.get("RAY_ADDRESS", "local"), "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
+        ray.shutdown()

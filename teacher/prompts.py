@@ -1,0 +1,175 @@
+"""Combinatorial fable prompts in the TinyFabulist style.
+
+    python -m teacher.prompts --split eval --n 5      # print a few prompts
+
+A prompt is one draw of six elements (character, trait, setting, conflict,
+resolution, moral) rendered through one of several instruction variants. Each
+prompt carries its elements and a stable id (a hash of elements + variant), so a
+prompt is the same prompt on every machine and across runs. The evaluation split
+is drawn first from its own seed stream; training prompts never reuse its ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass
+
+CHARACTERS = [
+    "fox", "rabbit", "tortoise", "hare", "crow", "owl", "lion", "mouse", "ant", "grasshopper",
+    "wolf", "lamb", "bear", "bee", "frog", "heron", "goat", "donkey", "horse", "dog",
+    "cat", "rooster", "hen", "duck", "swan", "eagle", "sparrow", "squirrel", "deer", "elephant",
+    "monkey", "tiger", "snake", "spider", "beaver", "otter", "badger", "hedgehog", "mole", "bat",
+    "camel", "peacock", "crab", "turtle", "whale", "dolphin", "salmon", "butterfly", "caterpillar", "snail",
+    "raven", "magpie", "pig", "cow", "ox", "kitten", "puppy", "gecko", "parrot", "penguin",
+]
+TRAITS = [
+    "clever", "proud", "greedy", "kind", "lazy", "brave", "foolish", "patient", "curious", "stubborn",
+    "generous", "jealous", "honest", "boastful", "shy", "wise", "impatient", "loyal", "selfish", "humble",
+    "cunning", "gentle", "timid", "cheerful", "grumpy", "careless", "hardworking", "vain", "forgetful", "trusting",
+]
+SETTINGS = [
+    "a dark forest", "a sunny meadow", "a riverbank", "a busy farmyard", "a snowy mountain",
+    "a quiet pond", "a desert oasis", "a coral reef", "an old barn", "a village market",
+    "a tall oak tree", "a windy hilltop", "a muddy swamp", "a royal garden", "a rocky shore",
+    "a bamboo grove", "a frozen lake", "a wheat field", "a hidden cave", "a flower garden",
+    "a jungle clearing", "an orchard in autumn", "a stormy sea", "a savanna at dusk", "a cottage kitchen",
+    "a mountain pass", "a city park", "a vineyard", "a lighthouse island", "a misty marsh",
+]
+CONFLICTS = [
+    "a drought dries up the water", "a storm destroys a home", "food runs out before winter",
+    "a rival wants the same prize", "a friend breaks a promise", "a trap is set by a hunter",
+    "a race must be won", "a treasure is found and disputed", "a bridge collapses",
+    "a stranger asks for help", "a secret is about to be revealed", "a fire spreads nearby",
+    "a flood rises quickly", "someone is lost far from home", "a boast leads to a challenge",
+    "an egg goes missing", "a king demands a tribute", "a sickness spreads",
+    "a shortcut looks tempting", "a gift is unfairly shared",
+]
+RESOLUTIONS = [
+    "they work together", "honesty wins the day", "patience pays off", "a wise elder gives advice",
+    "a clever trick saves everyone", "they learn from a painful mistake", "kindness is returned",
+    "they admit they were wrong", "the weakest proves the strongest", "they share what they have",
+]
+MORALS = [
+    "slow and steady wins the race", "pride comes before a fall", "a friend in need is a friend indeed",
+    "honesty is the best policy", "look before you leap", "kindness is never wasted",
+    "greed loses all", "unity is strength", "do not count your chickens before they hatch",
+    "appearances can be deceiving", "necessity is the mother of invention", "practice what you preach",
+    "little friends may prove great friends", "one good turn deserves another", "better safe than sorry",
+    "the grass is not always greener", "hard work brings reward", "think before you speak",
+    "gratitude makes us rich", "a liar is not believed even when telling the truth",
+    "be content with what you have", "every creature has its gifts", "haste makes waste",
+    "pride goes before destruction", "listen to good advice", "do not judge by size",
+    "courage is acting despite fear", "sharing doubles joy", "plan ahead for hard times",
+    "forgiveness heals",
+]
+# Instruction variants; each is filled from the same six elements.
+VARIANTS = [
+    "Write a short fable for children about a {trait} {character} in {setting}. "
+    "The conflict: {conflict}. It is resolved when {resolution}. End with the moral: \"{moral}\".",
+    "Tell a fable where the moral is \"{moral}\". The hero is a {trait} {character} who lives in "
+    "{setting}, where {conflict}. In the end, {resolution}.",
+    "Write a simple story in the style of Aesop. Main character: a {trait} {character}. Setting: "
+    "{setting}. Problem: {conflict}. Resolution: {resolution}. Moral: {moral}.",
+    "Once upon a time, in {setting}, there was a {trait} {character}. Continue this fable: "
+    "{conflict}, and {resolution}. Finish with the lesson that {moral}.",
+]
+ELEMENTS = ("character", "trait", "setting", "conflict", "resolution", "moral")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    split: str
+    character: str
+    trait: str
+    setting: str
+    conflict: str
+    resolution: str
+    moral: str
+    variant: int
+    instruction: str
+
+    def elements(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in ELEMENTS}
+
+
+def prompt_id(elements: dict[str, str], variant: int) -> str:
+    key = json.dumps([elements[k] for k in ELEMENTS] + [variant], ensure_ascii=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _draw(rng: random.Random, split: str) -> Prompt:
+    el = {
+        "character": rng.choice(CHARACTERS),
+        "trait": rng.choice(TRAITS),
+        "setting": rng.choice(SETTINGS),
+        "conflict": rng.choice(CONFLICTS),
+        "resolution": rng.choice(RESOLUTIONS),
+        "moral": rng.choice(MORALS),
+    }
+    variant = rng.randrange(len(VARIANTS))
+    return Prompt(prompt_id(el, variant), split, **el, variant=variant,
+                  instruction=VARIANTS[variant].format(**el))
+
+
+def _unique(rng: random.Random, split: str, n: int, exclude: set[str]) -> list[Prompt]:
+    out: list[Prompt] = []
+    seen = set(exclude)
+    while len(out) < n:
+        p = _draw(rng, split)
+        if p.prompt_id not in seen:
+            seen.add(p.prompt_id)
+            out.append(p)
+    return out
+
+
+def make_splits(n_train: int, n_eval: int = 50, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+    """Draw disjoint train and eval prompts. The eval split depends only on the seed and
+    n_eval, so growing the training set never changes which prompts are held out."""
+    if n_train < 0 or n_eval < 0:
+        raise ValueError(f"prompt counts must be >= 0 (n_train={n_train}, n_eval={n_eval})")
+    eval_prompts = _unique(random.Random(f"{seed}/eval"), "eval", n_eval, set())
+    train = _unique(random.Random(f"{seed}/train"), "train", n_train, {p.prompt_id for p in eval_prompts})
+    return train, eval_prompts
+
+
+def load_prompts(path: str) -> list[Prompt]:
+    """Read prompts from a JSONL file of Prompt fields (ids are recomputed and checked)."""
+    prompts = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                    el = {k: str(rec[k]) for k in ELEMENTS}
+                    variant = int(rec.get("variant", 0))
+                    instruction = rec.get("instruction") or VARIANTS[variant].format(**el)
+                except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as e:
+                    raise ValueError(f"prompts file {path}, line {n}: not a valid prompt ({type(e).__name__}: {e})") from None
+                prompts.append(Prompt(prompt_id(el, variant), rec.get("split", "train"), **el,
+                                      variant=variant, instruction=instruction))
+    except OSError as e:
+        raise ValueError(f"prompts file {path} cannot be read: {e.strerror}") from None
+    if not prompts:
+        raise ValueError(f"prompts file {path} holds no prompts")
+    return prompts
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="print fable prompts as JSONL")
+    ap.add_argument("--split", choices=["train", "eval"], default="train")
+    ap.add_argument("--n", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    train, ev = make_splits(args.n if args.split == "train" else 0, args.n if args.split == "eval" else 50, args.seed)
+    for p in train if args.split == "train" else ev:
+        print(json.dumps(asdict(p)))
+
+
+if __name__ == "__main__":
+    main()
