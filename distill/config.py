@@ -1,0 +1,134 @@
+"""Run configuration: a TOML file (configs/*.toml) read into validated dataclasses.
+
+Settings are documented once, where they are declared: GenerationConfig in
+ray_cluster/generate.py, TrainConfig in distill/train.py, the rest below. A
+misspelt or invalid setting stops the run before any work, naming the setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.train import TrainConfig
+from ray_cluster.generate import GenerationConfig
+from teacher.registry import get_teacher
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    student_samples: int = 8  # eval prompts on which the student writes a fable for the report
+    max_new_tokens: int = 160
+    temperature: float = 1.0
+
+    def __post_init__(self):
+        if self.student_samples < 0 or self.max_new_tokens < 1 or self.temperature < 0:
+            raise ValueError(f"invalid eval settings {dataclasses.asdict(self)}")
+
+
+@dataclass(frozen=True)
+class TeacherRun:
+    teacher: str
+    n_train: int  # training prompts (one fable each unless generation.train_samples > 1)
+    n_heldout: int  # evaluation prompts the teacher also writes for: held-out KL and report samples
+    generation: GenerationConfig
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    name: str  # outputs go to runs/<name>/
+    seed: int = 0  # prompt sampling and training
+    eval_prompts: int = 50  # size of the held-out evaluation split (disjoint from training)
+    prompts_file: str = ""  # optional JSONL of training prompts instead of combinatorial ones
+    teachers: list[TeacherRun] = field(default_factory=list)
+    eval: EvalConfig = EvalConfig()
+
+
+def _build(cls, values: dict, where: str):
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown setting {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
+    try:
+        return cls(**values)
+    except TypeError as e:
+        raise ValueError(f"bad value in [{where}]: {e}") from None
+    except ValueError as e:
+        raise ValueError(f"[{where}] {e}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    return {**base, **over}
+
+
+def parse(raw: dict) -> RunConfig:
+    raw = dict(raw)
+    gen, train, ev = raw.pop("generation", {}), raw.pop("train", {}), raw.pop("eval", {})
+    per_teacher = raw.pop("teacher", {})
+    ids = raw.pop("teachers", [])
+    if not ids:
+        raise ValueError("setting teachers is empty: name at least one teacher")
+    # Check the shared sections on their own first, so an error names the section the user wrote.
+    _build(GenerationConfig, gen, "generation")
+    _build(TrainConfig, train, "train")
+    defaults = {"n_train": raw.pop("n_train", 64), "n_heldout": raw.pop("n_heldout", 16)}
+    runs = []
+    for tid in ids:
+        get_teacher(tid)
+        over = dict(per_teacher.get(tid, {}))
+        g, t = over.pop("generation", {}), over.pop("train", {})
+        unknown = sorted(set(over) - set(defaults))
+        if unknown:
+            raise ValueError(f"unknown setting teacher.{tid}.{unknown[0]}")
+        counts = _merge(defaults, over)
+        runs.append(TeacherRun(
+            teacher=tid, n_train=int(counts["n_train"]), n_heldout=int(counts["n_heldout"]),
+            generation=_build(GenerationConfig, _merge(gen, g), f"teacher.{tid}.generation"),
+            train=_build(TrainConfig, _merge(train, t), f"teacher.{tid}.train"),
+        ))
+    for tid in per_teacher:
+        if tid not in ids:
+            raise ValueError(f"[teacher.{tid}] configures a teacher not listed in teachers")
+    cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval")}, "run")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
+        raise ValueError(f"setting name={cfg.name!r} must be letters, digits, '.', '_' or '-'")
+    for r in runs:
+        if r.n_train < 1 or not 1 <= r.n_heldout <= cfg.eval_prompts:
+            raise ValueError(f"teacher.{r.teacher}: n_train must be >= 1 and n_heldout within 1..{cfg.eval_prompts}")
+    return cfg
+
+
+def _set(raw: dict, dotted: str) -> None:
+    """Apply one `--set a.b=value` override; the value is parsed as TOML (so 5, 1e-3, "x", [..])."""
+    key, sep, value = dotted.partition("=")
+    if not sep:
+        raise ValueError(f"--set {dotted!r}: expected key=value")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value
+    node = raw
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = parsed
+
+
+def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    try:
+        raw = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ValueError(f"config file {path} cannot be read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+    for o in overrides:
+        _set(raw, o)
+    return parse(raw)
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)

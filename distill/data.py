@@ -1,0 +1,66 @@
+"""From schema rows to training batches.
+
+A row's sequence is prompt tokens + generated tokens. The logit at position i
+predicts token i+1, so the teacher's top-k for generated token j sits at position
+len(prompt) - 1 + j; every other position is masked out.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def encode_row(row: dict, max_len: int) -> dict:
+    prompt, gen = list(row["prompt_token_ids"]), list(row["token_ids"])
+    if len(prompt) >= max_len:
+        raise ValueError(f"prompt {row['prompt_id']} has {len(prompt)} tokens, over max_len={max_len}")
+    gen = gen[: max_len - len(prompt)]
+    return {
+        "input_ids": prompt + gen,
+        "start": len(prompt) - 1,
+        "labels": gen,
+        "topk_ids": [list(x) for x in row["topk_ids"][: len(gen)]],
+        "topk_logprobs": [list(x) for x in row["topk_logprobs"][: len(gen)]],
+    }
+
+
+class Collator:
+    """Right-pads encoded rows into aligned tensors (what KDTrainer.compute_loss reads)."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
+        B = len(items)
+        L = max(len(x["input_ids"]) for x in items)
+        K = len(items[0]["topk_ids"][0])
+        input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((B, L), dtype=torch.long)
+        labels = torch.zeros((B, L), dtype=torch.long)
+        mask = torch.zeros((B, L), dtype=torch.float32)
+        topk_ids = torch.zeros((B, L, K), dtype=torch.long)
+        # Masked positions get a uniform top-k (sums to 1, tail 0) so the loss stays finite.
+        topk_lp = torch.full((B, L, K), -math.log(K), dtype=torch.float32)
+        for b, x in enumerate(items):
+            n, s, T = len(x["input_ids"]), x["start"], len(x["labels"])
+            input_ids[b, :n] = torch.tensor(x["input_ids"])
+            attention[b, :n] = 1
+            labels[b, s : s + T] = torch.tensor(x["labels"])
+            mask[b, s : s + T] = 1
+            topk_ids[b, s : s + T] = torch.tensor(x["topk_ids"])
+            topk_lp[b, s : s + T] = torch.tensor(x["topk_logprobs"])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+                "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
+
+
+class RowDataset(torch.utils.data.Dataset):
+    def __init__(self, rows: list[dict], max_len: int):
+        self.items = [encode_row(r, max_len) for r in rows]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.items[i]

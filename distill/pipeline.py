@@ -1,0 +1,190 @@
+"""The whole path, prompts to report, for every configured teacher.
+
+    python -m distill.pipeline --config configs/default.toml      # what `make distill` runs
+    python -m distill.pipeline --config configs/tiny.toml --set train.steps=2 --name try
+
+Stages per teacher: generate (Ray Data LLM + vLLM) -> train (LoRA student, top-k KD)
+-> evaluate (held-out KL before/after, student fables) -> report. Each stage writes
+its outputs atomically and is skipped when they exist, so rerunning a killed run
+keeps everything it finished (generation resumes per shard, training from its last
+checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+from distill import artifacts
+from distill.config import RunConfig, TeacherRun, load, to_dict
+from teacher.prompts import load_prompts, make_splits
+from teacher.registry import get_teacher
+
+RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
+
+
+def preflight(cfg: RunConfig) -> None:
+    """Everything that can be checked before long work starts."""
+    for tr in cfg.teachers:
+        get_teacher(tr.teacher).model_path()  # raises with the fix (`make models`) when missing
+        if tr.train.student_kind == "checkpoint" and not Path(tr.train.student_checkpoint).exists():
+            raise FileNotFoundError(f"teacher.{tr.teacher}.train.student_checkpoint: {tr.train.student_checkpoint} not found")
+    if cfg.prompts_file:
+        load_prompts(cfg.prompts_file)
+
+
+def prompts_for(cfg: RunConfig, tr: TeacherRun):
+    train, ev = make_splits(tr.n_train, cfg.eval_prompts, cfg.seed)
+    if cfg.prompts_file:
+        eval_ids = {p.prompt_id for p in ev}
+        train = [p for p in load_prompts(cfg.prompts_file) if p.prompt_id not in eval_ids][: tr.n_train]
+        train = [dataclasses.replace(p, split="train") for p in train]
+    return train, ev[: tr.n_heldout]
+
+
+def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    from ray_cluster.cluster import connect, shutdown
+    from ray_cluster.generate import generate
+
+    todo = [tr for tr in cfg.teachers if not (run_dir / "teachers" / tr.teacher / "DONE").exists()]
+    for tr in cfg.teachers:
+        if tr not in todo:
+            with ledger.stage("generate", tr.teacher) as st:
+                st["status"] = "skipped"
+    if not todo:
+        return
+    connect()
+    try:
+        for tr in todo:
+            with ledger.stage("generate", tr.teacher) as st:
+                train, heldout = prompts_for(cfg, tr)
+                out = run_dir / "teachers" / tr.teacher
+                stats = generate(tr.teacher, train + heldout, out, tr.generation)
+                artifacts.write_json_atomic(out / "DONE", stats)
+                st.update({k: stats[k] for k in ("rows", "generated_tokens")})
+    finally:
+        # Free the engines' memory before training on the same machine.
+        shutdown()
+
+
+def stage_train(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    from distill.schema import read_rows
+    from distill.train import train
+    from student.build import apply_lora, build_student, check_same_vocab, export
+
+    out = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
+    with ledger.stage(f"train-{tr.train.objective}", tr.teacher) as st:
+        if (out / "train.json").exists():
+            st["status"] = "skipped"
+            return
+        import torch
+
+        torch.manual_seed(tr.train.seed)
+        teacher = get_teacher(tr.teacher)
+        rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
+        model, tok = build_student(tr.train.student_kind, teacher.model_path(), tr.train.student_layers or None,
+                                   tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
+        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], teacher.id)
+        n_layers = model.config.num_hidden_layers
+        model = apply_lora(model, tr.train.lora_r, tr.train.lora_alpha, tr.train.lora_dropout)
+        trainable, total = model.get_nb_trainable_parameters()
+        result = train(model, tok, rows, out, tr.train)
+        paths = export(model, tok, out)
+        summary = {**result, "student_kind": tr.train.student_kind, "student_layers": n_layers,
+                   "params": total, "trainable_params": trainable,
+                   "adapter": str(paths["adapter"]), "merged": str(paths["merged"])}
+        artifacts.write_json_atomic(out / "train.json", summary)
+        st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
+
+
+def stage_evaluate(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from distill.schema import read_rows
+    from eval.heldout import heldout_metrics
+    from eval.samples import sample_fables
+    from student.build import build_student
+
+    student_dir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
+    out = student_dir / "eval.json"
+    with ledger.stage("evaluate", tr.teacher) as st:
+        if out.exists():
+            st["status"] = "skipped"
+            return
+        teacher = get_teacher(tr.teacher)
+        heldout = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
+        # The student before training is rebuilt exactly as training started from it.
+        base, tok = build_student(tr.train.student_kind, teacher.model_path(), tr.train.student_layers or None,
+                                  tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        before = heldout_metrics(base, pad, heldout, tr.train.max_len)
+        del base
+        merged = AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32, use_safetensors=True)
+        after = heldout_metrics(merged, pad, heldout, tr.train.max_len)
+        picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
+        texts = sample_fables(merged, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
+                              cfg.eval.temperature, seed=cfg.seed)
+        samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
+                   for r, s in zip(picks, texts)]
+        result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
+        artifacts.write_json_atomic(out, result)
+        st.update({"kl_before": round(before["kl"], 4), "kl_after": round(after["kl"], 4)})
+
+
+def run(cfg: RunConfig) -> Path:
+    from eval.report import write_report
+
+    run_dir = RUNS_DIR / cfg.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file = run_dir / "config.json"
+    if config_file.exists() and artifacts.read_json(config_file) != to_dict(cfg):
+        raise ValueError(f"{run_dir} was started with a different configuration; pick another name (--name) or delete it")
+    artifacts.write_json_atomic(config_file, to_dict(cfg))
+    ledger = artifacts.Ledger(run_dir / "stages.json")
+    t0 = time.perf_counter()
+    stage_generate(cfg, run_dir, ledger)
+    for tr in cfg.teachers:
+        stage_train(cfg, tr, run_dir, ledger)
+        stage_evaluate(cfg, tr, run_dir, ledger)
+    with ledger.stage("report") as st:
+        write_report(cfg, run_dir, ledger.stages)
+    manifest = {
+        "name": cfg.name,
+        "config": to_dict(cfg),
+        "packages": artifacts.package_versions(),
+        "stages": ledger.stages,
+        "total_wall_s": round(time.perf_counter() - t0, 2),
+        "artifacts": artifacts.list_artifacts(run_dir),
+    }
+    artifacts.write_json_atomic(run_dir / "manifest.json", manifest)
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="distil the configured teachers into students")
+    ap.add_argument("--config", default="configs/default.toml")
+    ap.add_argument("--name", help="run name (overrides the config's)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting, e.g. --set train.steps=10 --set teacher.gemma3-270m.n_train=8")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load(args.config, args.set + ([f'name="{args.name}"'] if args.name else []))
+        preflight(cfg)
+        run_dir = run(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to resume; finished work is kept", file=sys.stderr)
+        return 130
+    print(f"report: {run_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

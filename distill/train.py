@@ -1,0 +1,123 @@
+"""Training a student on teacher rows with transformers' Trainer.
+
+The Trainer supplies the loop (gradient accumulation, LR schedule, checkpoints,
+resume, TensorBoard, progress bars); this module adds only the KD objective.
+objective="kd" mixes top-k forward KL with cross-entropy; objective="sft" is plain
+cross-entropy on the teacher's text (the baseline KD must beat).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import Trainer, TrainingArguments
+
+from distill.data import Collator, RowDataset
+from distill.losses import kd_objective
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 40  # optimizer steps
+    batch_size: int = 4  # rows per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    lr: float = 1e-3  # peak LR (LoRA healing of a pruned student tolerates a high rate)
+    warmup_steps: int = 2
+    kd_weight: float = 0.9  # loss = kd_weight * top-k KL + (1 - kd_weight) * CE
+    objective: str = "kd"  # "kd" or "sft" (cross-entropy only, for comparison)
+    student_kind: str = "pruned"  # "pruned" teacher, "config" (small random model), or "checkpoint"
+    student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
+    student_checkpoint: str = ""  # HF folder, for student_kind="checkpoint"
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.0
+    max_len: int = 512  # prompt + fable tokens per row
+    save_steps: int = 20  # checkpoint every N steps (resume point after a kill)
+    logging_steps: int = 5
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = {
+            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
+            "lr": 0 < self.lr < 1, "kd_weight": 0 <= self.kd_weight <= 1, "objective": self.objective in ("kd", "sft"),
+            "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
+            "lora_r": self.lora_r >= 1, "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
+            "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid train setting {bad[0]}={getattr(self, bad[0])!r}")
+
+
+class KDTrainer(Trainer):
+    """Trainer whose loss is the KD objective; logs its KD and CE parts."""
+
+    def __init__(self, *args, kd_weight: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kd_weight = kd_weight
+        self._parts: dict[str, list[float]] = defaultdict(list)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        mask = inputs["kd_mask"]
+        # Only positions that predict a generated token reach the full-vocab softmax.
+        sel = mask.bool()
+        parts = kd_objective(
+            out.logits[sel], inputs["labels"][sel], inputs["topk_ids"][sel], inputs["topk_logprobs"][sel],
+            mask[sel], self.kd_weight,
+        )
+        for k in ("kd", "ce"):
+            self._parts[k].append(float(parts[k].detach()))
+        return (parts["loss"], out) if return_outputs else parts["loss"]
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        for k, v in self._parts.items():
+            if v:
+                logs[f"train_{k}"] = round(sum(v) / len(v), 4)
+        self._parts.clear()
+        super().log(logs, *args, **kwargs)
+
+
+def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig) -> dict:
+    """Train `model` (already wrapped with LoRA) on rows; resumes from the newest checkpoint."""
+    out_dir = Path(out_dir)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"),
+        max_steps=cfg.steps,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        lr_scheduler_type="cosine",
+        warmup_steps=cfg.warmup_steps,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
+        save_total_limit=2,
+        report_to=["tensorboard"],
+        use_cpu=not torch.cuda.is_available(),
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+    )
+    trainer = KDTrainer(
+        model=model,
+        args=args,
+        train_dataset=RowDataset(rows, cfg.max_len),
+        data_collator=Collator(pad),
+        kd_weight=cfg.kd_weight if cfg.objective == "kd" else 0.0,
+    )
+    ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {
+        "steps": trainer.state.global_step,
+        "resumed_from": ckpts[-1].name if ckpts else None,
+        "train_runtime_s": result.metrics.get("train_runtime"),
+        "history": history,
+        "final_loss": history[-1]["loss"] if history else math.nan,
+    }

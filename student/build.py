@@ -1,0 +1,95 @@
+"""Students: the teacher pruned to fewer layers, a small model from the teacher's
+config, or any HF checkpoint; LoRA through peft; merge and export.
+
+Logit distillation indexes teacher and student logits by the same token ids, so a
+student must share the teacher's token map: `check_same_vocab` compares the maps
+themselves (a fingerprint of every token and id), not their sizes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from distill.schema import tokenizer_fingerprint
+
+STUDENT_KINDS = ("pruned", "config", "checkpoint")
+
+
+def keep_layers(n_layers: int, n_keep: int) -> list[int]:
+    """Evenly spaced layer indices, first and last always kept."""
+    if not 1 <= n_keep <= n_layers:
+        raise ValueError(f"student.layers={n_keep} must be between 1 and the teacher's {n_layers} layers")
+    if n_keep == 1:
+        return [n_layers - 1]
+    return sorted({round(i * (n_layers - 1) / (n_keep - 1)) for i in range(n_keep)})
+
+
+def prune_layers(model, n_keep: int):
+    """Drop decoder layers in place, keeping evenly spaced ones; fix the config to match."""
+    layers = model.model.layers
+    keep = keep_layers(len(layers), n_keep)
+    model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
+    for new_idx, layer in enumerate(model.model.layers):
+        # The KV cache is indexed by layer_idx; stale indices break generation.
+        if hasattr(layer, "self_attn") and hasattr(layer.self_attn, "layer_idx"):
+            layer.self_attn.layer_idx = new_idx
+    cfg = model.config
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = [cfg.layer_types[i] for i in keep]
+    cfg.num_hidden_layers = len(keep)
+    return model
+
+
+def build_student(kind: str, teacher_path: str, layers: int | None = None, checkpoint: str | None = None,
+                  trust_remote_code: bool = False):
+    """Return (model, tokenizer) in float32 on CPU."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if kind not in STUDENT_KINDS:
+        raise ValueError(f"student.kind='{kind}' is not one of {', '.join(STUDENT_KINDS)}")
+    kw = {"trust_remote_code": trust_remote_code}
+    if kind == "checkpoint":
+        if not checkpoint:
+            raise ValueError("student.kind='checkpoint' needs student.checkpoint")
+        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, use_safetensors=True, **kw)
+        return model, AutoTokenizer.from_pretrained(checkpoint, **kw)
+    tok = AutoTokenizer.from_pretrained(teacher_path, **kw)
+    if kind == "pruned":
+        model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32, use_safetensors=True, **kw)
+        return prune_layers(model, layers or max(1, model.config.num_hidden_layers // 2)), tok
+    cfg = AutoConfig.from_pretrained(teacher_path, **kw)
+    cfg.num_hidden_layers = layers or max(1, cfg.num_hidden_layers // 4)
+    if getattr(cfg, "layer_types", None):
+        cfg.layer_types = cfg.layer_types[: cfg.num_hidden_layers]
+    return AutoModelForCausalLM.from_config(cfg, dtype=torch.float32), tok
+
+
+def check_same_vocab(student_tokenizer, teacher_fingerprint: str, teacher_id: str) -> None:
+    fp = tokenizer_fingerprint(student_tokenizer)
+    if fp != teacher_fingerprint:
+        raise ValueError(
+            f"student tokenizer (fingerprint {fp}) differs from teacher '{teacher_id}' ({teacher_fingerprint}): "
+            "logit distillation needs the same token map; pick a student of the teacher's family "
+            "or use sequence-level distillation (train on the teacher's text)"
+        )
+
+
+def apply_lora(model, r: int, alpha: int, dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
+
+
+def export(peft_model, tokenizer, out_dir: Path) -> dict[str, Path]:
+    """Write the adapter and a merged safetensors model (what vLLM and transformers load)."""
+    out_dir = Path(out_dir)
+    adapter, merged = out_dir / "adapter", out_dir / "merged"
+    peft_model.save_pretrained(adapter, safe_serialization=True)
+    full = copy.deepcopy(peft_model).merge_and_unload()
+    full.save_pretrained(merged, safe_serialization=True)
+    tokenizer.save_pretrained(merged)
+    return {"adapter": adapter, "merged": merged}
