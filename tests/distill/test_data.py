@@ -1,0 +1,30 @@
+import math
+
+import torch
+
+from distill.data import Collator, encode_row
+
+
+def row(prompt, gen, k=2):
+    return {"prompt_id": "p", "prompt_token_ids": prompt, "token_ids": gen,
+            "topk_ids": [[g, g + 1] for g in gen], "topk_logprobs": [[-0.1, -3.0]] * len(gen)}
+
+
+def test_teacher_topk_sits_at_the_logit_that_predicts_the_token():
+    b = Collator(pad_id=0)([encode_row(row([5, 6, 7], [10, 11]), 64), encode_row(row([5], [12, 13, 14]), 64)])
+    # row 0: sequence 5 6 7 10 11; logits at positions 2 and 3 predict 10 and 11
+    assert b["input_ids"][0].tolist() == [5, 6, 7, 10, 11]
+    assert b["kd_mask"][0].tolist() == [0, 0, 1, 1, 0]
+    assert b["labels"][0, 2:4].tolist() == [10, 11]
+    assert b["topk_ids"][0, 2].tolist() == [10, 11]
+    # row 1: right-padded, prediction starts at position 0
+    assert b["input_ids"][1].tolist() == [5, 12, 13, 14, 0]
+    assert b["attention_mask"][1].tolist() == [1, 1, 1, 1, 0]
+    assert b["kd_mask"][1].tolist() == [1, 1, 1, 0, 0]
+    # masked positions hold a proper distribution, so the loss cannot go NaN there
+    assert torch.allclose(b["topk_logprobs"][0, 0], torch.full((2,), -math.log(2)))
+
+
+def test_rows_are_truncated_to_max_len():
+    e = encode_row(row([1, 2], [3, 4, 5, 6]), max_len=4)
+    assert e["input_ids"] == [1, 2, 3, 4] and len(e["topk_ids"]) == 2

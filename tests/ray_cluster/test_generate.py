@@ -1,0 +1,56 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ray_cluster.generate import GenerationConfig, plan_shards
+from teacher.prompts import make_splits
+from tests.conftest import ROOT, needs_models
+
+
+def test_plan_covers_every_row_once_in_fixed_shards():
+    train, ev = make_splits(10, 3)
+    shards = plan_shards(train + ev, GenerationConfig(shard_size=4, eval_samples=2))
+    keys = [(t["prompt_id"], t["sample_index"]) for s in shards for t in s]
+    assert len(keys) == 10 + 3 * 2 == len(set(keys))
+    assert [len(s) for s in shards] == [4, 4, 4, 4]
+    assert plan_shards(train + ev, GenerationConfig(shard_size=4, eval_samples=2)) == shards
+
+
+@pytest.mark.parametrize("field, value", [("top_k", 0), ("top_p", 0.0), ("max_model_len", 100), ("shard_size", 0)])
+def test_invalid_generation_settings_are_named(field, value):
+    with pytest.raises(ValueError, match=f"{field}="):
+        GenerationConfig(**{field: value, "max_new_tokens": 160})
+
+
+@pytest.mark.e2e
+@needs_models
+def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
+    from distill.schema import read_rows
+
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m", "--out", str(out),
+           "--n-train", "12", "--n-eval", "4", "--max-new-tokens", "24", "--shard-size", "4"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard_dir = out / "smollm2-135m"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not list(shard_dir.glob("*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
+    proc.wait()
+    written = sorted(p.name for p in shard_dir.glob("*.parquet"))
+    assert written, "no shard was written before the kill"
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stats["shards_done_before"] == len(written) and stats["shards"] == 4
+    rows = read_rows(shard_dir)
+    keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
+    assert len(keys) == 16 == len(set(keys))
+    assert not list(shard_dir.glob(".*tmp"))

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from student import build
+from tests.conftest import needs_models
+
+
+def test_keep_layers_spreads_evenly_and_keeps_the_ends():
+    assert build.keep_layers(30, 15)[0] == 0 and build.keep_layers(30, 15)[-1] == 29
+    assert len(build.keep_layers(30, 15)) == 15
+    assert build.keep_layers(4, 4) == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="student.layers=40"):
+        build.keep_layers(30, 40)
+
+
+def tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=6,
+                      num_attention_heads=4, num_key_value_heads=2)
+    torch.manual_seed(0)
+    return LlamaForCausalLM(cfg)
+
+
+def test_pruned_model_runs_forward_and_cached_generation():
+    model = build.prune_layers(tiny_llama(), 3)
+    assert model.config.num_hidden_layers == 3
+    assert [l.self_attn.layer_idx for l in model.model.layers] == [0, 1, 2]
+    ids = torch.tensor([[1, 2, 3]])
+    out = model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7)
+
+
+def test_lora_trains_only_adapters_and_export_merges(tmp_path):
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, models
+
+    model = build.apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.0)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    # make the adapter non-trivial, then check the merged model computes the same function
+    for n, p in model.named_parameters():
+        if "lora_B" in n:
+            torch.nn.init.normal_(p, std=0.1)
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")))
+    paths = build.export(model, tok, tmp_path)
+    assert (paths["adapter"] / "adapter_model.safetensors").exists()
+    assert (paths["merged"] / "model.safetensors").exists()
+    merged = AutoModelForCausalLM.from_pretrained(paths["merged"], use_safetensors=True)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+
+
+@needs_models
+def test_students_of_embedded_teachers_and_vocab_check():
+    from distill.schema import tokenizer_fingerprint
+    from teacher.registry import get_teacher
+
+    smol, gemma = get_teacher("smollm2-135m"), get_teacher("gemma3-270m")
+    model, tok = build.build_student("pruned", smol.model_path())
+    assert model.config.num_hidden_layers == 15
+    build.check_same_vocab(tok, tokenizer_fingerprint(tok), smol.id)
+    from transformers import AutoTokenizer
+
+    gemma_fp = tokenizer_fingerprint(AutoTokenizer.from_pretrained(gemma.model_path()))
+    with pytest.raises(ValueError, match="sequence-level distillation"):
+        build.check_same_vocab(tok, gemma_fp, gemma.id)
+    with pytest.raises(ValueError, match="student.kind='tiny'"):
+        build.build_student("tiny", smol.model_path())
+
+
+@needs_models
+def test_converted_gemma_tokenizer_keeps_its_bos_rule():
+    from transformers import AutoTokenizer
+
+    from teacher.registry import get_teacher
+
+    tok = AutoTokenizer.from_pretrained(get_teacher("gemma3-270m").model_path())
+    assert tok("Once upon a time").input_ids[0] == tok.bos_token_id

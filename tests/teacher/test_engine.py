@@ -1,0 +1,48 @@
+import json
+
+import pytest
+
+from teacher import engine
+
+
+def wire(entries):
+    """vLLM's per-token logprob entries as Ray Data LLM hands them over:
+    {token_id: {"logprob", "rank", "decoded_token"}}, sampled token first."""
+    return [{tid: {"logprob": lp, "rank": rank, "decoded_token": "x"} for tid, lp, rank in e} for e in entries]
+
+
+def test_topk_is_rank_ordered_and_keeps_the_sampled_logprob():
+    lps = wire([
+        [(7, -3.0, 5), (1, -0.5, 1), (2, -1.5, 2)],  # sampled token 7 ranked 5th: outside top-2
+        [(2, -0.2, 1), (9, -2.0, 2)],  # sampled token is the top one
+    ])
+    ids, top, chosen = engine.topk_from_logprobs(lps, [7, 2], k=2)
+    assert ids == [[1, 2], [2, 9]]
+    assert top == [[-0.5, -1.5], [-0.2, -2.0]]
+    assert chosen == [-3.0, -0.2]
+
+
+def test_topk_refuses_short_or_misaligned_entries():
+    with pytest.raises(ValueError, match="expected 3"):
+        engine.topk_from_logprobs(wire([[(1, -0.1, 1), (2, -2.0, 2)]]), [1], k=3)
+    with pytest.raises(ValueError, match="2 logprob entries for 1 tokens"):
+        engine.topk_from_logprobs(wire([[(1, -0.1, 1)], [(1, -0.1, 1)]]), [1], k=1)
+
+
+def test_schema_row_matches_the_dataset_schema():
+    from distill.schema import SCHEMA
+
+    prompt = {"prompt_id": "a" * 16, "split": "train", "character": "fox", "trait": "sly", "setting": "s",
+              "conflict": "c", "resolution": "r", "moral": "m", "variant": 0, "instruction": "i"}
+    row = engine.schema_row(prompt, 0, "p", [1, 2], "text", [3], wire([[(3, -0.1, 1)]]), 1, "t",
+                            engine.sampling_dict(8, 1.0, 1.0, 1), "fp")
+    assert set(row) == set(SCHEMA.names)
+    assert json.loads(row["sampling"])["logprobs"] == 1
+
+
+def test_engine_kwargs_raise_max_logprobs_and_keep_remote_code_off():
+    from teacher.registry import get_teacher
+
+    kw = engine.engine_kwargs(get_teacher("smollm2-135m"), top_k=50, max_model_len=512)
+    assert kw["max_logprobs"] == 50 and kw["trust_remote_code"] is False
+    assert kw["logprobs_mode"] == "raw_logprobs"

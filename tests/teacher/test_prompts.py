@@ -1,0 +1,63 @@
+import json
+
+import pytest
+
+from teacher import prompts as P
+
+
+def test_element_lists_are_large_enough_and_unique():
+    sizes = {"CHARACTERS": 60, "TRAITS": 30, "SETTINGS": 30, "CONFLICTS": 20, "RESOLUTIONS": 10, "MORALS": 30}
+    for name, n in sizes.items():
+        values = getattr(P, name)
+        assert len(values) >= n, name
+        assert len(set(values)) == len(values), name
+
+
+def test_splits_are_deterministic_disjoint_and_sized():
+    tr1, ev1 = P.make_splits(200, 50, seed=3)
+    tr2, ev2 = P.make_splits(200, 50, seed=3)
+    assert [p.prompt_id for p in tr1] == [p.prompt_id for p in tr2]
+    assert len(ev1) == 50 and len(tr1) == 200
+    assert not {p.prompt_id for p in tr1} & {p.prompt_id for p in ev1}
+    assert len({p.prompt_id for p in tr1}) == 200
+    assert {p.split for p in tr1} == {"train"} and {p.split for p in ev1} == {"eval"}
+
+
+def test_eval_split_does_not_depend_on_training_size():
+    _, ev_small = P.make_splits(5, 50, seed=0)
+    _, ev_big = P.make_splits(500, 50, seed=0)
+    assert [p.prompt_id for p in ev_small] == [p.prompt_id for p in ev_big]
+
+
+def test_prompt_carries_its_elements_and_a_stable_hash():
+    p = P.make_splits(1, 0, seed=0)[0][0]
+    for element in P.ELEMENTS:
+        assert getattr(p, element) in p.instruction
+    assert p.prompt_id == P.prompt_id(p.elements(), p.variant)
+    assert len(p.prompt_id) == 16
+    other_variant = P.prompt_id(p.elements(), (p.variant + 1) % len(P.VARIANTS))
+    assert other_variant != p.prompt_id
+
+
+def test_variants_all_appear():
+    tr, _ = P.make_splits(200, 0)
+    assert {p.variant for p in tr} == set(range(len(P.VARIANTS)))
+
+
+def test_load_prompts_roundtrip_and_errors(tmp_path):
+    good = tmp_path / "p.jsonl"
+    rec = {"character": "fox", "trait": "sly", "setting": "a wood", "conflict": "hunger",
+           "resolution": "sharing", "moral": "share", "variant": 1}
+    good.write_text(json.dumps(rec) + "\n\n")
+    [p] = P.load_prompts(str(good))
+    assert p.instruction == P.VARIANTS[1].format(**{k: rec[k] for k in P.ELEMENTS})
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(rec) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2"):
+        P.load_prompts(str(bad))
+    with pytest.raises(ValueError, match="missing.jsonl cannot be read"):
+        P.load_prompts(str(tmp_path / "missing.jsonl"))
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="holds no prompts"):
+        P.load_prompts(str(empty))
