@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -57,16 +58,28 @@ def bench_generation(n: int, max_new: int, env: dict) -> dict:
             "ray": {**ray, "process_s": ray_wall}}
 
 
+def _kl(run_dir: Path, teacher: str) -> dict:
+    ev = json.loads((run_dir / "students" / f"{teacher}-kd" / "eval.json").read_text())
+    tr = json.loads((run_dir / "students" / f"{teacher}-kd" / "train.json").read_text())
+    return {"before": ev["before"]["kl"], "after": ev["after"]["kl"], "params": tr["params"],
+            "trainable": tr["trainable_params"], "train_s": tr["train_runtime_s"], "layers": tr["student_layers"]}
+
+
 def bench_default(env: dict) -> dict:
     with tempfile.TemporaryDirectory() as d:
+        runs = Path(d)
         wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml",
                          "--name", "bench"], {**env, "KD_RUNS_DIR": d})
-        manifest = json.loads((Path(d) / "bench" / "manifest.json").read_text())
-        evals = {}
-        for t in manifest["config"]["teachers"]:
-            ev = json.loads((Path(d) / "bench" / "students" / f"{t['teacher']}-kd" / "eval.json").read_text())
-            evals[t["teacher"]] = {"before": ev["before"]["kl"], "after": ev["after"]["kl"]}
-    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals}
+        manifest = json.loads((runs / "bench" / "manifest.json").read_text())
+        evals = {t["teacher"]: _kl(runs / "bench", t["teacher"]) for t in manifest["config"]["teachers"]}
+        # The other student kind on the very same teacher data: copying the finished
+        # generation makes the pipeline skip straight to training.
+        shutil.copytree(runs / "bench" / "teachers" / "smollm2-135m", runs / "bench-config" / "teachers" / "smollm2-135m")
+        timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/bench-student-config.toml"],
+              {**env, "KD_RUNS_DIR": d})
+        alt = _kl(runs / "bench-config", "smollm2-135m")
+    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals,
+            "student_choice": {"pruned + LoRA (default)": evals["smollm2-135m"], "from config, full weights": alt}}
 
 
 def render(gen: dict | None, default: dict | None) -> str:
@@ -80,6 +93,11 @@ def render(gen: dict | None, default: dict | None) -> str:
         lines += [f"| {st['stage']} | {st['teacher']} | {st['wall_s']:.1f} | {st['wall_s'] / s:.0%} |" for st in default["stages"]]
         lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]
         lines += [f"- {t}: {v['before']:.3f} → {v['after']:.3f} ({v['after'] / v['before']:.2f}×)" for t, v in default["kl"].items()]
+        lines += ["", "### Choosing the student (SmolLM2 teacher, same data, same 40 steps)", "",
+                  "| student | layers | params | trained params | KL before | KL after | train s |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {k} | {v['layers']} | {v['params'] / 1e6:.1f}M | {v['trainable'] / 1e6:.2f}M | {v['before']:.3f} | "
+                  f"{v['after']:.3f} | {v['train_s']:.0f} |" for k, v in default["student_choice"].items()]
         lines.append("")
     if gen:
         p, r = gen["plain"], gen["ray"]

@@ -46,6 +46,18 @@ def prompts_for(cfg: RunConfig, tr: TeacherRun):
     return train, ev[: tr.n_heldout]
 
 
+def build_initial_student(tr: TeacherRun):
+    """The student as training starts from it; seeded, so a random-init student is rebuilt
+    identically when evaluation needs its 'before' state."""
+    import torch
+
+    from student.build import build_student
+
+    torch.manual_seed(tr.train.seed)
+    return build_student(tr.train.student_kind, get_teacher(tr.teacher).model_path(), tr.train.student_layers or None,
+                         tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
+
+
 def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
     from ray_cluster.cluster import connect, shutdown
     from ray_cluster.generate import generate
@@ -74,29 +86,26 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
 def stage_train(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifacts.Ledger) -> None:
     from distill.schema import read_rows
     from distill.train import train
-    from student.build import apply_lora, build_student, check_same_vocab, export
+    from student.build import apply_lora, check_same_vocab, export
 
     out = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
     with ledger.stage(f"train-{tr.train.objective}", tr.teacher) as st:
         if (out / "train.json").exists():
             st["status"] = "skipped"
             return
-        import torch
-
-        torch.manual_seed(tr.train.seed)
-        teacher = get_teacher(tr.teacher)
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
-        model, tok = build_student(tr.train.student_kind, teacher.model_path(), tr.train.student_layers or None,
-                                   tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
-        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], teacher.id)
+        model, tok = build_initial_student(tr)
+        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
         n_layers = model.config.num_hidden_layers
-        model = apply_lora(model, tr.train.lora_r, tr.train.lora_alpha, tr.train.lora_dropout)
-        trainable, total = model.get_nb_trainable_parameters()
+        if tr.train.lora_r:
+            model = apply_lora(model, tr.train.lora_r, tr.train.lora_alpha, tr.train.lora_dropout)
+        total = sum(p.numel() for p in model.parameters())
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         result = train(model, tok, rows, out, tr.train)
         paths = export(model, tok, out)
         summary = {**result, "student_kind": tr.train.student_kind, "student_layers": n_layers,
                    "params": total, "trainable_params": trainable,
-                   "adapter": str(paths["adapter"]), "merged": str(paths["merged"])}
+                   **{k: str(v) for k, v in paths.items()}}
         artifacts.write_json_atomic(out / "train.json", summary)
         st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
 
@@ -108,7 +117,6 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifa
     from distill.schema import read_rows
     from eval.heldout import heldout_metrics
     from eval.samples import sample_fables
-    from student.build import build_student
 
     student_dir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
     out = student_dir / "eval.json"
@@ -116,11 +124,8 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifa
         if out.exists():
             st["status"] = "skipped"
             return
-        teacher = get_teacher(tr.teacher)
         heldout = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-        # The student before training is rebuilt exactly as training started from it.
-        base, tok = build_student(tr.train.student_kind, teacher.model_path(), tr.train.student_layers or None,
-                                  tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
+        base, tok = build_initial_student(tr)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         before = heldout_metrics(base, pad, heldout, tr.train.max_len)
         del base

@@ -32,7 +32,7 @@ class TrainConfig:
     student_kind: str = "pruned"  # "pruned" teacher, "config" (small random model), or "checkpoint"
     student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
     student_checkpoint: str = ""  # HF folder, for student_kind="checkpoint"
-    lora_r: int = 16
+    lora_r: int = 16  # LoRA rank on every linear layer; 0 = train all weights (for from-scratch students)
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     max_len: int = 512  # prompt + fable tokens per row
@@ -45,7 +45,7 @@ class TrainConfig:
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
             "lr": 0 < self.lr < 1, "kd_weight": 0 <= self.kd_weight <= 1, "objective": self.objective in ("kd", "sft"),
             "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
-            "lora_r": self.lora_r >= 1, "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
+            "lora_r": self.lora_r >= 0, "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
             "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]

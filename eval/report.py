@@ -37,7 +37,7 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
         + (f"This run generated {gen['rows']} fables, {gen['generated_tokens']} tokens in {gen['wall_s']:.0f} s "
            f"({tps:.0f} tokens/s including engine start)." if gen["rows"] else "All shards were already generated."),
         f"- Student: {tr_json['params'] / 1e6:.1f}M parameters, {tr_json['trainable_params'] / 1e6:.2f}M trainable "
-        f"(LoRA r={tr.train.lora_r}); objective `{tr.train.objective}` "
+        f"({f'LoRA r={tr.train.lora_r}' if tr.train.lora_r else 'full fine-tuning'}); objective `{tr.train.objective}` "
         f"(loss = {tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE), {tr_json['steps']} steps.",
         "",
         f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token** "

@@ -84,12 +84,18 @@ def apply_lora(model, r: int, alpha: int, dropout: float):
     return get_peft_model(model, config)
 
 
-def export(peft_model, tokenizer, out_dir: Path) -> dict[str, Path]:
-    """Write the adapter and a merged safetensors model (what vLLM and transformers load)."""
+def export(model, tokenizer, out_dir: Path) -> dict[str, Path]:
+    """Write the adapter (for a LoRA model) and a merged safetensors model (what vLLM
+    and transformers load)."""
+    from peft import PeftModel
+
     out_dir = Path(out_dir)
-    adapter, merged = out_dir / "adapter", out_dir / "merged"
-    peft_model.save_pretrained(adapter, safe_serialization=True)
-    full = copy.deepcopy(peft_model).merge_and_unload()
-    full.save_pretrained(merged, safe_serialization=True)
-    tokenizer.save_pretrained(merged)
-    return {"adapter": adapter, "merged": merged}
+    paths = {"merged": out_dir / "merged"}
+    full = model
+    if isinstance(model, PeftModel):
+        paths["adapter"] = out_dir / "adapter"
+        model.save_pretrained(paths["adapter"], safe_serialization=True)
+        full = copy.deepcopy(model).merge_and_unload()
+    full.save_pretrained(paths["merged"], safe_serialization=True)
+    tokenizer.save_pretrained(paths["merged"])
+    return paths
