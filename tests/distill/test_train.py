@@ -1,0 +1,96 @@
+"""Training with the real transformers Trainer + peft on a tiny model and synthetic teacher rows."""
+
+import math
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from distill import train as T
+from student.build import apply_lora
+
+
+def tiny_student():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2)
+    return apply_lora(LlamaForCausalLM(cfg), r=4, alpha=8, dropout=0.0)
+
+
+def teacher_rows(n=8, T_=6, K=4, V=48):
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for i in range(n):
+        logits = torch.randn(T_, V, generator=g) * 3
+        lp = logits.log_softmax(-1)
+        top = lp.topk(K, dim=-1)
+        rows.append({"prompt_id": f"p{i}", "prompt_token_ids": [1, 2 + i % 5],
+                     "token_ids": top.indices[:, 0].tolist(), "topk_ids": top.indices.tolist(),
+                     "topk_logprobs": top.values.tolist()})
+    return rows
+
+
+class Tok:
+    pad_token_id = 0
+    eos_token_id = 0
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt  # a kill right after a checkpoint was written
+
+
+def lora_weights(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+
+
+def test_kd_training_lowers_loss_and_logs_both_parts(tmp_path):
+    cfg = T.TrainConfig(steps=12, batch_size=4, lr=1e-2, save_steps=100, logging_steps=4, max_len=32)
+    result = T.train(tiny_student(), Tok(), teacher_rows(), tmp_path, cfg)
+    hist = result["history"]
+    assert result["steps"] == 12 and len(hist) == 3
+    assert hist[-1]["train_kd"] < hist[0]["train_kd"]
+    for h in hist:
+        assert h["loss"] == pytest.approx(0.9 * h["train_kd"] + 0.1 * h["train_ce"], rel=2e-3)
+    assert list((tmp_path / "checkpoints").glob("runs/*/events.out.tfevents.*"))  # TensorBoard
+
+
+def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(tmp_path):
+    cfg = T.TrainConfig(steps=6, batch_size=2, lr=1e-2, save_steps=2, logging_steps=1, max_len=32)
+    rows = teacher_rows()
+    whole = tiny_student()
+    T.train(whole, Tok(), rows, tmp_path / "whole", cfg)
+
+    killed = tiny_student()
+    original_init = T.KDTrainer.__init__
+
+    def init_with_kill(self, *a, **kw):
+        original_init(self, *a, **kw)
+        self.add_callback(StopAt(3))
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T.KDTrainer, "__init__", init_with_kill)
+        with pytest.raises(KeyboardInterrupt):
+            T.train(killed, Tok(), rows, tmp_path / "killed", cfg)
+    assert (tmp_path / "killed" / "checkpoints" / "checkpoint-2").exists()
+
+    resumed = tiny_student()  # a fresh process would rebuild the student like this
+    result = T.train(resumed, Tok(), rows, tmp_path / "killed", cfg)
+    assert result["resumed_from"] == "checkpoint-2" and result["steps"] == 6
+    a, b = lora_weights(whole), lora_weights(resumed)
+    assert a.keys() == b.keys()
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-5), n
+
+
+def test_sft_objective_is_cross_entropy_only(tmp_path):
+    cfg = T.TrainConfig(steps=2, batch_size=4, objective="sft", save_steps=100, logging_steps=1, max_len=32)
+    result = T.train(tiny_student(), Tok(), teacher_rows(), tmp_path, cfg)
+    h = result["history"][0]
+    assert h["loss"] == pytest.approx(h["train_ce"], rel=2e-3) and math.isfinite(h["train_kd"])
