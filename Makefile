@@ -21,7 +21,10 @@ endif
 STAMP := $(VENV)/.setup-$(STACK)
 MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED
 
-.PHONY: setup models distill test test-fast bench clean help
+RAY_PORT   ?= 6379
+DASH_PORT  ?= 8265
+
+.PHONY: setup models distill test test-fast bench serve ray-up ray-down clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -62,6 +65,20 @@ test-fast: setup models
 
 bench: setup models
 	$(PY) -m benchmarks.run
+
+# One OpenAI-compatible endpoint (Ray Serve LLM + vLLM) for the embedded teachers on 127.0.0.1:8000.
+serve: setup models
+	$(PY) -m ray_cluster.serve
+
+# A local Ray head for `ray job submit`; its jobs run this venv's python and find models/.
+ray-up: setup models
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH KD_MODELS_DIR=$(CURDIR)/models $(VENV)/bin/ray start --head \
+	  --port $(RAY_PORT) --dashboard-port $(DASH_PORT) --num-cpus 8 \
+	  --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 --disable-usage-stats
+	@echo "submit with: RAY_AUTH_MODE=token $(VENV)/bin/ray job submit --address http://127.0.0.1:$(DASH_PORT) --working-dir . -- python -m ray_cluster.generate --teacher smollm2-135m --out $(CURDIR)/runs/jobs"
+
+ray-down:
+	$(VENV)/bin/ray stop
 
 clean:
 	rm -rf runs

@@ -20,6 +20,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--top-k", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dump", help="write the float32 top-k (logical rows) here as JSON, for the storage benchmark")
     args = ap.parse_args()
     t0 = time.perf_counter()
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
@@ -41,6 +42,12 @@ def main() -> None:
     t2 = time.perf_counter()
     rows = [engine.topk_from_logprobs(o.outputs[0].logprobs, list(o.outputs[0].token_ids), args.top_k) for o in outs]
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+    if args.dump:
+        dump = [{"prompt_token_ids": list(o.prompt_token_ids), "token_ids": list(o.outputs[0].token_ids),
+                 "topk_ids": ids, "topk_logprobs": lps, "prompt_id": p.prompt_id}
+                for o, (ids, lps, _), p in zip(outs, rows, train)]
+        with open(args.dump, "w") as f:
+            json.dump(dump, f)
     print(json.dumps({"tokens": tokens, "rows": len(rows), "engine_start_s": t1 - t0, "generate_s": t2 - t1,
                       "total_s": time.perf_counter() - t0}))
 

@@ -45,9 +45,48 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - t0, proc.stdout
 
 
-def bench_generation(n: int, max_new: int, env: dict) -> dict:
+def parquet_bytes(table) -> int:
+    import io
+
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return len(buf.getvalue())
+
+
+def bench_storage(dump: Path) -> dict:
+    """Bytes per stored (token id, logprob) entry, float32 lists against the compact form,
+    and what the quantization does to a real student's KL (the pruned SmolLM2 student)."""
+    import pyarrow as pa
+
+    from distill.schema import decode_topk, encode_topk, storage_schema
+    from eval.heldout import heldout_metrics
+    from student.build import build_student
+    from teacher.registry import get_teacher
+
+    rows = json.loads(dump.read_text())
+    entries = sum(len(r["topk_ids"]) * len(r["topk_ids"][0]) for r in rows if r["topk_ids"])
+    plain = pa.table({"topk_ids": pa.array([r["topk_ids"] for r in rows], pa.list_(pa.list_(pa.int32()))),
+                      "topk_logprobs": pa.array([r["topk_logprobs"] for r in rows], pa.list_(pa.list_(pa.float32())))})
+    enc = [encode_topk(r["topk_ids"], r["topk_logprobs"]) for r in rows]
+    schema = storage_schema(get_teacher("smollm2-135m").vocab_size)
+    compact = pa.table({c: pa.array([e[c] for e in enc], schema.field(c).type)
+                        for c in ("topk_k", "topk_ids_flat", "topk_lp_q")})
+    decoded = []
+    for r, e in zip(rows, enc):
+        ids, lps = decode_topk(e["topk_k"], e["topk_ids_flat"], e["topk_lp_q"])
+        decoded.append({**r, "topk_ids": ids, "topk_logprobs": lps})
+    model, tok = build_student("pruned", get_teacher("smollm2-135m").model_path())
+    exact = heldout_metrics(model, tok.pad_token_id, rows)
+    approx = heldout_metrics(model, tok.pad_token_id, decoded)
+    return {"entries": entries, "float32_bytes": parquet_bytes(plain), "compact_bytes": parquet_bytes(compact),
+            "kl_float32": exact["kl"], "kl_compact": approx["kl"], "tokens": exact["tokens"]}
+
+
+def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
     plain_wall, out = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--n", str(n),
-                             "--max-new-tokens", str(max_new)], env)
+                             "--max-new-tokens", str(max_new), "--dump", str(dump)], env)
     plain = json.loads(out.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory() as d:
         ray_wall, out = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m",
@@ -82,7 +121,7 @@ def bench_default(env: dict) -> dict:
             "student_choice": {"pruned + LoRA (default)": evals["smollm2-135m"], "from config, full weights": alt}}
 
 
-def render(gen: dict | None, default: dict | None) -> str:
+def render(gen: dict | None, default: dict | None, storage: dict | None = None) -> str:
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              "by `make bench`; every ratio compares figures taken in this one run.", ""]
     if default:
@@ -111,6 +150,17 @@ def render(gen: dict | None, default: dict | None) -> str:
                   f"{ray_tps:.0f} | {ray_tps / plain_tps:.2f} |", "",
                   f"Plain vLLM alone: engine start {p['engine_start_s']:.1f} s, generation {p['generate_s']:.1f} s "
                   f"({p['tokens'] / p['generate_s']:.0f} tokens/s once started).", ""]
+    if storage:
+        e = storage["entries"]
+        f32, comp = storage["float32_bytes"] / e, storage["compact_bytes"] / e
+        lines += ["## Storage of the teacher's top-k", "",
+                  f"{e} (token id, logprob) entries from the plain-vLLM run above (SmolLM2, top-20), Parquet + zstd.", "",
+                  "| encoding | bytes per entry | ratio |", "| --- | --- | --- |",
+                  f"| int32 ids + float32 logprobs (nested lists) | {f32:.2f} | 1.00 |",
+                  f"| uint16 ids + uint8 rank gaps of 1/16 nat (stored form) | {comp:.2f} | {comp / f32:.2f} |", "",
+                  f"Held-out top-20 KL of the pruned SmolLM2 student over {storage['tokens']} tokens: "
+                  f"{storage['kl_float32']:.5f} with float32 values, {storage['kl_compact']:.5f} reconstructed "
+                  f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -122,11 +172,14 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = ap.parse_args()
     env = dict(os.environ)
-    gen = bench_generation(args.prompts, args.max_new_tokens, env)
+    with tempfile.TemporaryDirectory() as d:
+        dump = Path(d) / "plain-topk.json"
+        gen = bench_generation(args.prompts, args.max_new_tokens, env, dump)
+        storage = bench_storage(dump)
     default = None if args.skip_default else bench_default(env)
     from distill.artifacts import write_text_atomic
 
-    write_text_atomic(Path(args.out), render(gen, default))
+    write_text_atomic(Path(args.out), render(gen, default, storage))
     print(f"wrote {args.out}")
 
 

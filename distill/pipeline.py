@@ -13,7 +13,6 @@ checkpoint).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 import time
@@ -21,8 +20,8 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.config import RunConfig, TeacherRun, load, to_dict
-from teacher.prompts import load_prompts, make_splits
-from teacher.registry import get_teacher
+from teacher.prompts import load_prompts, splits
+from teacher.registry import check_reachable, get_teacher
 
 RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
 
@@ -30,7 +29,7 @@ RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before long work starts."""
     for tr in cfg.teachers:
-        get_teacher(tr.teacher).model_path()  # raises with the fix (`make models`) when missing
+        check_reachable(get_teacher(tr.teacher))  # raises with the fix (`make models`, HF_HOME) when missing
         if tr.train.student_kind == "checkpoint" and not Path(tr.train.student_checkpoint).exists():
             raise FileNotFoundError(f"teacher.{tr.teacher}.train.student_checkpoint: {tr.train.student_checkpoint} not found")
     if cfg.prompts_file:
@@ -38,11 +37,7 @@ def preflight(cfg: RunConfig) -> None:
 
 
 def prompts_for(cfg: RunConfig, tr: TeacherRun):
-    train, ev = make_splits(tr.n_train, cfg.eval_prompts, cfg.seed)
-    if cfg.prompts_file:
-        eval_ids = {p.prompt_id for p in ev}
-        train = [p for p in load_prompts(cfg.prompts_file) if p.prompt_id not in eval_ids][: tr.n_train]
-        train = [dataclasses.replace(p, split="train") for p in train]
+    train, ev = splits(tr.n_train, cfg.eval_prompts, cfg.seed, cfg.prompts_file or None)
     return train, ev[: tr.n_heldout]
 
 

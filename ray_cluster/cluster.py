@@ -36,3 +36,13 @@ def shutdown() -> None:
 
     if ray.is_initialized() and not os.environ.get("RAY_ADDRESS"):
         ray.shutdown()
+
+
+def engine_bundles(teacher, gpus: float) -> list[dict]:
+    """Placement bundles for one vLLM engine: one GPU per tensor-parallel rank on a GPU
+    cluster; a single CPU bundle otherwise (the default bundle asks for a GPU and a CPU-only
+    cluster then waits forever)."""
+    tp = int(teacher.engine.get("tensor_parallel_size", 1))
+    if teacher.gpu_memory_gib and gpus >= tp:
+        return [{"GPU": 1, "CPU": 1}] * tp
+    return [{"CPU": 1}]

@@ -17,10 +17,12 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distill.artifacts import write_text_atomic
 from distill.schema import tokenizer_fingerprint, write_table_atomic
+from ray_cluster.cluster import engine_bundles
 from teacher import engine
-from teacher.prompts import Prompt, make_splits
-from teacher.registry import get_teacher
+from teacher.prompts import Prompt, splits
+from teacher.registry import check_reachable, get_teacher
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,7 @@ class GenerationConfig:
     batch_size: int = 16  # rows per Ray Data batch sent to the engine
     max_model_len: int = 1024
     kv_cache_gib: int = 2  # CPU engines: RAM reserved for the KV cache
+    retries: int = 1  # extra passes over rows the engine failed on, before recording them as failed
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -44,6 +47,7 @@ class GenerationConfig:
             "train_samples": self.train_samples >= 1, "eval_samples": self.eval_samples >= 1,
             "shard_size": self.shard_size >= 1, "batch_size": self.batch_size >= 1,
             "max_model_len": self.max_model_len > self.max_new_tokens, "kv_cache_gib": self.kv_cache_gib >= 1,
+            "retries": self.retries >= 0,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -62,21 +66,20 @@ def plan_shards(prompts: list[Prompt], cfg: GenerationConfig) -> list[list[dict]
 def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
     from ray.data.llm import build_processor, vLLMEngineProcessorConfig
 
-    tp = int(teacher.engine.get("tensor_parallel_size", 1))
-    # CPU engines need an explicit CPU bundle: the default asks for a GPU and waits forever.
-    bundles = [{"GPU": 1, "CPU": 1}] * tp if gpus >= tp and teacher.gpu_memory_gib else [{"CPU": 1}]
     config = vLLMEngineProcessorConfig(
         model_source=model_path,
         engine_kwargs=engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
         batch_size=cfg.batch_size,
         concurrency=1,
-        placement_group_config={"bundles": bundles},
+        placement_group_config={"bundles": engine_bundles(teacher, gpus)},
         runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}},
         # Prompts arrive already formatted (chat template or completion frame), so the
         # text the engine sees is recorded exactly; the engine tokenizes.
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,
+        # A failing row comes back with its error instead of aborting the whole job.
+        should_continue_on_error=True,
     )
     sampling = engine.sampling_dict(cfg.max_new_tokens, cfg.temperature, cfg.top_p, cfg.top_k)
 
@@ -84,33 +87,23 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
         return {"prompt": row["prompt_text"], "sampling_params": sampling, "task": row["task"]}
 
     def post(row):
-        if row.get("__inference_error__"):
-            raise RuntimeError(f"engine failed on a row: {row['__inference_error__']}")
         task = json.loads(row["task"])
+        if row.get("__inference_error__"):
+            return {"task": row["task"], "row": "", "error": str(row["__inference_error__"])[:2000]}
         out = engine.schema_row(
             task, task["sample_index"], row["prompt"], row["prompt_token_ids"], row["generated_text"],
             row["generated_tokens"], row["logprobs"], cfg.top_k, teacher.id, sampling, task["fingerprint"],
         )
-        return {"shard": task["shard"], "row": json.dumps(out)}
+        return {"task": row["task"], "row": json.dumps(out), "error": ""}
 
     return build_processor(config, preprocess=pre, postprocess=post)
 
 
-def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: GenerationConfig) -> dict:
-    """Generate every missing shard of `prompts` for one teacher into out_dir. Returns stats."""
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
+def _key(t: dict) -> str:
+    return f"{t['prompt_id']}/{t['sample_index']}"
 
-    from ray_cluster.cluster import connect
 
-    teacher = get_teacher(teacher_id)
-    model_path = teacher.model_path()
-    out_dir = Path(out_dir)
-    shards = plan_shards(prompts, cfg)
-    plan = {
-        "teacher": teacher.id, "model": teacher.hub_id, "config": asdict(cfg),
-        "shards": [[f"{t['prompt_id']}/{t['sample_index']}" for t in s] for s in shards],
-    }
+def _write_plan(out_dir: Path, plan: dict) -> None:
     plan_file = out_dir / "plan.json"
     if plan_file.exists():
         if json.loads(plan_file.read_text()) != plan:
@@ -118,58 +111,130 @@ def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: Generat
                 f"{out_dir} holds a different generation plan (other prompts or settings); "
                 "use a new run name or delete that folder"
             )
-    else:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = plan_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(plan, indent=1))
-        tmp.replace(plan_file)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = plan_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(plan, indent=1))
+    tmp.replace(plan_file)
 
+
+class ShardWriter:
+    """Collects finished rows and final failures; writes a shard the moment every row of
+    it is accounted for. Failures go to <shard>.failures.json beside it, with their reason."""
+
+    def __init__(self, out_dir: Path, pending: dict[int, list[dict]], meta: dict):
+        self.out_dir, self.pending, self.meta = out_dir, pending, meta
+        self.rows: dict[int, list[dict]] = {i: [] for i in pending}
+        self.failed: dict[int, list[dict]] = {i: [] for i in pending}
+
+    def add(self, shard: int, row: dict) -> None:
+        self.rows[shard].append(row)
+        self._maybe_write(shard)
+
+    def fail(self, shard: int, task: dict, reason: str) -> None:
+        self.failed[shard].append({"prompt_id": task["prompt_id"], "sample_index": task["sample_index"], "reason": reason})
+        self._maybe_write(shard)
+
+    def _maybe_write(self, i: int) -> None:
+        if len(self.rows[i]) + len(self.failed[i]) < len(self.pending[i]):
+            return
+        order = {_key(t): n for n, t in enumerate(self.pending[i])}
+        rows = sorted(self.rows.pop(i), key=lambda r: order[_key(r)])
+        failed = self.failed.pop(i)
+        if failed:
+            write_text_atomic(self.out_dir / f"{i:05d}.failures.json", json.dumps(failed, indent=1))
+        # The shard last: its presence is what marks the shard finished.
+        write_table_atomic(rows, self.out_dir / f"{i:05d}.parquet", self.meta, self.meta["vocab_size"])
+
+    def unfinished(self) -> list[int]:
+        return sorted(self.rows)
+
+
+def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
+    """The real engine: one Ray Data LLM pipeline over `items`, streaming results back."""
+    import ray
+
+    from ray_cluster.cluster import connect
+
+    def run(items: list[dict]):
+        cluster = connect()
+        # One tqdm bar over fables says more than Ray Data's per-operator progress log.
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield from _processor(teacher, model_path, cfg, cluster["gpus"])(ray.data.from_items(items)).iter_rows()
+
+    return run
+
+
+def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: GenerationConfig, run_pass=None) -> dict:
+    """Generate every missing shard of `prompts` for one teacher into out_dir. Returns stats.
+
+    Rows the engine fails on are retried (cfg.retries more passes); rows that still fail,
+    or whose prompt cannot fit the context, are recorded with their reason."""
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    teacher = get_teacher(teacher_id)
+    model_path = teacher.model_path()
+    out_dir = Path(out_dir)
+    shards = plan_shards(prompts, cfg)
+    _write_plan(out_dir, {"teacher": teacher.id, "model": teacher.hub_id, "config": asdict(cfg),
+                          "shards": [[_key(t) for t in s] for s in shards]})
     pending = {i: s for i, s in enumerate(shards) if not (out_dir / f"{i:05d}.parquet").exists()}
     stats = {"teacher": teacher.id, "shards": len(shards), "shards_done_before": len(shards) - len(pending),
-             "rows": 0, "generated_tokens": 0, "wall_s": 0.0}
+             "rows": 0, "failed": 0, "generated_tokens": 0, "wall_s": 0.0}
     if not pending:
         return stats
 
     tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
     fingerprint = tokenizer_fingerprint(tok)
+    meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
+            "vocab_size": max(len(tok), teacher.vocab_size)}
+    writer = ShardWriter(out_dir, pending, meta)
     items = []
     for i, shard in pending.items():
         for t in shard:
             p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
-            task = {**t, "shard": i, "fingerprint": fingerprint}
-            items.append({"prompt_text": engine.format_prompt(teacher, p, tok), "task": json.dumps(task)})
+            text = engine.format_prompt(teacher, p, tok)
+            n = len(tok(text).input_ids)
+            if n >= cfg.max_model_len:
+                writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
+                stats["failed"] += 1
+                continue
+            items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})
 
-    import ray
-
+    texts = {it["task"]: it["prompt_text"] for it in items}
+    run_pass = run_pass or ray_pass(teacher, model_path, cfg)
     t0 = time.perf_counter()
-    cluster = connect()
-    # One tqdm bar over fables says more than Ray Data's per-operator progress log.
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    ds = ray.data.from_items(items)
-    processed = _processor(teacher, model_path, cfg, cluster["gpus"])(ds)
-    buffers: dict[int, list[dict]] = {i: [] for i in pending}
-    meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs"}
     with tqdm(total=len(items), desc=f"generate {teacher.id}", unit="fable") as bar:
-        for r in processed.iter_rows():
-            i = int(r["shard"])
-            row = json.loads(r["row"])
-            buffers[i].append(row)
-            stats["rows"] += 1
-            stats["generated_tokens"] += len(row["token_ids"])
-            bar.update(1)
-            if len(buffers[i]) == len(pending[i]):
-                order = {f"{t['prompt_id']}/{t['sample_index']}": n for n, t in enumerate(pending[i])}
-                rows = sorted(buffers.pop(i), key=lambda x: order[f"{x['prompt_id']}/{x['sample_index']}"])
-                write_table_atomic(rows, out_dir / f"{i:05d}.parquet", meta)
+        for attempt in range(cfg.retries + 1):
+            if not items:
+                break
+            retry = []
+            for r in run_pass(items):
+                task = json.loads(r["task"])
+                if r["error"]:
+                    if attempt < cfg.retries:
+                        retry.append({"prompt_text": texts[r["task"]], "task": r["task"]})
+                    else:
+                        writer.fail(task["shard"], task, f"engine error after {attempt + 1} attempts: {r['error']}")
+                        stats["failed"] += 1
+                        bar.update(1)
+                    continue
+                row = json.loads(r["row"])
+                writer.add(task["shard"], row)
+                stats["rows"] += 1
+                stats["generated_tokens"] += len(row["token_ids"])
+                bar.update(1)
+            items = retry
     stats["wall_s"] = time.perf_counter() - t0
-    if buffers:
-        missing = sum(len(pending[i]) - len(b) for i, b in buffers.items())
-        raise RuntimeError(f"{teacher.id}: generation ended with {missing} rows missing in shards {sorted(buffers)}")
+    if writer.unfinished():
+        raise RuntimeError(f"{teacher.id}: generation ended with shards {writer.unfinished()} incomplete")
     return stats
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="generate teacher fables with top-k logprobs on Ray")
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m ray_cluster.generate",
+                                 description="generate teacher fables with top-k logprobs on Ray")
     ap.add_argument("--teacher", action="append", required=True, help="teacher id (repeatable)")
     ap.add_argument("--out", required=True, help="folder; one sub-folder per teacher")
     ap.add_argument("--n-train", type=int, default=64)
@@ -179,12 +244,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--eval-samples", type=int, default=1)
     ap.add_argument("--shard-size", type=int, default=16)
-    args = ap.parse_args(argv)
+    ap.add_argument("--prompts", help="JSONL of training prompts instead of combinatorial ones")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         teachers = [get_teacher(t) for t in args.teacher]
+        for t in teachers:
+            check_reachable(t)
         cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                                eval_samples=args.eval_samples, shard_size=args.shard_size)
-        train, ev = make_splits(args.n_train, args.n_eval, args.seed)
+        train, ev = splits(args.n_train, args.n_eval, args.seed, args.prompts)
         for t in teachers:
             stats = generate(t.id, train + ev, Path(args.out) / t.id, cfg)
             print(json.dumps(stats))

@@ -15,7 +15,7 @@ import argparse
 import hashlib
 import json
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 CHARACTERS = [
     "fox", "rabbit", "tortoise", "hare", "crow", "owl", "lion", "mouse", "ant", "grasshopper",
@@ -158,6 +158,16 @@ def load_prompts(path: str) -> list[Prompt]:
     if not prompts:
         raise ValueError(f"prompts file {path} holds no prompts")
     return prompts
+
+
+def splits(n_train: int, n_eval: int, seed: int, prompts_file: str | None = None) -> tuple[list[Prompt], list[Prompt]]:
+    """Training and evaluation prompts; training ones come from prompts_file when given,
+    minus any that coincide with an evaluation prompt."""
+    train, ev = make_splits(0 if prompts_file else n_train, n_eval, seed)
+    if prompts_file:
+        eval_ids = {p.prompt_id for p in ev}
+        train = [replace(p, split="train") for p in load_prompts(prompts_file) if p.prompt_id not in eval_ids][:n_train]
+    return train, ev
 
 
 def main(argv: list[str] | None = None) -> None:

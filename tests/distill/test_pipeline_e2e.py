@@ -9,6 +9,8 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from distill.schema import read_rows
+
 from tests.conftest import ROOT, needs_models
 
 pytestmark = [pytest.mark.e2e, needs_models]
@@ -32,7 +34,7 @@ def test_teacher_datasets_hold_fables_with_topk_logprobs(tiny_run):
     run_dir, _ = tiny_run
     for teacher in ("smollm2-135m", "gemma3-270m"):
         tables = [pq.read_table(f) for f in sorted((run_dir / "teachers" / teacher).glob("*.parquet"))]
-        rows = [r for t in tables for r in t.to_pylist()]
+        rows = read_rows(run_dir / "teachers" / teacher)
         assert len(rows) == 8 + 4
         assert len({(r["prompt_id"], r["sample_index"]) for r in rows}) == 12
         assert {r["split"] for r in rows} == {"train", "eval"}
@@ -44,7 +46,7 @@ def test_teacher_datasets_hold_fables_with_topk_logprobs(tiny_run):
             assert r["text"].strip() and r["teacher_id"] == teacher
         meta = json.loads(tables[0].schema.metadata[b"kd"])
         assert meta["top_k"] == 20
-    gemma_row = pq.read_table(next((run_dir / "teachers" / "gemma3-270m").glob("*.parquet"))).to_pylist()[0]
+    gemma_row = read_rows(run_dir / "teachers" / "gemma3-270m")[0]
     assert gemma_row["prompt_token_ids"][0] == 2  # Gemma's BOS reached the engine
 
 

@@ -1,6 +1,9 @@
 import pytest
 
-from distill.schema import SCHEMA, read_rows, tokenizer_fingerprint, write_table_atomic
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from distill.schema import LP_STEP, SCHEMA, decode_topk, encode_topk, read_rows, tokenizer_fingerprint, write_table_atomic
 
 
 def a_row(i=0):
@@ -12,8 +15,13 @@ def a_row(i=0):
 
 
 def test_roundtrip_and_split_filter(tmp_path):
-    write_table_atomic([a_row(0), {**a_row(1), "split": "eval"}], tmp_path / "00000.parquet", {"top_k": 2})
-    assert [r["prompt_id"] for r in read_rows(tmp_path)] == ["p0", "p1"]
+    write_table_atomic([a_row(0), {**a_row(1), "split": "eval"}], tmp_path / "00000.parquet", {"top_k": 2}, 49152)
+    back = read_rows(tmp_path)
+    assert [r["prompt_id"] for r in back] == ["p0", "p1"]
+    assert back[0]["topk_ids"] == [[3, 4]] and back[0]["topk_logprobs"] == [[-0.5, -1.0]]
+    assert set(back[0]) == set(SCHEMA.names)
+    stored = pq.read_table(tmp_path / "00000.parquet").schema
+    assert stored.field("topk_ids_flat").type == pa.list_(pa.uint16())  # narrow ids for a 49k vocabulary
     assert [r["prompt_id"] for r in read_rows(tmp_path, split="eval")] == ["p1"]
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
@@ -38,3 +46,22 @@ def test_fingerprint_compares_token_maps_not_sizes():
     assert tokenizer_fingerprint(a) != tokenizer_fingerprint(b)
     assert tokenizer_fingerprint(a) == tokenizer_fingerprint(Tok({"b": 1, "a": 0}))
     assert len(SCHEMA.names) == len(set(SCHEMA.names))
+
+
+def test_topk_codec_hand_case_and_error_bound():
+    ids = [[7, 2, 9], [1, 5, 3]]
+    lps = [[-0.01, -1.30, -4.00], [-2.00, -2.03, -40.0]]
+    enc = encode_topk(ids, lps)
+    # levels: row 0 -> 0, 21, 64 ; row 1 -> 32, 32, 640 (gap 608 saturates at 255)
+    assert enc["topk_lp_q"].tolist() == [0, 21, 43, 32, 0, 255]
+    back_ids, back_lp = decode_topk(enc["topk_k"], enc["topk_ids_flat"], enc["topk_lp_q"])
+    assert back_ids == ids
+    for got, want in zip(sum(back_lp, [])[:5], sum(lps, [])[:5]):
+        assert abs(got - want) <= LP_STEP / 2 + 1e-6
+    assert back_lp[1][2] <= back_lp[1][1]  # a saturated gap stays below its predecessor
+
+
+def test_empty_fable_roundtrips(tmp_path):
+    r = {**a_row(0), "token_ids": [], "token_logprobs": [], "topk_ids": [], "topk_logprobs": []}
+    write_table_atomic([r], tmp_path / "00000.parquet")
+    assert read_rows(tmp_path)[0]["topk_ids"] == []

@@ -54,3 +54,44 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
     keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
     assert len(keys) == 16 == len(set(keys))
     assert not list(shard_dir.glob(".*tmp"))
+
+
+@needs_models
+def test_failed_rows_are_retried_then_recorded_never_dropped(tmp_path):
+    """The engine is faked at its boundary: results in the shape the Ray Data LLM
+    postprocess hands back ({task, row, error})."""
+    import dataclasses
+
+    from distill.schema import read_rows
+    from ray_cluster.generate import generate
+    from teacher import engine
+
+    train, ev = make_splits(6, 2)
+    too_long = dataclasses.replace(train[0], prompt_id="f" * 16, instruction="word " * 400)
+    prompts = train + ev + [too_long]
+    cfg = GenerationConfig(shard_size=4, max_new_tokens=8, max_model_len=256, retries=1)
+    flaky, broken = f"{train[1].prompt_id}/0", f"{train[2].prompt_id}/0"
+    calls = []
+
+    def fake_pass(items):
+        calls.append(len(items))
+        for it in items:
+            task = json.loads(it["task"])
+            key = f"{task['prompt_id']}/{task['sample_index']}"
+            if key == broken or (key == flaky and len(calls) == 1):
+                yield {"task": it["task"], "row": "", "error": "EngineCore encountered an issue"}
+                continue
+            wire = [{5: {"logprob": -0.1, "rank": 1}, 6: {"logprob": -2.5, "rank": 2}}] * 3
+            row = engine.schema_row(task, task["sample_index"], it["prompt_text"], [1, 2], "a fable", [5, 5, 5],
+                                    wire, 2, "smollm2-135m", {}, task["fingerprint"])
+            yield {"task": it["task"], "row": json.dumps(row), "error": ""}
+
+    stats = generate("smollm2-135m", prompts, tmp_path, cfg, run_pass=fake_pass)
+    assert calls == [8, 2]  # the long prompt never reached the engine; two rows retried
+    assert stats["rows"] == 7 and stats["failed"] == 2
+    rows = read_rows(tmp_path)
+    assert sorted(r["prompt_id"] for r in rows) == sorted(p.prompt_id for p in train + ev if f"{p.prompt_id}/0" != broken)
+    failures = [f for p in sorted(tmp_path.glob("*.failures.json")) for f in json.loads(p.read_text())]
+    reasons = {f["prompt_id"]: f["reason"] for f in failures}
+    assert set(reasons) == {train[2].prompt_id, "f" * 16}
+    assert "after 2 attempts" in reasons[train[2].prompt_id] and "max_model_len is 256" in reasons["f" * 16]

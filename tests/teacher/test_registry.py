@@ -21,3 +21,13 @@ def test_missing_embedded_model_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "MODELS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="run `make models`"):
         registry.get_teacher("smollm2-135m").model_path()
+
+
+def test_unreachable_hub_teacher_names_model_and_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"mistralai/Mistral-7B-Instruct-v0.2@main .*HF_HOME"):
+        registry.check_reachable(registry.get_teacher("mistral-7b-instruct"))
