@@ -96,10 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     teachers = args.teacher or EMBEDDED
     done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     try:
         url = start(teachers, args.host, args.port, args.top_k)
+        # After ray.init, which installs its own SIGTERM handler that exits without cleanup.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: done.set())
         took = wait_ready(url, teachers, args.ready_timeout)
         print(f"ready {url} models={','.join(teachers)} after {took:.0f} s", flush=True)
         done.wait()
