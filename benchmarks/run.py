@@ -45,6 +45,14 @@ def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     return time.perf_counter() - t0, proc.stdout
 
 
+def last_json(stdout: str) -> dict:
+    """The command's result line: engines log to stdout too, so take the last JSON object."""
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise ValueError("no JSON result line in the command's output")
+
+
 def parquet_bytes(table) -> int:
     import io
 
@@ -87,12 +95,12 @@ def bench_storage(dump: Path) -> dict:
 def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
     plain_wall, out = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--n", str(n),
                              "--max-new-tokens", str(max_new), "--dump", str(dump)], env)
-    plain = json.loads(out.strip().splitlines()[-1])
+    plain = last_json(out)
     with tempfile.TemporaryDirectory() as d:
         ray_wall, out = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m",
                                "--out", d, "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new)],
                               {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
-    ray = json.loads(out.strip().splitlines()[-1])
+    ray = last_json(out)
     return {"prompts": n, "max_new_tokens": max_new, "plain": {**plain, "process_s": plain_wall},
             "ray": {**ray, "process_s": ray_wall}}
 
