@@ -46,3 +46,28 @@ def engine_bundles(teacher, gpus: float) -> list[dict]:
     if teacher.gpu_memory_gib and gpus >= tp:
         return [{"GPU": 1, "CPU": 1}] * tp
     return [{"CPU": 1}]
+
+
+def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,
+                            gpus: float, **extra):
+    """Ray Data LLM settings shared by every batch job over one teacher engine.
+
+    Rows arrive already formatted or tokenized, so the chat-template, tokenize and
+    detokenize stages (one actor each) are off; one tqdm bar per job replaces Ray Data's
+    per-operator progress log."""
+    import ray
+    from ray.data.llm import vLLMEngineProcessorConfig
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return vLLMEngineProcessorConfig(
+        model_source=model_path,
+        engine_kwargs=engine_kwargs,
+        batch_size=batch_size,
+        concurrency=1,
+        placement_group_config={"bundles": engine_bundles(teacher, gpus)},
+        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}},
+        chat_template_stage=False,
+        tokenize_stage=False,
+        detokenize_stage=False,
+        **extra,
+    )

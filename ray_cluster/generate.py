@@ -19,7 +19,7 @@ from pathlib import Path
 
 from distill.artifacts import write_text_atomic
 from distill.schema import tokenizer_fingerprint, write_table_atomic
-from ray_cluster.cluster import engine_bundles
+from ray_cluster.cluster import engine_processor_config
 from teacher import engine
 from teacher.prompts import Prompt, splits
 from teacher.registry import check_reachable, get_teacher
@@ -64,20 +64,11 @@ def plan_shards(prompts: list[Prompt], cfg: GenerationConfig) -> list[list[dict]
 
 
 def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor
 
-    config = vLLMEngineProcessorConfig(
-        model_source=model_path,
-        engine_kwargs=engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
-        batch_size=cfg.batch_size,
-        concurrency=1,
-        placement_group_config={"bundles": engine_bundles(teacher, gpus)},
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib)}},
-        # Prompts arrive already formatted (chat template or completion frame), so the
-        # text the engine sees is recorded exactly; the engine tokenizes.
-        chat_template_stage=False,
-        tokenize_stage=False,
-        detokenize_stage=False,
+    config = engine_processor_config(
+        teacher, model_path, engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
+        cfg.batch_size, cfg.kv_cache_gib, gpus,
         # A failing row comes back with its error instead of aborting the whole job.
         should_continue_on_error=True,
     )
@@ -158,8 +149,6 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
 
     def run(items: list[dict]):
         cluster = connect()
-        # One tqdm bar over fables says more than Ray Data's per-operator progress log.
-        ray.data.DataContext.get_current().enable_progress_bars = False
         yield from _processor(teacher, model_path, cfg, cluster["gpus"])(ray.data.from_items(items)).iter_rows()
 
     return run

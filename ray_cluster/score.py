@@ -22,10 +22,10 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
     """For each {prompt, completion}: the completion's token ids, each token's logprob under
     the teacher and the teacher's top-k at that position (prompt tokens are not returned)."""
     import ray
-    from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+    from ray.data.llm import build_processor
     from transformers import AutoTokenizer
 
-    from ray_cluster.cluster import connect, engine_bundles
+    from ray_cluster.cluster import connect, engine_processor_config
 
     teacher = get_teacher(teacher_id)
     path = teacher.model_path()
@@ -38,13 +38,7 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
     kw = engine.engine_kwargs(teacher, top_k, max_model_len)
     kw["enable_prefix_caching"] = False  # vLLM computes no prompt logprobs for cached prefixes
     cluster = connect()
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    config = vLLMEngineProcessorConfig(
-        model_source=path, engine_kwargs=kw, batch_size=16, concurrency=1,
-        placement_group_config={"bundles": engine_bundles(teacher, cluster["gpus"])},
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}},
-        chat_template_stage=False, tokenize_stage=False, detokenize_stage=False,
-    )
+    config = engine_processor_config(teacher, path, kw, 16, kv_cache_gib, cluster["gpus"])
 
     def pre(row):
         return {"tokenized_prompt": list(row["ids"]), "n": row["n"], "start": row["start"],
