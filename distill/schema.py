@@ -8,16 +8,19 @@ Log-probabilities are the model's raw distribution (vLLM `logprobs_mode=raw_logp
 before temperature or top-p.
 
 Rows are handed around in their logical form (`topk_ids` and `topk_logprobs` as T x K
-lists). On disk the top-k is stored compactly, since it is most of the bytes:
-- ids flattened in the narrowest unsigned type the vocabulary allows (uint16 up to 65,536);
-- logprobs quantized to LP_STEP nats, rank by rank as uint8 gaps (the first one is
-  -logprob of rank 1, each next one the drop from the previous rank; they are sorted, so
-  gaps are small and compress well). Reconstruction error is at most LP_STEP/2 per value;
-  `make bench` measures the bytes per entry and the KL error this causes.
+lists). On disk the top-k is stored compactly, since it is most of the bytes (`make bench`
+measures bytes per entry and the KL error the encoding causes):
+- ids: each shard renumbers its FREQUENT_IDS commonest ids to 0..255 (the list is in the
+  file's metadata) and stores the codes as byte planes, one dictionary-encoded uint8
+  column per byte (two for vocabularies up to 65,536, three beyond);
+- logprobs: quantized to LP_STEP nats as uint16 levels, rank 1 absolute and then the
+  drop from each rank to the next (sorted, so small), stored byte-stream-split. Each
+  value is within LP_STEP/2 of the engine's.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -52,33 +55,105 @@ SCHEMA = pa.schema(
 )
 
 
-LP_STEP = 1 / 16  # nats per quantization step of the stored logprobs
+LP_STEP = 1 / 64  # nats per quantization step of the stored logprobs
+FREQUENT_IDS = 256  # per shard, this many most frequent ids are renumbered to 0..255
+ZSTD_LEVEL = 19  # shards are small and written once; the higher level pays for itself
 _STORED = ["topk_ids", "topk_logprobs"]
+
+
+def id_bytes(vocab_size: int) -> int:
+    """Bytes per stored token id: 2 for vocabularies up to 65,536, 3 up to 16.7M."""
+    return max(1, (max(vocab_size - 1, 1).bit_length() + 7) // 8)
+
+
+def _id_columns(vocab_size: int) -> list[str]:
+    return [f"topk_ids_b{i}" for i in range(id_bytes(vocab_size))]
 
 
 def storage_schema(vocab_size: int) -> pa.Schema:
     """The on-disk schema: SCHEMA with the top-k columns in their compact form."""
-    id_type = pa.uint16() if vocab_size <= 2**16 else pa.uint32()
     fields = [f for f in SCHEMA if f.name not in _STORED]
-    return pa.schema(fields + [pa.field("topk_k", pa.int32()), pa.field("topk_ids_flat", pa.list_(id_type)),
-                               pa.field("topk_lp_q", pa.list_(pa.uint8()))])
+    return pa.schema(fields + [pa.field("topk_k", pa.int32())]
+                     + [pa.field(c, pa.list_(pa.uint8())) for c in _id_columns(vocab_size)]
+                     + [pa.field("topk_lp_q", pa.list_(pa.uint16()))])
 
 
-def encode_topk(topk_ids: list[list[int]], topk_logprobs: list[list[float]]) -> dict:
-    if not topk_ids:  # a fable of zero tokens
-        return {"topk_k": 0, "topk_ids_flat": [], "topk_lp_q": []}
-    ids = np.asarray(topk_ids, dtype=np.int64)
-    lp = np.asarray(topk_logprobs, dtype=np.float64)
-    q = np.round(-lp / LP_STEP)  # absolute levels, so rounding errors never accumulate
-    gaps = np.diff(q, axis=1, prepend=0)
-    return {"topk_k": ids.shape[1], "topk_ids_flat": ids.ravel(),
-            "topk_lp_q": np.clip(gaps, 0, 255).astype(np.uint8).ravel()}
+def renumbering(frequent: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A permutation of the vocabulary sending frequent[j] to j (forward, inverse).
+
+    Low ids that are not frequent take the slots the frequent ones left, so every id
+    keeps a unique code below vocab_size."""
+    frequent = np.asarray(frequent, dtype=np.int64)
+    m = len(frequent)
+    fwd = np.arange(vocab_size, dtype=np.int64)
+    fwd[frequent] = np.arange(m)
+    fwd[np.setdiff1d(np.arange(m), frequent)] = np.sort(frequent[frequent >= m])
+    inv = np.empty_like(fwd)
+    inv[fwd] = np.arange(vocab_size)
+    return fwd, inv
 
 
-def decode_topk(k: int, ids_flat, lp_q) -> tuple[list[list[int]], list[list[float]]]:
-    ids = np.asarray(ids_flat, dtype=np.int64).reshape(-1, k) if k else np.zeros((0, 0), np.int64)
-    q = np.cumsum(np.asarray(lp_q, dtype=np.float64).reshape(ids.shape), axis=1)
-    return ids.tolist(), (-q * LP_STEP).astype(np.float32).tolist()
+def quantize_logprobs(lp: np.ndarray) -> np.ndarray:
+    """[T, K] descending logprobs -> uint16 levels: rank 1 absolute, then drops between ranks.
+
+    Levels are rounded as absolute values first, so rounding errors never accumulate
+    along the ranks (each value is within LP_STEP/2 of the truth)."""
+    lp = np.nan_to_num(np.asarray(lp, dtype=np.float64), nan=-1e4, neginf=-1e4)
+    q = np.clip(np.round(-lp / LP_STEP), 0, 2**16 - 1)
+    return np.clip(np.diff(q, axis=1, prepend=0), 0, 2**16 - 1).astype(np.uint16)
+
+
+def dequantize_logprobs(q: np.ndarray) -> np.ndarray:
+    return (-np.cumsum(np.asarray(q, dtype=np.float64), axis=1) * LP_STEP).astype(np.float32)
+
+
+def encode_topk(rows: list[dict], vocab_size: int) -> tuple[dict[str, list], dict]:
+    """The compact columns of a shard's top-k, and the metadata needed to read them back.
+
+    Ids are renumbered so the shard's FREQUENT_IDS commonest come first, then split into
+    byte planes (one uint8 column per byte, dictionary-encoded): the high plane is then
+    mostly zero and the low plane skewed, which zstd compresses far better than raw ids."""
+    n_bytes = id_bytes(vocab_size)
+    ks = [len(r["topk_ids"][0]) if r["topk_ids"] else 0 for r in rows]
+    flat = [np.asarray(r["topk_ids"], dtype=np.int64).reshape(-1) for r in rows]
+    every = np.concatenate(flat) if flat else np.zeros(0, np.int64)
+    if every.size and (every.min() < 0 or every.max() >= vocab_size):
+        raise ValueError(f"top-k ids outside the vocabulary of {vocab_size}")
+    uniq, counts = np.unique(every, return_counts=True)
+    frequent = uniq[np.argsort(-counts, kind="stable")][:FREQUENT_IDS]
+    fwd, _ = renumbering(frequent, vocab_size)
+    cols: dict[str, list] = {"topk_k": ks, "topk_lp_q": []}
+    cols.update({c: [] for c in _id_columns(vocab_size)})
+    for r, ids, k in zip(rows, flat, ks):
+        code = fwd[ids]
+        for i in range(n_bytes):
+            cols[f"topk_ids_b{i}"].append(((code >> (8 * i)) & 255).astype(np.uint8))
+        cols["topk_lp_q"].append(quantize_logprobs(np.reshape(r["topk_logprobs"], (-1, k)) if k else np.zeros((0, 0))).ravel())
+    dtype = "<u2" if n_bytes <= 2 else "<u4"
+    meta = {"lp_step": LP_STEP, "vocab_size": vocab_size, "id_bytes": n_bytes,
+            "frequent_ids": base64.b64encode(frequent.astype(dtype).tobytes()).decode(), "frequent_ids_dtype": dtype}
+    return cols, meta
+
+
+def decode_topk(table: pa.Table, meta: dict) -> tuple[list[list[list[int]]], list[list[list[float]]]]:
+    """Invert encode_topk on a whole table: per row, the T x K ids and logprobs."""
+    if meta.get("lp_step") != LP_STEP:
+        raise ValueError(f"stored with logprob step {meta.get('lp_step')}, this version reads {LP_STEP}")
+    frequent = np.frombuffer(base64.b64decode(meta["frequent_ids"]), dtype=meta["frequent_ids_dtype"])
+    _, inv = renumbering(frequent, int(meta["vocab_size"]))
+    code = sum(table.column(f"topk_ids_b{i}").combine_chunks().flatten().to_numpy().astype(np.int64) << (8 * i)
+               for i in range(int(meta["id_bytes"])))
+    ids = inv[code] if len(code) else np.zeros(0, np.int64)
+    q = table.column("topk_lp_q").combine_chunks().flatten().to_numpy()
+    out_ids, out_lp, at = [], [], 0
+    for k, n in zip(table.column("topk_k").to_pylist(), table.column("topk_lp_q").combine_chunks().value_lengths().to_pylist()):
+        if not k:
+            out_ids.append([]), out_lp.append([])
+            continue
+        out_ids.append(ids[at : at + n].reshape(-1, k).tolist())
+        out_lp.append(dequantize_logprobs(q[at : at + n].reshape(-1, k)).tolist())
+        at += n
+    return out_ids, out_lp
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -88,18 +163,22 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=True).encode()).hexdigest()[:16]
 
 
-def write_table_atomic(rows: list[dict], path: Path, metadata: dict | None = None, vocab_size: int = 2**32) -> None:
+def write_table_atomic(rows: list[dict], path: Path, metadata: dict | None = None, vocab_size: int | None = None) -> None:
     """Write logical rows as one compact Parquet file; readers see the whole file or none of it."""
-    stored = [{**{k: v for k, v in r.items() if k not in _STORED}, **encode_topk(r["topk_ids"], r["topk_logprobs"])}
-              for r in rows]
-    table = pa.Table.from_pylist(stored, schema=storage_schema(vocab_size))
-    meta = {**(metadata or {}), "lp_step": LP_STEP}
-    table = table.replace_schema_metadata({b"kd": json.dumps(meta).encode()})
+    if vocab_size is None:  # callers that know the tokenizer pass its size
+        vocab_size = max([256] + [max(max(t) for t in r["topk_ids"]) + 1 for r in rows if r["topk_ids"]])
+    cols, codec = encode_topk(rows, vocab_size)
+    schema = storage_schema(vocab_size)
+    plain = {n: [r[n] for r in rows] for n in schema.names if n not in cols}
+    table = pa.table({n: pa.array((plain | cols)[n], schema.field(n).type) for n in schema.names}, schema=schema)
+    table = table.replace_schema_metadata({b"kd": json.dumps({**(metadata or {}), **codec}).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        pq.write_table(table, tmp, compression="zstd")
+        pq.write_table(table, tmp, compression="zstd", compression_level=ZSTD_LEVEL,
+                       use_dictionary=[f"{c}.list.element" for c in _id_columns(vocab_size)],
+                       column_encoding={"topk_lp_q.list.element": "BYTE_STREAM_SPLIT"})
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -117,12 +196,16 @@ def read_rows(directory: Path, split: str | None = None) -> list[dict]:
             table = pq.read_table(f)
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{f}: not a readable Parquet file ({e})") from None
-        names = [n for n in SCHEMA.names if n not in _STORED] + ["topk_k", "topk_ids_flat", "topk_lp_q"]
+        meta = json.loads((table.schema.metadata or {}).get(b"kd", b"{}"))
+        if "id_bytes" not in meta:
+            raise ValueError(f"{f}: no top-k codec metadata (written by an older version?); regenerate it")
+        names = [n for n in SCHEMA.names if n not in _STORED] + ["topk_k", "topk_lp_q"] + _id_columns(meta["vocab_size"])
         missing = set(names) - set(table.column_names)
         if missing:
             raise ValueError(f"{f}: missing columns {sorted(missing)}")
-        for r in table.select(names).to_pylist():
-            r["topk_ids"], r["topk_logprobs"] = decode_topk(r.pop("topk_k"), r.pop("topk_ids_flat"), r.pop("topk_lp_q"))
+        ids, lps = decode_topk(table, meta)
+        for r, i, l in zip(table.select([n for n in SCHEMA.names if n not in _STORED]).to_pylist(), ids, lps):
+            r["topk_ids"], r["topk_logprobs"] = i, l
             rows.append(r)
     if split is not None:
         rows = [r for r in rows if r["split"] == split]

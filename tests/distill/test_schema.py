@@ -3,7 +3,10 @@ import pytest
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from distill.schema import LP_STEP, SCHEMA, decode_topk, encode_topk, read_rows, tokenizer_fingerprint, write_table_atomic
+import numpy as np
+
+from distill.schema import (LP_STEP, SCHEMA, dequantize_logprobs, id_bytes, quantize_logprobs, read_rows, renumbering,
+                           tokenizer_fingerprint, write_table_atomic)
 
 
 def a_row(i=0):
@@ -21,7 +24,9 @@ def test_roundtrip_and_split_filter(tmp_path):
     assert back[0]["topk_ids"] == [[3, 4]] and back[0]["topk_logprobs"] == [[-0.5, -1.0]]
     assert set(back[0]) == set(SCHEMA.names)
     stored = pq.read_table(tmp_path / "00000.parquet").schema
-    assert stored.field("topk_ids_flat").type == pa.list_(pa.uint16())  # narrow ids for a 49k vocabulary
+    # two byte planes for a 49k vocabulary
+    assert [n for n in stored.names if n.startswith("topk_ids")] == ["topk_ids_b0", "topk_ids_b1"]
+    assert stored.field("topk_ids_b0").type == pa.list_(pa.uint8())
     assert [r["prompt_id"] for r in read_rows(tmp_path, split="eval")] == ["p1"]
     assert not list(tmp_path.glob(".*"))  # no temporary file left behind
 
@@ -48,17 +53,37 @@ def test_fingerprint_compares_token_maps_not_sizes():
     assert len(SCHEMA.names) == len(set(SCHEMA.names))
 
 
-def test_topk_codec_hand_case_and_error_bound():
-    ids = [[7, 2, 9], [1, 5, 3]]
+def test_logprob_levels_hand_case_and_error_bound():
     lps = [[-0.01, -1.30, -4.00], [-2.00, -2.03, -40.0]]
-    enc = encode_topk(ids, lps)
-    # levels: row 0 -> 0, 21, 64 ; row 1 -> 32, 32, 640 (gap 608 saturates at 255)
-    assert enc["topk_lp_q"].tolist() == [0, 21, 43, 32, 0, 255]
-    back_ids, back_lp = decode_topk(enc["topk_k"], enc["topk_ids_flat"], enc["topk_lp_q"])
-    assert back_ids == ids
-    for got, want in zip(sum(back_lp, [])[:5], sum(lps, [])[:5]):
-        assert abs(got - want) <= LP_STEP / 2 + 1e-6
-    assert back_lp[1][2] <= back_lp[1][1]  # a saturated gap stays below its predecessor
+    q = quantize_logprobs(np.array(lps))
+    # absolute levels at 1/64 nat: 1, 83, 256 and 128, 130, 2560; stored as rank 1 then drops
+    assert q.tolist() == [[1, 82, 173], [128, 2, 2430]]
+    back = dequantize_logprobs(q)
+    assert np.abs(back - np.array(lps)).max() <= LP_STEP / 2 + 1e-6
+    assert (np.diff(back, axis=1) <= 0).all()
+
+
+def test_renumbering_is_a_permutation_that_puts_frequent_ids_first():
+    fwd, inv = renumbering(np.array([900, 3, 512, 0]), 1000)
+    assert fwd[[900, 3, 512, 0]].tolist() == [0, 1, 2, 3]
+    assert sorted(fwd.tolist()) == list(range(1000)) and (inv[fwd] == np.arange(1000)).all()
+    assert fwd[1] in (512, 900) and fwd[2] in (512, 900)  # displaced low ids take the freed slots
+
+
+def test_large_vocabulary_roundtrips_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = rng.choice(262144, size=(50, 4), replace=True)
+    ids[:, 0] = 262143  # the very last id needs the third byte plane
+    lps = np.sort(-rng.exponential(3.0, size=(50, 4)), axis=1)[:, ::-1]
+    row = {**a_row(0), "token_ids": ids[:, 0].tolist(), "token_logprobs": lps[:, 0].tolist(),
+           "topk_ids": ids.tolist(), "topk_logprobs": lps.tolist()}
+    write_table_atomic([row, a_row(1)], tmp_path / "00000.parquet", {}, 262144)
+    assert id_bytes(262144) == 3 and id_bytes(65536) == 2 and id_bytes(65537) == 3
+    back = read_rows(tmp_path)
+    assert back[0]["topk_ids"] == ids.tolist() and back[1]["topk_ids"] == [[3, 4]]
+    assert np.abs(np.array(back[0]["topk_logprobs"]) - lps).max() <= LP_STEP / 2 + 1e-6
+    with pytest.raises(ValueError, match="outside the vocabulary of 1000"):
+        write_table_atomic([row], tmp_path / "00001.parquet", {}, 1000)
 
 
 def test_empty_fable_roundtrips(tmp_path):
