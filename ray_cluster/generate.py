@@ -34,7 +34,7 @@ class GenerationConfig:
     train_samples: int = 1  # completions per training prompt
     eval_samples: int = 1  # completions per evaluation prompt
     shard_size: int = 16  # rows per Parquet shard: the unit of resumption
-    batch_size: int = 16  # rows per Ray Data batch sent to the engine
+    batch_size: int = 32  # rows per Ray Data batch; 8 batches are in flight (Ray Data LLM default)
     max_model_len: int = 1024
     kv_cache_gib: int = 2  # CPU engines: RAM reserved for the KV cache
     retries: int = 1  # extra passes over rows the engine failed on, before recording them as failed
