@@ -56,8 +56,12 @@ def topk_forward_kl(student_logits, topk_ids, topk_logprobs, mask) -> torch.Tens
     This is the exact KL between the two coarsened distributions, a lower bound on the
     dense KL that equals it when K = V.
     """
-    s_all = F.log_softmax(student_logits.float(), dim=-1)
-    s = s_all.gather(-1, topk_ids.long())
+    s = F.log_softmax(student_logits.float(), dim=-1).gather(-1, topk_ids.long())
+    return _masked_mean(_topk_kl_per_token(s, topk_logprobs), mask)
+
+
+def _topk_kl_per_token(s: torch.Tensor, topk_logprobs: torch.Tensor) -> torch.Tensor:
+    """The coarsened KL from the student's logprobs `s` at the teacher's top-k ids."""
     t = topk_logprobs.float()
     p = t.exp()
     head = (p * (t - s)).sum(-1)
@@ -65,8 +69,7 @@ def topk_forward_kl(student_logits, topk_ids, topk_logprobs, mask) -> torch.Tens
     # log(1 - sum q_topk) computed from the log-sum so it stays accurate near 1.
     q_head = torch.logsumexp(s, dim=-1).clamp(max=-1e-6)
     log_q_tail = torch.log(-torch.expm1(q_head))
-    tail = torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail
-    return _masked_mean(head + tail, mask)
+    return head + torch.xlogy(p_tail, p_tail) - p_tail * log_q_tail
 
 
 def token_cross_entropy(student_logits, labels, mask) -> torch.Tensor:
@@ -77,7 +80,17 @@ def token_cross_entropy(student_logits, labels, mask) -> torch.Tensor:
 
 
 def kd_objective(student_logits, labels, topk_ids, topk_logprobs, mask, kd_weight: float) -> dict[str, torch.Tensor]:
-    """The training objective: kd_weight * top-k KL + (1 - kd_weight) * CE, with both parts."""
-    kd = topk_forward_kl(student_logits, topk_ids, topk_logprobs, mask)
-    ce = token_cross_entropy(student_logits, labels, mask)
+    """The training objective: kd_weight * top-k KL + (1 - kd_weight) * CE, with both parts.
+
+    One log-softmax and one gather (top-k ids and the label together) serve both parts:
+    the [tokens, vocab] tensors dominate a step's memory, so a KD step costs about what a
+    plain cross-entropy step does. kd_weight=0 is plain cross-entropy (SFT) and skips the KL."""
+    s_all = F.log_softmax(student_logits.float(), dim=-1)
+    label = labels.long().clamp(min=0).unsqueeze(-1)
+    if kd_weight == 0:
+        ce = _masked_mean(-s_all.gather(-1, label).squeeze(-1), mask)
+        return {"loss": ce, "ce": ce}
+    picked = s_all.gather(-1, torch.cat([topk_ids.long(), label], dim=-1))
+    kd = _masked_mean(_topk_kl_per_token(picked[..., :-1], topk_logprobs), mask)
+    ce = _masked_mean(-picked[..., -1], mask)
     return {"loss": kd_weight * kd + (1.0 - kd_weight) * ce, "kd": kd, "ce": ce}

@@ -90,6 +90,11 @@ def test_objective_mixes_parts_with_the_weight():
     labels = ids[..., 0]
     out = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.7)
     assert out["loss"].item() == pytest.approx(0.7 * out["kd"].item() + 0.3 * out["ce"].item(), rel=1e-6)
+    # the fused gather gives exactly what the separate losses give
+    assert out["kd"].item() == pytest.approx(L.topk_forward_kl(s, ids, vals, m).item(), rel=1e-6)
+    assert out["ce"].item() == pytest.approx(L.token_cross_entropy(s, labels, m).item(), rel=1e-6)
+    sft = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.0)
+    assert "kd" not in sft and sft["loss"].item() == pytest.approx(out["ce"].item(), rel=1e-6)
 
 
 def test_gradients_flow_and_are_finite():
