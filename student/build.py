@@ -1,5 +1,5 @@
 """Students: the teacher pruned to fewer layers, a small model from the teacher's
-config, or any HF checkpoint; LoRA through peft; merge and export.
+config, or any HF checkpoint; LoRA or QLoRA (bitsandbytes nf4) through peft; merge and export.
 
 Logit distillation indexes teacher and student logits by the same token ids, so a
 student must share the teacher's token map: `check_same_vocab` compares the maps
@@ -84,9 +84,54 @@ def apply_lora(model, r: int, alpha: int, dropout: float):
     return get_peft_model(model, config)
 
 
-def export(model, tokenizer, out_dir: Path) -> dict[str, Path]:
+FOUR_BIT_TRAP = (
+    "a 4-bit student ran an eval-mode or no-grad forward before or during training: on CPUs with "
+    "AVX512-BF16 that repacks its weights and silently corrupts every later gradient. Train first, "
+    "then evaluate the merged model (the pipeline does this)"
+)
+
+
+def quantize_nf4(model, work_dir: Path, trust_remote_code: bool = False):
+    """QLoRA's base: `model` reloaded with its linear layers in bitsandbytes nf4 (double
+    quantization, fp32 compute); embeddings and the output head stay in fp32.
+
+    On CPU the returned model refuses eval-mode or no-grad forwards (see FOUR_BIT_TRAP)."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    work_dir = Path(work_dir)
+    model.save_pretrained(work_dir, safe_serialization=True)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.float32)
+    q = AutoModelForCausalLM.from_pretrained(work_dir, quantization_config=quant, dtype=torch.float32,
+                                             use_safetensors=True, trust_remote_code=trust_remote_code)
+    # Gradient checkpointing would recompute forwards under no_grad; the student is small.
+    q = prepare_model_for_kbit_training(q, use_gradient_checkpointing=False)
+    if not torch.cuda.is_available():
+        guard_4bit(q)
+    return q
+
+
+def guard_4bit(model):
+    """Make an eval-mode or no-grad forward of `model` raise instead of corrupting it."""
+
+    def refuse(module, args, kwargs):
+        if not module.training or not torch.is_grad_enabled():
+            raise RuntimeError(FOUR_BIT_TRAP)
+
+    return model.register_forward_pre_hook(refuse, with_kwargs=True)
+
+
+def is_4bit(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False))
+
+
+def export(model, tokenizer, out_dir: Path, full_precision_base=None) -> dict[str, Path]:
     """Write the adapter (for a LoRA model) and a merged safetensors model (what vLLM
-    and transformers load)."""
+    and transformers load).
+
+    A QLoRA adapter is merged into `full_precision_base()` (the same student in fp32),
+    not into the 4-bit weights: the merged model is then an ordinary checkpoint."""
     from peft import PeftModel
 
     out_dir = Path(out_dir)
@@ -95,7 +140,12 @@ def export(model, tokenizer, out_dir: Path) -> dict[str, Path]:
     if isinstance(model, PeftModel):
         paths["adapter"] = out_dir / "adapter"
         model.save_pretrained(paths["adapter"], safe_serialization=True)
-        full = copy.deepcopy(model).merge_and_unload()
+        if is_4bit(model):
+            if full_precision_base is None:
+                raise ValueError("exporting a QLoRA student needs its full-precision base")
+            full = PeftModel.from_pretrained(full_precision_base(), paths["adapter"]).merge_and_unload()
+        else:
+            full = copy.deepcopy(model).merge_and_unload()
     full.save_pretrained(paths["merged"], safe_serialization=True)
     tokenizer.save_pretrained(paths["merged"])
     return paths
