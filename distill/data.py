@@ -51,7 +51,8 @@ class Collator:
             mask[b, s : s + T] = 1
             topk_ids[b, s : s + T] = torch.tensor(x["topk_ids"])
             topk_lp[b, s : s + T] = torch.tensor(x["topk_logprobs"])
-        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels,
+        prompt_len = torch.tensor([x["start"] + 1 for x in items])
+        return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "prompt_len": prompt_len,
                 "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
 
 
@@ -64,3 +65,19 @@ class RowDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> dict:
         return self.items[i]
+
+
+def retokenize(rows: list[dict], tokenizer) -> list[dict]:
+    """Sequence-level distillation across tokenizers: the teacher's prompt and fable
+    re-encoded with the student's tokenizer (for the SFT objective, which needs only text).
+    The teacher's top-k does not survive a change of token map; a one-entry placeholder
+    keeps the batch shape and is never read by the cross-entropy loss."""
+    out = []
+    for r in rows:
+        prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
+        gen = tokenizer(r["text"], add_special_tokens=False).input_ids
+        if tokenizer.eos_token_id is not None:
+            gen = gen + [tokenizer.eos_token_id]
+        out.append({**r, "prompt_token_ids": prompt, "token_ids": gen,
+                    "topk_ids": [[t] for t in gen], "topk_logprobs": [[0.0] for _ in gen]})
+    return out

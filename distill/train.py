@@ -18,6 +18,7 @@ from transformers import Trainer, TrainingArguments
 
 from distill.data import Collator, RowDataset
 from distill.losses import kd_objective
+from distill.onpolicy import OnPolicy, Scorer
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,15 @@ class TrainConfig:
     student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
     student_checkpoint: str = ""  # HF folder, for student_kind="checkpoint"
     lora_r: int = 16  # LoRA rank on every linear layer; 0 = train all weights (for from-scratch students)
+    quantization: str = "none"  # "nf4": QLoRA, the frozen base in bitsandbytes 4-bit under the LoRA adapters
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     max_len: int = 512  # prompt + fable tokens per row
     save_steps: int = 20  # checkpoint every N steps (resume point after a kill)
+    # On-policy distillation (TRL's GKD): this share of steps trains on completions the
+    # student samples itself, scored by the served teacher (OPENAI_BASE_URL or `make serve`).
+    on_policy: float = 0.0
+    on_policy_max_new_tokens: int = 64
     logging_steps: int = 5
     seed: int = 0
 
@@ -45,33 +51,55 @@ class TrainConfig:
             "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
             "lr": 0 < self.lr < 1, "kd_weight": 0 <= self.kd_weight <= 1, "objective": self.objective in ("kd", "sft"),
             "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
-            "lora_r": self.lora_r >= 0, "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
+            "lora_r": self.lora_r >= 0, "quantization": self.quantization in ("none", "nf4"), "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
             "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
+            "on_policy": 0 <= self.on_policy <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid train setting {bad[0]}={getattr(self, bad[0])!r}")
+        if self.on_policy and self.objective != "kd":
+            raise ValueError("on_policy > 0 needs objective='kd': the teacher's logprobs are the target")
+        if self.quantization == "nf4" and not self.lora_r:
+            raise ValueError("quantization='nf4' (QLoRA) trains LoRA adapters on a frozen 4-bit base: set lora_r > 0")
+
+
+def _on_policy(cfg: TrainConfig, scorer: Scorer | None, pad: int) -> OnPolicy | None:
+    if not cfg.on_policy:
+        return None
+    if scorer is None:
+        raise ValueError("on_policy > 0 needs the served teacher to score the student's samples")
+    return OnPolicy(cfg.on_policy, scorer, cfg.on_policy_max_new_tokens, pad, cfg.max_len, seed=cfg.seed)
 
 
 class KDTrainer(Trainer):
     """Trainer whose loss is the KD objective; logs its KD and CE parts."""
 
-    def __init__(self, *args, kd_weight: float, **kwargs):
+    def __init__(self, *args, kd_weight: float, on_policy: OnPolicy | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_weight = kd_weight
+        self.on_policy = on_policy
         self._parts: dict[str, list[float]] = defaultdict(list)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        kd_weight = self.kd_weight
+        if self.on_policy and self.on_policy.use_now(self.state.global_step):
+            # Pure KD on the student's own samples: CE would reinforce whatever it wrote.
+            inputs, kd_weight = self.on_policy.rebatch(model, inputs), 1.0
+            self._parts["on_policy"].append(1.0)
+        elif self.on_policy:
+            self._parts["on_policy"].append(0.0)
         out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         mask = inputs["kd_mask"]
         # Only positions that predict a generated token reach the full-vocab softmax.
         sel = mask.bool()
         parts = kd_objective(
             out.logits[sel], inputs["labels"][sel], inputs["topk_ids"][sel], inputs["topk_logprobs"][sel],
-            mask[sel], self.kd_weight,
+            mask[sel], kd_weight,
         )
         for k in ("kd", "ce"):
-            self._parts[k].append(float(parts[k].detach()))
+            if k in parts:
+                self._parts[k].append(float(parts[k].detach()))
         return (parts["loss"], out) if return_outputs else parts["loss"]
 
     def log(self, logs: dict, *args, **kwargs) -> None:
@@ -82,8 +110,10 @@ class KDTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig) -> dict:
-    """Train `model` (already wrapped with LoRA) on rows; resumes from the newest checkpoint."""
+def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, scorer: Scorer | None = None) -> dict:
+    """Train `model` (already wrapped with LoRA) on rows; resumes from the newest checkpoint.
+
+    `scorer` (the served teacher, see distill.onpolicy) is needed when cfg.on_policy > 0."""
     out_dir = Path(out_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     args = TrainingArguments(
@@ -110,6 +140,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig) -
         train_dataset=RowDataset(rows, cfg.max_len),
         data_collator=Collator(pad),
         kd_weight=cfg.kd_weight if cfg.objective == "kd" else 0.0,
+        on_policy=_on_policy(cfg, scorer, pad),
     )
     ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)

@@ -58,3 +58,36 @@ def complete_with_logprobs(client, model: str, prompt: str, max_tokens: int, top
     lp = choice.logprobs
     return choice.text, TokenLogprobs(tokens=list(lp.tokens), logprobs=list(lp.token_logprobs),
                                       top=[dict(d) for d in lp.top_logprobs])
+
+
+def _token_id(token: str) -> int:
+    # With return_tokens_as_token_ids vLLM names every token "token_id:<id>".
+    prefix, _, num = token.partition(":")
+    if prefix != "token_id" or not num.lstrip("-").isdigit():
+        raise ValueError(f"endpoint returned token {token!r}, not 'token_id:<id>': is it a vLLM server?")
+    return int(num)
+
+
+def score_topk(client, model: str, prompt_ids: list[int], completion_ids: list[int], top_k: int):
+    """The teacher's top-k at every completion token, scoring text it did not write.
+
+    One completions request echoes prompt + completion with prompt logprobs and generates
+    nothing (vLLM: echo=True, max_tokens=0, tokens returned as ids). Returns (ids, logprobs),
+    each [len(completion_ids)][top_k], in rank order."""
+    resp = client.completions.create(
+        model=model, prompt=list(prompt_ids) + list(completion_ids), max_tokens=0, echo=True, logprobs=top_k,
+        temperature=0.0, extra_body={"return_tokens_as_token_ids": True},
+    )
+    top = resp.choices[0].logprobs.top_logprobs if resp.choices and resp.choices[0].logprobs else None
+    n, T = len(prompt_ids), len(completion_ids)
+    if top is None or len(top) < n + T:
+        raise ValueError(f"model {model}: expected prompt logprobs for {n + T} tokens, got "
+                         f"{0 if top is None else len(top)}; does the endpoint support echo with logprobs?")
+    ids, lps = [], []
+    for pos in range(n, n + T):
+        ranked = sorted(((_token_id(t), lp) for t, lp in (top[pos] or {}).items()), key=lambda x: -x[1])[:top_k]
+        if len(ranked) < top_k:
+            raise ValueError(f"model {model}: {len(ranked)} logprobs at position {pos}, asked for {top_k}")
+        ids.append([i for i, _ in ranked])
+        lps.append([lp for _, lp in ranked])
+    return ids, lps
