@@ -1,7 +1,8 @@
 """Measure the pipeline and write BENCHMARKS.md.
 
     python -m benchmarks.run                 # what `make bench` runs (~20 min on 2 cores)
-    python -m benchmarks.run --skip-default  # only the generation comparison
+    python -m benchmarks.run --skip-default  # all but the full default run
+    python -m benchmarks.run --only steps --out /tmp/b.md   # one section
 
 Figures are compared as ratios taken in this same run: the machines are shared and
 noisy, so absolute seconds from different runs are not comparable.
@@ -53,43 +54,68 @@ def last_json(stdout: str) -> dict:
     raise ValueError("no JSON result line in the command's output")
 
 
-def parquet_bytes(table) -> int:
-    import io
-
+def topk_bytes(directory: Path) -> int:
+    """Bytes the top-k takes in a folder of shards: its columns as compressed on disk, plus
+    the codec metadata (the per-shard id renumbering)."""
     import pyarrow.parquet as pq
 
-    buf = io.BytesIO()
-    pq.write_table(table, buf, compression="zstd")
-    return len(buf.getvalue())
+    total = 0
+    for f in sorted(directory.glob("*.parquet")):
+        md = pq.ParquetFile(f).metadata
+        for g in range(md.num_row_groups):
+            for c in range(md.num_columns):
+                col = md.row_group(g).column(c)
+                if col.path_in_schema.startswith("topk_"):
+                    total += col.total_compressed_size
+        total += len((md.metadata or {}).get(b"kd", b""))
+    return total
 
 
-def bench_storage(dump: Path) -> dict:
-    """Bytes per stored (token id, logprob) entry, float32 lists against the compact form,
-    and what the quantization does to a real student's KL (the pruned SmolLM2 student)."""
+def bench_storage(dump: Path, shard_rows: int = 16) -> dict:
+    """Bytes per stored (token id, logprob) entry in shards as the pipeline writes them,
+    float32 lists against the compact form, and what the quantization does to a real
+    student's KL (the pruned SmolLM2 student, before training)."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    from distill.schema import decode_topk, encode_topk, storage_schema
+    from distill.schema import read_rows, write_table_atomic
     from eval.heldout import heldout_metrics
     from student.build import build_student
     from teacher.registry import get_teacher
 
+    teacher = get_teacher("smollm2-135m")
     rows = json.loads(dump.read_text())
     entries = sum(len(r["topk_ids"]) * len(r["topk_ids"][0]) for r in rows if r["topk_ids"])
-    plain = pa.table({"topk_ids": pa.array([r["topk_ids"] for r in rows], pa.list_(pa.list_(pa.int32()))),
-                      "topk_logprobs": pa.array([r["topk_logprobs"] for r in rows], pa.list_(pa.list_(pa.float32())))})
-    enc = [encode_topk(r["topk_ids"], r["topk_logprobs"]) for r in rows]
-    schema = storage_schema(get_teacher("smollm2-135m").vocab_size)
-    compact = pa.table({c: pa.array([e[c] for e in enc], schema.field(c).type)
-                        for c in ("topk_k", "topk_ids_flat", "topk_lp_q")})
-    decoded = []
-    for r, e in zip(rows, enc):
-        ids, lps = decode_topk(e["topk_k"], e["topk_ids_flat"], e["topk_lp_q"])
-        decoded.append({**r, "topk_ids": ids, "topk_logprobs": lps})
-    model, tok = build_student("pruned", get_teacher("smollm2-135m").model_path())
+    with tempfile.TemporaryDirectory() as d:
+        plain, compact = Path(d, "float32"), Path(d, "compact")
+        plain.mkdir()
+        for n, i in enumerate(range(0, len(rows), shard_rows)):
+            part = rows[i : i + shard_rows]
+            pq.write_table(pa.table({"topk_ids": pa.array([r["topk_ids"] for r in part], pa.list_(pa.list_(pa.int32()))),
+                                     "topk_logprobs": pa.array([r["topk_logprobs"] for r in part],
+                                                               pa.list_(pa.list_(pa.float32())))}),
+                           plain / f"{n:05d}.parquet", compression="zstd")
+            write_table_atomic([_schema_row(r, i + j) for j, r in enumerate(part)], compact / f"{n:05d}.parquet",
+                               {}, teacher.vocab_size)
+        decoded = read_rows(compact)
+        plain_b, compact_b = topk_bytes(plain), topk_bytes(compact)
+    exact_lp = [r["topk_logprobs"] for r in rows]
+    err = max((abs(a - b) for r, e in zip(decoded, exact_lp) for x, y in zip(r["topk_logprobs"], e) for a, b in zip(x, y)),
+              default=0.0)
+    model, tok = build_student("pruned", teacher.model_path())
     exact = heldout_metrics(model, tok.pad_token_id, rows)
     approx = heldout_metrics(model, tok.pad_token_id, decoded)
-    return {"entries": entries, "float32_bytes": parquet_bytes(plain), "compact_bytes": parquet_bytes(compact),
-            "kl_float32": exact["kl"], "kl_compact": approx["kl"], "tokens": exact["tokens"]}
+    return {"entries": entries, "shard_rows": shard_rows, "float32_bytes": plain_b, "compact_bytes": compact_b,
+            "max_abs_error": err, "kl_float32": exact["kl"], "kl_compact": approx["kl"], "tokens": exact["tokens"]}
+
+
+def _schema_row(r: dict, i: int) -> dict:
+    """A full dataset row around a plain-vLLM result, so it goes through the real writer."""
+    empty = {c: "" for c in ("split", "character", "trait", "setting", "conflict", "resolution", "moral",
+                              "instruction", "prompt_text", "text", "teacher_id", "sampling", "tokenizer_fingerprint")}
+    return {**empty, "prompt_id": str(i), "variant": 0, "sample_index": 0, "prompt_token_ids": r["prompt_token_ids"],
+            "token_ids": r["token_ids"], "token_logprobs": [0.0] * len(r["token_ids"]),
+            "topk_ids": r["topk_ids"], "topk_logprobs": r["topk_logprobs"]}
 
 
 def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
@@ -103,6 +129,16 @@ def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
     ray = last_json(out)
     return {"prompts": n, "max_new_tokens": max_new, "plain": {**plain, "process_s": plain_wall},
             "ray": {**ray, "process_s": ray_wall}}
+
+
+def bench_train_steps(env: dict) -> dict:
+    """KD (top-k and dense teacher) against a plain cross-entropy step, each variant in a
+    fresh process so its peak memory is its own."""
+    out = {}
+    for variant in ("sft", "kd-topk", "kd-dense"):
+        _, stdout = timed([sys.executable, "-m", "benchmarks.train_step", "--variant", variant], env)
+        out[variant] = last_json(stdout)
+    return out
 
 
 def _kl(run_dir: Path, teacher: str) -> dict:
@@ -129,7 +165,32 @@ def bench_default(env: dict) -> dict:
             "student_choice": {"pruned + LoRA (default)": evals["smollm2-135m"], "from config, full weights": alt}}
 
 
-def render(gen: dict | None, default: dict | None, storage: dict | None = None) -> str:
+def render_train_steps(steps: dict) -> list[str]:
+    sft = steps["sft"]
+    gib = 2**30
+    lines = ["## Training step: distillation against plain cross-entropy", "",
+             f"Pruned SmolLM2 student (15 layers) with LoRA r=16, one batch of 4 × 256 tokens "
+             f"({sft['teacher_tokens']} teacher tokens), AdamW, through `KDTrainer.training_step`; each variant in its "
+             f"own process, median of {sft['steps']} steps after a warm-up, {sft['threads']} threads. Peak memory is the "
+             "process's peak resident set; 'step memory' is what a step adds on top of the resident model and optimizer.", "",
+             "| step | s/step | time ratio | peak RSS GiB | memory ratio | step memory GiB | step memory ratio |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    names = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
+             "kd-dense": "KD, dense teacher logits (49,152 per token)"}
+    for k, v in steps.items():
+        lines.append(f"| {names[k]} | {v['step_s']:.2f} | {v['step_s'] / sft['step_s']:.2f} | {v['peak_rss'] / gib:.2f} | "
+                     f"{v['peak_rss'] / sft['peak_rss']:.3f} | {v['step_extra_bytes'] / gib:.2f} | "
+                     f"{v['step_extra_bytes'] / max(sft['step_extra_bytes'], 1):.2f} |")
+    t = steps["kd-topk"]
+    lines += ["", f"KD with top-k logits: **{t['step_s'] / sft['step_s']:.2f}x** the time and "
+                  f"**{t['peak_rss'] / sft['peak_rss']:.3f}x** the peak memory of the cross-entropy step "
+                  "(targets: at most 1.1x and 1.05x). The dense teacher's logits for this one batch alone are "
+                  f"{steps['kd-dense']['teacher_tokens'] * 49152 * 4 / 2**20:.0f} MiB in float32; its top-20 in the "
+                  "stored form is about 38 bytes per token.", ""]
+    return lines
+
+
+def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None) -> str:
     lines = ["# Benchmarks", "", f"Machine: {machine()}.", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
              "by `make bench`; every ratio compares figures taken in this one run.", ""]
     if default:
@@ -162,32 +223,44 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None) 
         e = storage["entries"]
         f32, comp = storage["float32_bytes"] / e, storage["compact_bytes"] / e
         lines += ["## Storage of the teacher's top-k", "",
-                  f"{e} (token id, logprob) entries from the plain-vLLM run above (SmolLM2, top-20), Parquet + zstd.", "",
+                  f"{e} (token id, logprob) entries from the plain-vLLM run above (SmolLM2, top-20), written as the "
+                  f"pipeline writes them: Parquet shards of {storage['shard_rows']} fables, zstd. Bytes are the top-k "
+                  "columns on disk plus the codec's metadata.", "",
                   "| encoding | bytes per entry | ratio |", "| --- | --- | --- |",
                   f"| int32 ids + float32 logprobs (nested lists) | {f32:.2f} | 1.00 |",
-                  f"| uint16 ids + uint8 rank gaps of 1/16 nat (stored form) | {comp:.2f} | {comp / f32:.2f} |", "",
+                  f"| renumbered ids in byte planes + uint16 levels of 1/64 nat (stored form) | {comp:.2f} | "
+                  f"{comp / f32:.2f} |", "",
+                  f"Largest logprob error after the round trip: {storage['max_abs_error']:.4f} nats.",
                   f"Held-out top-20 KL of the pruned SmolLM2 student over {storage['tokens']} tokens: "
                   f"{storage['kl_float32']:.5f} with float32 values, {storage['kl_compact']:.5f} reconstructed "
                   f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
+    if steps:
+        lines += render_train_steps(steps)
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-default", action="store_true", help="skip the full default run")
-    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--only", choices=["generation", "steps"], help="run one section (with its dependencies)")
+    ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = ap.parse_args()
     env = dict(os.environ)
-    with tempfile.TemporaryDirectory() as d:
-        dump = Path(d) / "plain-topk.json"
-        gen = bench_generation(args.prompts, args.max_new_tokens, env, dump)
-        storage = bench_storage(dump)
-    default = None if args.skip_default else bench_default(env)
+    gen = storage = steps = default = None
+    if args.only in (None, "generation"):
+        with tempfile.TemporaryDirectory() as d:
+            dump = Path(d) / "plain-topk.json"
+            gen = bench_generation(args.prompts, args.max_new_tokens, env, dump)
+            storage = bench_storage(dump)
+    if args.only in (None, "steps"):
+        steps = bench_train_steps(env)
+    if args.only is None and not args.skip_default:
+        default = bench_default(env)
     from distill.artifacts import write_text_atomic
 
-    write_text_atomic(Path(args.out), render(gen, default, storage))
+    write_text_atomic(Path(args.out), render(gen, default, storage, steps))
     print(f"wrote {args.out}")
 
 

@@ -46,6 +46,14 @@ class RunConfig:
     prompts_file: str = ""  # optional JSONL of training prompts instead of combinatorial ones
     teachers: list[TeacherRun] = field(default_factory=list)
     eval: EvalConfig = EvalConfig()
+    # Also train the same student for the same steps with plain cross-entropy on the
+    # teacher's text (SFT), so the report shows what the logits add.
+    sft_baseline: bool = True
+
+    def objectives(self, tr: TeacherRun) -> list[str]:
+        """The students trained for one teacher, by objective: the configured one first."""
+        main = tr.train.objective
+        return [main] + (["sft"] if self.sft_baseline and main != "sft" else [])
 
 
 def _build(cls, values: dict, where: str):

@@ -13,8 +13,10 @@ checkpoint).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,8 +34,21 @@ def preflight(cfg: RunConfig) -> None:
         check_reachable(get_teacher(tr.teacher))  # raises with the fix (`make models`, HF_HOME) when missing
         if tr.train.student_kind == "checkpoint" and not Path(tr.train.student_checkpoint).exists():
             raise FileNotFoundError(f"teacher.{tr.teacher}.train.student_checkpoint: {tr.train.student_checkpoint} not found")
+        if tr.train.on_policy:
+            if tr.train.quantization == "nf4" and not _cuda():
+                raise ValueError(f"teacher.{tr.teacher}: on-policy sampling runs the student without gradients, "
+                                 "which a 4-bit student must not do on CPU; use quantization='none' or a GPU")
+            from distill.onpolicy import endpoint_scorer
+
+            endpoint_scorer(tr.teacher, tr.generation.top_k)  # raises, naming the fix, if not served
     if cfg.prompts_file:
         load_prompts(cfg.prompts_file)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def prompts_for(cfg: RunConfig, tr: TeacherRun):
@@ -78,54 +93,80 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
         shutdown()
 
 
-def stage_train(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifacts.Ledger) -> None:
-    from distill.schema import read_rows
+def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    from distill.data import retokenize
+    from distill.schema import read_rows, tokenizer_fingerprint
     from distill.train import train
-    from student.build import apply_lora, check_same_vocab, export
+    from student.build import apply_lora, check_same_vocab, export, quantize_nf4
 
-    out = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
-    with ledger.stage(f"train-{tr.train.objective}", tr.teacher) as st:
+    # The SFT baseline trains on the teacher's text only: no on-policy steps.
+    tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
+    out = run_dir / "students" / f"{tr.teacher}-{objective}"
+    with ledger.stage(f"train-{objective}", tr.teacher) as st:
         if (out / "train.json").exists():
             st["status"] = "skipped"
             return
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
         model, tok = build_initial_student(tr)
-        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
+        if objective == "kd":
+            check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
+        elif tokenizer_fingerprint(tok) != rows[0]["tokenizer_fingerprint"]:
+            rows = retokenize(rows, tok)  # sequence-level distillation into another tokenizer family
         n_layers = model.config.num_hidden_layers
-        if tr.train.lora_r:
-            model = apply_lora(model, tr.train.lora_r, tr.train.lora_alpha, tr.train.lora_dropout)
+        if tcfg.quantization == "nf4":
+            with tempfile.TemporaryDirectory(dir=run_dir) as d:
+                model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code)
+        if tcfg.lora_r:
+            model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
         total = sum(p.numel() for p in model.parameters())
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        result = train(model, tok, rows, out, tr.train)
-        paths = export(model, tok, out)
-        summary = {**result, "student_kind": tr.train.student_kind, "student_layers": n_layers,
-                   "params": total, "trainable_params": trainable,
+        scorer = None
+        if tcfg.on_policy:
+            from distill.onpolicy import endpoint_scorer
+
+            scorer = endpoint_scorer(tr.teacher, tr.generation.top_k)
+        result = train(model, tok, rows, out, tcfg, scorer=scorer)
+        paths = export(model, tok, out, full_precision_base=lambda: build_initial_student(tr)[0])
+        summary = {**result, "objective": objective, "student_kind": tcfg.student_kind, "student_layers": n_layers,
+                   "quantization": tcfg.quantization, "params": total, "trainable_params": trainable,
                    **{k: str(v) for k, v in paths.items()}}
         artifacts.write_json_atomic(out / "train.json", summary)
         st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
 
 
-def stage_evaluate(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifacts.Ledger) -> None:
+def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, ledger: artifacts.Ledger) -> None:
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.schema import read_rows
-    from eval.heldout import heldout_metrics
+    from distill.data import retokenize
+    from distill.schema import read_rows, tokenizer_fingerprint
     from eval.samples import sample_fables
 
-    student_dir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
+    student_dir = run_dir / "students" / f"{tr.teacher}-{objective}"
     out = student_dir / "eval.json"
-    with ledger.stage("evaluate", tr.teacher) as st:
+    with ledger.stage(f"evaluate-{objective}", tr.teacher) as st:
         if out.exists():
             st["status"] = "skipped"
             return
         heldout = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-        base, tok = build_initial_student(tr)
-        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-        before = heldout_metrics(base, pad, heldout, tr.train.max_len)
-        del base
+        tok = AutoTokenizer.from_pretrained(student_dir / "merged")
+        # A student of another tokenizer family (sequence-level SFT) is measured on the
+        # teacher's text in its own tokens; KL to the teacher is undefined across token maps.
+        cross = tokenizer_fingerprint(tok) != heldout[0]["tokenizer_fingerprint"]
+        if cross:
+            heldout = retokenize(heldout, tok)
+        # Every objective starts from the same student: measure it once per teacher. A QLoRA
+        # run's starting point is measured in full precision (the 4-bit base differs slightly).
+        before_file = run_dir / "students" / f"{tr.teacher}-initial{'-own-tokens' if cross else ''}.json"
+        if before_file.exists():
+            before = artifacts.read_json(before_file)
+        else:
+            base, btok = build_initial_student(tr)
+            before = _metrics(base, _pad_id(btok), heldout, tr.train.max_len, cross)
+            del base
+            artifacts.write_json_atomic(before_file, before)
         merged = AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32, use_safetensors=True)
-        after = heldout_metrics(merged, pad, heldout, tr.train.max_len)
+        after = _metrics(merged, _pad_id(tok), heldout, tr.train.max_len, cross)
         picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
         texts = sample_fables(merged, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
                               cfg.eval.temperature, seed=cfg.seed)
@@ -134,6 +175,17 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, run_dir: Path, ledger: artifa
         result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
         artifacts.write_json_atomic(out, result)
         st.update({"kl_before": round(before["kl"], 4), "kl_after": round(after["kl"], 4)})
+
+
+def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:
+    from eval.heldout import heldout_metrics
+
+    m = heldout_metrics(model, pad, rows, max_len)
+    return {**m, "kl": None} if cross_tokenizer else m
+
+
+def _pad_id(tok) -> int:
+    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
 def run(cfg: RunConfig) -> Path:
@@ -149,8 +201,9 @@ def run(cfg: RunConfig) -> Path:
     t0 = time.perf_counter()
     stage_generate(cfg, run_dir, ledger)
     for tr in cfg.teachers:
-        stage_train(cfg, tr, run_dir, ledger)
-        stage_evaluate(cfg, tr, run_dir, ledger)
+        for objective in cfg.objectives(tr):
+            stage_train(cfg, tr, objective, run_dir, ledger)
+            stage_evaluate(cfg, tr, objective, run_dir, ledger)
     with ledger.stage("report") as st:
         write_report(cfg, run_dir, ledger.stages)
     manifest = {

@@ -22,12 +22,55 @@ def _clip(text: str, n: int = 700) -> str:
     return text if len(text) <= n else text[:n] + " …"
 
 
+OBJECTIVE_NAMES = {"kd": "KD: top-k KL + CE", "sft": "SFT: CE on the teacher's text"}
+
+
+def num(x) -> str:
+    return "n/a (other tokenizer)" if x is None else f"{x:.3f}"
+
+
+def adapter(t) -> str:
+    if not t.lora_r:
+        return "full fine-tuning"
+    return f"QLoRA r={t.lora_r} on an nf4 base" if t.quantization == "nf4" else f"LoRA r={t.lora_r}"
+
+
+def comparison(cfg, tr, run_dir: Path) -> list[str]:
+    """The students of one teacher side by side: same start, same data, same steps."""
+    objectives = cfg.objectives(tr)
+    if len(objectives) < 2:
+        return []
+    lines = [f"### Distillation against plain fine-tuning ({tr.train.steps} steps each, same student and data)", "",
+             "| objective | held-out KL before | KL after | held-out CE before | CE after |",
+             "| --- | --- | --- | --- | --- |"]
+    after = {}
+    for o in objectives:
+        ev = read_json(run_dir / "students" / f"{tr.teacher}-{o}" / "eval.json")
+        b, a = ev["before"], ev["after"]
+        after[o] = a
+        lines.append(f"| {OBJECTIVE_NAMES.get(o, o)} | {num(b['kl'])} | {num(a['kl'])} | {b['ce']:.3f} | {a['ce']:.3f} |")
+    if {"kd", "sft"} <= set(after) and after["sft"]["kl"] is not None:
+        kd, sft = after["kd"], after["sft"]
+        lines += ["", f"KD ends {'below' if kd['kl'] < sft['kl'] else 'ABOVE'} SFT on KL to the teacher "
+                      f"({kd['kl']:.3f} vs {sft['kl']:.3f}) and {'below' if kd['ce'] < sft['ce'] else 'above'} it on "
+                      f"cross-entropy of the teacher's held-out text ({kd['ce']:.3f} vs {sft['ce']:.3f})."]
+    return lines + [""]
+
+
 def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
     gen = read_json(run_dir / "teachers" / tr.teacher / "DONE")
     sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
     tr_json, ev = read_json(sdir / "train.json"), read_json(sdir / "eval.json")
     b, a = ev["before"], ev["after"]
-    verdict = "fell" if a["kl"] < b["kl"] else "did NOT fall"
+    if a["kl"] is None:
+        headline = (f"**Held-out cross-entropy on the teacher's text, in the student's own tokens: {b['ce']:.3f} → "
+                    f"{a['ce']:.3f} nats/token** (another tokenizer family: sequence-level distillation, no KL)")
+    else:
+        verdict = "fell" if a["kl"] < b["kl"] else "did NOT fall"
+        headline = (f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token** "
+                    f"(over {a['tokens']} teacher tokens of {ev['heldout_rows']} held-out fables).")
+    loss = (f"{tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
+            else "cross-entropy on the teacher's text")
     tps = gen["generated_tokens"] / gen["wall_s"] if gen.get("wall_s") else float("nan")
     lines = [
         f"## Teacher `{tr.teacher}` → student ({tr_json['student_kind']}, {tr_json['student_layers']} layers)",
@@ -37,19 +80,22 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
         + (f"This run generated {gen['rows']} fables, {gen['generated_tokens']} tokens in {gen['wall_s']:.0f} s "
            f"({tps:.0f} tokens/s including engine start)." if gen["rows"] else "All shards were already generated."),
         f"- Student: {tr_json['params'] / 1e6:.1f}M parameters, {tr_json['trainable_params'] / 1e6:.2f}M trainable "
-        f"({f'LoRA r={tr.train.lora_r}' if tr.train.lora_r else 'full fine-tuning'}); objective `{tr.train.objective}` "
-        f"(loss = {tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE), {tr_json['steps']} steps.",
+        f"({adapter(tr.train)}); objective `{tr.train.objective}` "
+        f"(loss = {loss}), {tr_json['steps']} steps"
+        + (f"; {tr.train.on_policy:.0%} of steps on the student's own samples, scored by the served teacher."
+           if tr.train.on_policy else "."),
         "",
-        f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token** "
-        f"(over {a['tokens']} teacher tokens of {ev['heldout_rows']} held-out fables).",
+        headline,
         "",
         "| metric (held-out teacher fables, per token) | before training | after training |",
         "| --- | --- | --- |",
-        f"| top-{tr.generation.top_k} forward KL(teacher ‖ student), nats | {b['kl']:.3f} | {a['kl']:.3f} |",
+        f"| top-{tr.generation.top_k} forward KL(teacher ‖ student), nats | {num(b['kl'])} | {num(a['kl'])} |",
         f"| cross-entropy on the teacher's tokens, nats | {b['ce']:.3f} | {a['ce']:.3f} |",
         "",
+        *comparison(cfg, tr, run_dir),
         "Training loss (logged every few steps): "
-        + ", ".join(f"step {h['step']}: {h['loss']:.3f} (KL {h.get('train_kd', float('nan')):.3f})" for h in tr_json["history"]),
+        + ", ".join(f"step {h['step']}: {h['loss']:.3f}" + (f" (KL {h['train_kd']:.3f})" if "train_kd" in h else "")
+                    for h in tr_json["history"]),
         "",
     ]
     if ev["samples"]:

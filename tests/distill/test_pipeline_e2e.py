@@ -3,6 +3,7 @@ embedded teachers at the smallest useful size, then a rerun that must redo nothi
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -52,8 +53,8 @@ def test_teacher_datasets_hold_fables_with_topk_logprobs(tiny_run):
 
 def test_students_are_exported_and_kl_falls(tiny_run):
     run_dir, _ = tiny_run
-    for teacher in ("smollm2-135m", "gemma3-270m"):
-        sdir = run_dir / "students" / f"{teacher}-kd"
+    for teacher, objective in [(t, o) for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")]:
+        sdir = run_dir / "students" / f"{teacher}-{objective}"
         assert (sdir / "adapter" / "adapter_model.safetensors").exists()
         assert (sdir / "merged" / "model.safetensors").exists()
         assert not list(sdir.rglob("*.bin")) or all(p.name == "training_args.bin" for p in sdir.rglob("*.bin"))
@@ -68,6 +69,9 @@ def test_report_and_manifest(tiny_run):
     run_dir, proc = tiny_run
     report = (run_dir / "report.md").read_text()
     assert report.count("Held-out KL to the teacher fell") == 2
+    # the KD student next to the same student trained with plain cross-entropy, per teacher
+    assert report.count("Distillation against plain fine-tuning") == 2
+    assert report.count("| SFT: CE on the teacher's text |") == 2
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"ray", "peft", "transformers", "torch"} <= set(manifest["packages"])
     paths = {a["path"] for a in manifest["artifacts"]}
@@ -75,6 +79,7 @@ def test_report_and_manifest(tiny_run):
     assert all(a["bytes"] > 0 for a in manifest["artifacts"] if a["path"].endswith(".parquet"))
     stages = {(s["stage"], s["teacher"]) for s in manifest["stages"]}
     assert ("generate", "gemma3-270m") in stages and ("train-kd", "smollm2-135m") in stages
+    assert ("train-sft", "gemma3-270m") in stages and ("evaluate-sft", "smollm2-135m") in stages
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
 
 
@@ -89,3 +94,39 @@ def test_rerun_keeps_finished_work(tiny_run):
     assert {s["status"] for s in stages if s["stage"] != "report"} == {"skipped"}
     assert {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")} == before
     assert merged.stat().st_mtime_ns == merged_mtime
+
+
+VLLM_GENERATE = """
+import json, sys
+from vllm import LLM, SamplingParams
+llm = LLM(model=sys.argv[1], dtype="bfloat16", max_model_len=256, seed=0)
+out = llm.generate(["Once upon a time"], SamplingParams(max_tokens=12, temperature=0.0, logprobs=5))[0].outputs[0]
+print(json.dumps({"text": out.text, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}))
+"""
+
+
+def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
+    run_dir, _ = tiny_run
+    merged = run_dir / "students" / "smollm2-135m-kd" / "merged"
+    proc = subprocess.run([sys.executable, "-c", VLLM_GENERATE, str(merged)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["tokens"] == 12 and out["logprobs"] == 12 and out["text"].strip()
+
+
+def test_qlora_student_through_the_pipeline(tiny_run):
+    """QLoRA (nf4 base) on the same teacher data: trains, exports an fp32 merge, evaluates."""
+    run_dir, _ = tiny_run
+    runs = run_dir.parent
+    shutil.copytree(run_dir / "teachers" / "smollm2-135m", runs / "tiny-qlora" / "teachers" / "smollm2-135m")
+    proc = run_pipeline(runs, "--name", "tiny-qlora", "--set", 'teachers=["smollm2-135m"]',
+                        "--set", 'train.quantization="nf4"', "--set", "sft_baseline=false")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    sdir = runs / "tiny-qlora" / "students" / "smollm2-135m-kd"
+    train = json.loads((sdir / "train.json").read_text())
+    assert train["quantization"] == "nf4" and train["steps"] == 4
+    ev = json.loads((sdir / "eval.json").read_text())
+    assert ev["after"]["kl"] < ev["before"]["kl"]
+    assert "QLoRA r=16 on an nf4 base" in (runs / "tiny-qlora" / "report.md").read_text()
+    assert not (runs / "tiny-qlora" / "students" / "smollm2-135m-sft").exists()

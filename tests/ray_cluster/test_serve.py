@@ -70,6 +70,55 @@ def test_text_completion_of_the_base_teacher(endpoint):
     assert all(1 <= len(t) <= 4 for t in lp.top)  # top-3 plus the sampled token when it ranks lower
 
 
+def test_teacher_scores_given_tokens_as_transformers_does(endpoint):
+    """Prompt logprobs through the endpoint (what on-policy distillation uses) against the
+    same teacher run by transformers in fp32; the engine computes in bf16."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from teacher.client import make_client, score_topk
+    from teacher.registry import get_teacher
+
+    url, _ = endpoint
+    path = get_teacher("smollm2-135m").model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    prompt = tok("Once upon a time, a little fox").input_ids
+    completion = tok(" found a shiny stone by the river and took it home.").input_ids
+    ids, lps = score_topk(make_client(url), "smollm2-135m", prompt, completion, top_k=5)
+    assert len(ids) == len(completion) and all(len(r) == 5 for r in ids)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    with torch.no_grad():
+        ref = model(torch.tensor([prompt + completion])).logits[0].log_softmax(-1)
+    ref = ref[len(prompt) - 1 : len(prompt) - 1 + len(completion)]
+    same_top1 = sum(r[0] == int(ref[i].argmax()) for i, r in enumerate(ids))
+    assert same_top1 >= 0.8 * len(ids)
+    for i, (r, l) in enumerate(zip(ids, lps)):
+        assert abs(l[0] - float(ref[i, r[0]])) < 0.25
+
+
+def test_on_policy_steps_against_the_served_teacher(endpoint, tmp_path):
+    from transformers import AutoTokenizer
+
+    from distill.onpolicy import endpoint_scorer
+    from distill.train import TrainConfig, train
+    from student.build import apply_lora, build_student
+    from teacher.registry import get_teacher
+
+    url, _ = endpoint
+    path = get_teacher("smollm2-135m").model_path()
+    tok = AutoTokenizer.from_pretrained(path)
+    model, _ = build_student("pruned", path, layers=2)
+    model = apply_lora(model, 4, 8, 0.0)
+    rows = [{"prompt_id": str(i), "prompt_token_ids": tok(f"Write a fable about a {a}.").input_ids,
+             "token_ids": [tok.eos_token_id], "topk_ids": [[tok.eos_token_id] * 5], "topk_logprobs": [[-1.6] * 5]}
+            for i, a in enumerate(["fox", "crow"])]
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=0, save_steps=2, logging_steps=1, lora_r=4,
+                      on_policy=1.0, on_policy_max_new_tokens=8)
+    result = train(model, tok, rows, tmp_path, cfg, scorer=endpoint_scorer("smollm2-135m", 5, base_url=url))
+    assert result["steps"] == 2
+    assert all(h["train_on_policy"] == 1.0 and 0 <= h["train_kd"] < 50 for h in result["history"])
+
+
 def test_stopping_leaves_no_process_behind(endpoint):
     _, proc = endpoint
     proc.send_signal(signal.SIGTERM)
