@@ -174,7 +174,8 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
                    for r, s in zip(picks, texts)]
         result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
         artifacts.write_json_atomic(out, result)
-        st.update({"kl_before": round(before["kl"], 4), "kl_after": round(after["kl"], 4)})
+        key = "ce" if cross else "kl"
+        st.update({f"{key}_before": round(before[key], 4), f"{key}_after": round(after[key], 4)})
 
 
 def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:

@@ -101,7 +101,7 @@ import json, sys
 from vllm import LLM, SamplingParams
 llm = LLM(model=sys.argv[1], dtype="bfloat16", max_model_len=256, seed=0)
 out = llm.generate(["Once upon a time"], SamplingParams(max_tokens=12, temperature=0.0, logprobs=5))[0].outputs[0]
-print(json.dumps({"text": out.text, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}))
+print("RESULT", json.dumps({"text": out.text, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}))
 """
 
 
@@ -111,7 +111,8 @@ def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
     proc = subprocess.run([sys.executable, "-c", VLLM_GENERATE, str(merged)], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    # vLLM logs to stdout too: find the script's own line
+    out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
     assert out["tokens"] == 12 and out["logprobs"] == 12 and out["text"].strip()
 
 
@@ -130,3 +131,24 @@ def test_qlora_student_through_the_pipeline(tiny_run):
     assert ev["after"]["kl"] < ev["before"]["kl"]
     assert "QLoRA r=16 on an nf4 base" in (runs / "tiny-qlora" / "report.md").read_text()
     assert not (runs / "tiny-qlora" / "students" / "smollm2-135m-sft").exists()
+
+
+def test_another_tokenizer_family_gets_sequence_level_distillation(tiny_run):
+    """Gemma teacher -> SmolLM2 student: logit KD is refused with the fix; SFT on the
+    teacher's text, re-tokenized for the student, trains and is reported without a KL."""
+    from teacher.registry import get_teacher
+
+    run_dir, _ = tiny_run
+    runs = run_dir.parent
+    student = str(get_teacher("smollm2-135m").model_path())
+    common = ["--set", 'teachers=["gemma3-270m"]', "--set", 'train.student_kind="checkpoint"',
+              "--set", f'train.student_checkpoint="{student}"', "--set", "sft_baseline=false"]
+    for name in ("tiny-cross-kd", "tiny-cross-sft"):
+        shutil.copytree(run_dir / "teachers" / "gemma3-270m", runs / name / "teachers" / "gemma3-270m")
+    kd = run_pipeline(runs, "--name", "tiny-cross-kd", *common)
+    assert kd.returncode == 2 and "sequence-level distillation" in kd.stderr
+    sft = run_pipeline(runs, "--name", "tiny-cross-sft", *common, "--set", 'train.objective="sft"')
+    assert sft.returncode == 0, sft.stderr[-4000:]
+    ev = json.loads((runs / "tiny-cross-sft" / "students" / "gemma3-270m-sft" / "eval.json").read_text())
+    assert ev["after"]["kl"] is None and ev["after"]["ce"] < ev["before"]["ce"]
+    assert "sequence-level distillation, no KL" in (runs / "tiny-cross-sft" / "report.md").read_text()
