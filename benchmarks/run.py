@@ -141,10 +141,11 @@ def bench_train_steps(env: dict) -> dict:
     return out
 
 
-def _kl(run_dir: Path, teacher: str) -> dict:
-    ev = json.loads((run_dir / "students" / f"{teacher}-kd" / "eval.json").read_text())
-    tr = json.loads((run_dir / "students" / f"{teacher}-kd" / "train.json").read_text())
-    return {"before": ev["before"]["kl"], "after": ev["after"]["kl"], "params": tr["params"],
+def _kl(run_dir: Path, teacher: str, objective: str = "kd") -> dict:
+    ev = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "eval.json").read_text())
+    tr = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "train.json").read_text())
+    return {"before": ev["before"]["kl"], "after": ev["after"]["kl"], "ce_before": ev["before"]["ce"],
+            "ce_after": ev["after"]["ce"], "params": tr["params"],
             "trainable": tr["trainable_params"], "train_s": tr["train_runtime_s"], "layers": tr["student_layers"]}
 
 
@@ -155,13 +156,14 @@ def bench_default(env: dict) -> dict:
                          "--name", "bench"], {**env, "KD_RUNS_DIR": d})
         manifest = json.loads((runs / "bench" / "manifest.json").read_text())
         evals = {t["teacher"]: _kl(runs / "bench", t["teacher"]) for t in manifest["config"]["teachers"]}
+        sft = {t["teacher"]: _kl(runs / "bench", t["teacher"], "sft") for t in manifest["config"]["teachers"]}
         # The other student kind on the very same teacher data: copying the finished
         # generation makes the pipeline skip straight to training.
         shutil.copytree(runs / "bench" / "teachers" / "smollm2-135m", runs / "bench-config" / "teachers" / "smollm2-135m")
         timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/bench-student-config.toml"],
               {**env, "KD_RUNS_DIR": d})
         alt = _kl(runs / "bench-config", "smollm2-135m")
-    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals,
+    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "student_choice": {"pruned + LoRA (default)": evals["smollm2-135m"], "from config, full weights": alt}}
 
 
@@ -201,6 +203,11 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += [f"| {st['stage']} | {st['teacher']} | {st['wall_s']:.1f} | {st['wall_s'] / s:.0%} |" for st in default["stages"]]
         lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]
         lines += [f"- {t}: {v['before']:.3f} → {v['after']:.3f} ({v['after'] / v['before']:.2f}×)" for t, v in default["kl"].items()]
+        lines += ["", "KD against SFT (same student, data and steps; held-out, nats/token):", "",
+                  "| teacher | student | KL before | KL after | CE before | CE after |", "| --- | --- | --- | --- | --- | --- |"]
+        for t in default["kl"]:
+            for name, v in (("KD", default["kl"][t]), ("SFT", default["sft"][t])):
+                lines.append(f"| {t} | {name} | {v['before']:.3f} | {v['after']:.3f} | {v['ce_before']:.3f} | {v['ce_after']:.3f} |")
         lines += ["", "### Choosing the student (SmolLM2 teacher, same data, same 40 steps)", "",
                   "| student | layers | params | trained params | KL before | KL after | train s |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
