@@ -1,6 +1,7 @@
 # Knowledge distillation of fable-writing teachers into small students.
 #   make distill      generate with the embedded teachers, distil, evaluate, report (runs/default/)
 #   make test         unit tests + the end-to-end test on real vLLM, Ray and peft
+#   make eval RUN=x   re-judge the finished run runs/x
 # Both install everything they need into .venv first (make setup).
 
 PYTHON_SYS ?= python3
@@ -24,11 +25,11 @@ MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED
 RAY_PORT   ?= 6379
 DASH_PORT  ?= 8265
 
-.PHONY: setup models distill test test-fast bench serve ray-up ray-down clean help
+.PHONY: setup models distill eval test test-fast bench serve ray-up ray-down clean help
 .DEFAULT_GOAL := help
 
 help:
-	@sed -n '1,5p' Makefile
+	@sed -n '1,6p' Makefile
 
 setup: $(STAMP)
 
@@ -59,6 +60,10 @@ distill: setup models
 
 test: setup models
 	$(PY) -m pytest
+
+# Re-judge a finished run (students and teachers; cached verdicts are reused): runs/$(RUN)/judge/.
+eval: setup models
+	$(PY) -m eval.judge run --run $${KD_RUNS_DIR:-runs}/$(RUN)
 
 test-fast: setup models
 	$(PY) -m pytest -m "not e2e"

@@ -30,6 +30,35 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class JudgeConfig:
+    """The LLM-judge protocol (eval/judge.py, eval/protocol.py)."""
+
+    enabled: bool = True  # judge students and teachers at the end of the run
+    model: str = "smollm2-135m"  # the judge's model name at the endpoint
+    # "" = OPENAI_BASE_URL if set, else a local vLLM server for `model` (an embedded teacher)
+    base_url: str = ""
+    prompts: int = 50  # held-out prompts judged (the protocol: 50)
+    samples: int = 10  # completions per prompt and writer (the protocol: 10)
+    temperature: float = 1.0  # of the judged completions
+    max_new_tokens: int = 160  # of the students' judged completions
+    judge_temperature: float = 0.0
+    max_tokens: int = 256  # of a verdict
+    structured: bool = True  # JSON-schema structured output, where the server supports it
+    workers: int = 8  # requests in flight
+    retries: int = 3  # per request, with exponential backoff, on transient errors
+    checkpoints: bool = False  # also judge the KD student's saved checkpoints: score against loss
+    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml
+
+    def __post_init__(self):
+        ok = {"prompts": self.prompts >= 1, "samples": self.samples >= 1, "temperature": self.temperature >= 0,
+              "max_tokens": self.max_tokens >= 16, "workers": self.workers >= 1, "retries": self.retries >= 0,
+              "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0}
+        bad = [k for k, v in ok.items() if not v]
+        if bad:
+            raise ValueError(f"invalid judge setting {bad[0]}={getattr(self, bad[0])!r}")
+
+
+@dataclass(frozen=True)
 class TeacherRun:
     teacher: str
     n_train: int  # training prompts (one fable each unless generation.train_samples > 1)
@@ -46,6 +75,7 @@ class RunConfig:
     prompts_file: str = ""  # optional JSONL of training prompts instead of combinatorial ones
     teachers: list[TeacherRun] = field(default_factory=list)
     eval: EvalConfig = EvalConfig()
+    judge: JudgeConfig = JudgeConfig()
     # Also train the same student for the same steps with plain cross-entropy on the
     # teacher's text (SFT), so the report shows what the logits add.
     sft_baseline: bool = True
@@ -76,6 +106,7 @@ def _merge(base: dict, over: dict) -> dict:
 def parse(raw: dict) -> RunConfig:
     raw = dict(raw)
     gen, train, ev = raw.pop("generation", {}), raw.pop("train", {}), raw.pop("eval", {})
+    judge = _build(JudgeConfig, raw.pop("judge", {}), "judge")
     per_teacher = raw.pop("teacher", {})
     ids = raw.pop("teachers", [])
     if not ids:
@@ -101,7 +132,7 @@ def parse(raw: dict) -> RunConfig:
     for tid in per_teacher:
         if tid not in ids:
             raise ValueError(f"[teacher.{tid}] configures a teacher not listed in teachers")
-    cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval")}, "run")
+    cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval"), "judge": judge}, "run")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise ValueError(f"setting name={cfg.name!r} must be letters, digits, '.', '_' or '-'")
     for r in runs:
@@ -140,3 +171,25 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
 
 def to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def from_dict(d: dict) -> RunConfig:
+    """Inverse of to_dict: the configuration a run recorded in its config.json."""
+    d = dict(d)
+    teachers = [TeacherRun(t["teacher"], t["n_train"], t["n_heldout"], GenerationConfig(**t["generation"]),
+                           TrainConfig(**t["train"])) for t in d.pop("teachers")]
+    return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**d.pop("eval", {})),
+                        "judge": JudgeConfig(**d.pop("judge", {}))})
+
+
+def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """`--set judge.prompts=4`-style overrides of the judge settings of a recorded run."""
+    raw: dict = {}
+    for o in overrides:
+        _set(raw, o)
+    unknown = sorted(set(raw) - {"judge"})
+    if unknown:
+        raise ValueError(f"only judge.* settings can change after a run (got {unknown[0]})")
+    if not raw:
+        return cfg
+    return dataclasses.replace(cfg, judge=_build(JudgeConfig, {**dataclasses.asdict(cfg.judge), **raw["judge"]}, "judge"))

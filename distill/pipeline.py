@@ -3,8 +3,9 @@
     python -m distill.pipeline --config configs/default.toml      # what `make distill` runs
     python -m distill.pipeline --config configs/tiny.toml --set train.steps=2 --name try
 
-Stages per teacher: generate (Ray Data LLM + vLLM) -> train (LoRA student, top-k KD)
--> evaluate (held-out KL before/after, student fables) -> report. Each stage writes
+Stages per teacher: generate (Ray Data LLM + vLLM) -> train (LoRA student, top-k KD, and
+the SFT baseline) -> evaluate (held-out KL before/after, student fables); then the LLM
+judge over every student and teacher -> report. Each stage writes
 its outputs atomically and is skipped when they exist, so rerunning a killed run
 keeps everything it finished (generation resumes per shard, training from its last
 checkpoint).
@@ -178,6 +179,23 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
         st.update({f"{key}_before": round(before[key], 4), f"{key}_after": round(after[key], 4)})
 
 
+def stage_judge(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    """Every student and its teacher, judged on the same held-out prompts (eval/protocol.py)."""
+    from eval.protocol import evaluate_run
+
+    if not cfg.judge.enabled:
+        return
+    with ledger.stage("judge") as st:
+        summary = run_dir / "judge" / "summary.json"
+        if summary.exists():
+            st["status"] = "skipped"
+            return
+        evaluate_run(run_dir, cfg=cfg)
+        models = artifacts.read_json(summary)["models"]
+        st.update({"fables": sum(m["fables"] for m in models.values()),
+                   "failed_verdicts": sum(m["failures"] for m in models.values())})
+
+
 def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:
     from eval.heldout import heldout_metrics
 
@@ -205,6 +223,7 @@ def run(cfg: RunConfig) -> Path:
         for objective in cfg.objectives(tr):
             stage_train(cfg, tr, objective, run_dir, ledger)
             stage_evaluate(cfg, tr, objective, run_dir, ledger)
+    stage_judge(cfg, run_dir, ledger)
     with ledger.stage("report") as st:
         write_report(cfg, run_dir, ledger.stages)
     manifest = {

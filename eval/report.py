@@ -118,6 +118,13 @@ def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
     ]
     for tr in cfg.teachers:
         lines += teacher_section(cfg, tr, run_dir)
+    summary = run_dir / "judge" / "summary.json"
+    if summary.exists():
+        from eval.judge_report import judge_table
+
+        lines += ["## The judge", "", *judge_table(read_json(summary)), "",
+                  "Plots, age groups, per-element breakdown, failures and fables side by side: "
+                  "[judge/report.md](judge/report.md) ([HTML](judge/report.html)).", ""]
     lines += ["## Stage times", "", "| stage | teacher | status | wall s |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} |" for s in stages]
     path = run_dir / "report.md"

@@ -83,6 +83,43 @@ def test_report_and_manifest(tiny_run):
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
 
 
+def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_run):
+    """The judge stage: a vLLM OpenAI server for the embedded SmolLM2, called with the
+    openai client, over 2 held-out prompts per writer, plus the KD student's checkpoints."""
+    run_dir, _ = tiny_run
+    summary = json.loads((run_dir / "judge" / "summary.json").read_text())
+    writers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")} | {
+        f"{t}-{o}" for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")}
+    assert set(summary["models"]) == writers
+    for m in summary["models"].values():
+        assert m["fables"] == 2 and m["verdicts"] + m["failures"] == 2
+    assert sum(m["verdicts"] for m in summary["models"].values()) >= 1
+    assert summary["judge"]["model"] == "smollm2-135m" and summary["judge"]["base_url"].startswith("http://127.0.0.1:")
+    assert summary["judge"]["structured"] is True
+    points = summary["score_vs_loss"]["points"]
+    assert [p["step"] for p in points] == [2, 4]
+    verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
+    assert len(verdicts) == 12 + 2 * 2 and all(v["reason"] for v in verdicts)
+    assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
+    assert "## The judge" in (run_dir / "report.md").read_text()
+    for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
+        assert (run_dir / "judge" / f).stat().st_size > 0
+
+
+def test_make_eval_rejudges_a_finished_run_from_its_cache(tiny_run):
+    run_dir, _ = tiny_run
+    before = (run_dir / "judge" / "verdicts.jsonl").read_text()
+    proc = subprocess.run([sys.executable, "-m", "eval.judge", "run", "--run", str(run_dir)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    after = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
+    assert len(after) == len(before.splitlines()) and all(v["cached"] for v in after)
+    assert "judge report:" in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "eval.judge", "run", "--run", str(run_dir.parent / "nope")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "not a finished run" in bad.stderr
+
+
 def test_rerun_keeps_finished_work(tiny_run):
     run_dir, _ = tiny_run
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")}
@@ -122,7 +159,8 @@ def test_qlora_student_through_the_pipeline(tiny_run):
     runs = run_dir.parent
     shutil.copytree(run_dir / "teachers" / "smollm2-135m", runs / "tiny-qlora" / "teachers" / "smollm2-135m")
     proc = run_pipeline(runs, "--name", "tiny-qlora", "--set", 'teachers=["smollm2-135m"]',
-                        "--set", 'train.quantization="nf4"', "--set", "sft_baseline=false")
+                        "--set", 'train.quantization="nf4"', "--set", "sft_baseline=false",
+                        "--set", "judge.enabled=false")
     assert proc.returncode == 0, proc.stderr[-4000:]
     sdir = runs / "tiny-qlora" / "students" / "smollm2-135m-kd"
     train = json.loads((sdir / "train.json").read_text())
@@ -142,7 +180,8 @@ def test_another_tokenizer_family_gets_sequence_level_distillation(tiny_run):
     runs = run_dir.parent
     student = str(get_teacher("smollm2-135m").model_path())
     common = ["--set", 'teachers=["gemma3-270m"]', "--set", 'train.student_kind="checkpoint"',
-              "--set", f'train.student_checkpoint="{student}"', "--set", "sft_baseline=false"]
+              "--set", f'train.student_checkpoint="{student}"', "--set", "sft_baseline=false",
+              "--set", "judge.enabled=false"]
     for name in ("tiny-cross-kd", "tiny-cross-sft"):
         shutil.copytree(run_dir / "teachers" / "gemma3-270m", runs / name / "teachers" / "gemma3-270m")
     kd = run_pipeline(runs, "--name", "tiny-cross-kd", *common)

@@ -1,0 +1,327 @@
+"""The LLM judge: a rubric file, the verdict parser, the call through the `openai` client,
+and a verdict cache.
+
+    python -m eval.judge run --run runs/default          # what `make eval RUN=default` runs
+    python -m eval.judge aggregate --input FILE... --format tinyfabulist
+
+Any OpenAI-compatible endpoint can judge (OPENAI_BASE_URL / OPENAI_API_KEY: GPT-4o, a
+remote vLLM server, `make serve`). The rubric (eval/rubrics/*.toml) holds the criteria, so
+adding one is editing that file. Every verdict records the judge's model and settings and
+the rubric's hash; verdicts are cached on (judge, rubric, prompt, fable), so a rerun pays
+only for new fables. A reply that is not a valid verdict is a counted failure with its
+reason, never a zero.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import threading
+import tomllib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    criteria: tuple[tuple[str, str], ...]  # (name, description)
+    low: int
+    high: int
+    age_groups: tuple[tuple[str, str], ...]  # (letter, ages)
+    system: str
+    user: str
+    digest: str  # sha256 of the rubric file: part of every cache key
+
+    @classmethod
+    def load(cls, path: str | Path = RUBRIC) -> Rubric:
+        try:
+            raw_text = Path(path).read_text()
+            raw = tomllib.loads(raw_text)
+            criteria = tuple((c["name"], c["description"]) for c in raw["criteria"])
+            low, high = raw["scale"]
+            rubric = cls(raw["name"], criteria, int(low), int(high), tuple(raw["age_groups"].items()),
+                         raw["template"]["system"], raw["template"]["user"],
+                         hashlib.sha256(raw_text.encode()).hexdigest()[:16])
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"rubric {path}: {type(e).__name__}: {e}") from None
+        if not criteria or len({c for c, _ in criteria}) != len(criteria) or not low < high:
+            raise ValueError(f"rubric {path}: criteria must be unique and non-empty, scale low < high")
+        return rubric
+
+    @property
+    def names(self) -> list[str]:
+        return [c for c, _ in self.criteria]
+
+    def messages(self, prompt: str, fable: str) -> list[dict]:
+        user = self.user.format(
+            prompt=prompt.strip(), fable=fable.strip(), low=self.low, high=self.high,
+            criteria="\n".join(f"- {n}: {d}" for n, d in self.criteria),
+            age_groups="\n".join(f"- {k}: {v}" for k, v in self.age_groups),
+            keys=", ".join(self.names + ["age_group"]),
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def json_schema(self) -> dict:
+        props = {n: {"type": "integer", "minimum": self.low, "maximum": self.high} for n in self.names}
+        props["age_group"] = {"type": "string", "enum": [k for k, _ in self.age_groups]}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    scores: dict[str, int]
+    age_group: str
+
+
+_FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.S)
+_ERRORISH = re.compile(r"\b(error|sorry|cannot|can't|unable|rate limit|exception|invalid request)\b", re.I)
+
+
+def _as_int(v) -> int | None:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*", v):
+        return int(v)
+    return None
+
+
+def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdict | None, str]:
+    """A judge's reply -> (verdict, "ok") or (None, why it is not one).
+
+    Accepted: the JSON object alone, with prose around it, or in a ``` fence. Refused, with
+    the reason: no JSON, truncated or malformed JSON, a JSON error message, a missing
+    score, a score of the wrong type or outside the scale, an unknown age group."""
+    rubric = rubric or Rubric.load()
+    if text is None or not text.strip():
+        return None, "empty reply"
+    fenced = _FENCE.search(text)
+    body = fenced.group(1) if fenced else text
+    start = body.find("{")
+    bracket = body.find("[")
+    if 0 <= bracket < start or (start < 0 <= bracket):
+        try:  # a JSON array where an object was asked for (prose with brackets falls through)
+            arr, _ = json.JSONDecoder().raw_decode(body[bracket:])
+            return None, f"JSON is a list, not an object ({len(arr)} items)"
+        except json.JSONDecodeError:
+            pass
+    if start < 0:
+        if _ERRORISH.search(text):
+            return None, f"an error message instead of a verdict: {_clip(text)}"
+        return None, f"no JSON object in the reply: {_clip(text)}"
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(body[start:])
+    except json.JSONDecodeError as e:
+        if body.count("{") > body.count("}") or e.pos >= len(body[start:].rstrip()) - 1:
+            return None, "truncated JSON (the reply ends before the object closes)"
+        return None, f"malformed JSON: {e.msg} at char {e.pos}"
+    if not any(n in obj for n in rubric.names) and ("error" in obj or "message" in obj):
+        return None, f"an error message instead of a verdict: {_clip(json.dumps(obj))}"
+    scores = {}
+    for n in rubric.names:
+        if n not in obj:
+            return None, f"missing score '{n}'"
+        v = _as_int(obj[n])
+        if v is None:
+            return None, f"wrong type for '{n}': {obj[n]!r}"
+        if not rubric.low <= v <= rubric.high:
+            return None, f"score {n}={v} outside {rubric.low}..{rubric.high}"
+        scores[n] = v
+    age = obj.get("age_group")
+    letters = [k for k, _ in rubric.age_groups]
+    if not isinstance(age, str) or not age.strip():
+        return None, "missing age_group"
+    a = age.strip()
+    if a[0].upper() not in letters or (len(a) > 1 and a[1].isalpha()):
+        return None, f"age_group {age!r} is not one of {', '.join(letters)}"
+    return Verdict(scores, a[0].upper()), "ok"
+
+
+def _clip(s: str, n: int = 120) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[:n] + "…"
+
+
+class VerdictCache:
+    """Verdicts by (judge settings, rubric, prompt, fable), in SQLite: each one is
+    committed as it arrives, so a killed evaluation keeps every verdict it paid for."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS verdicts (key TEXT PRIMARY KEY, record TEXT NOT NULL)")
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(settings: dict, prompt: str, fable: str) -> str:
+        return hashlib.sha256(json.dumps([settings, prompt, fable], sort_keys=True).encode()).hexdigest()
+
+    def get(self, key: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute("SELECT record FROM verdicts WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, record: dict) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO verdicts VALUES (?, ?)", (key, json.dumps(record)))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM verdicts").fetchone()[0]
+
+
+class Judge:
+    """Scores fables through an OpenAI-compatible chat endpoint.
+
+    Transient errors (connection, 429, 5xx) are retried with exponential backoff by the
+    `openai` client (max_retries); what still fails is returned as a failure record and
+    not cached, so the next run asks again."""
+
+    def __init__(self, client, model: str, rubric: Rubric, temperature: float = 0.0, max_tokens: int = 256,
+                 structured: bool = True, cache: VerdictCache | None = None):
+        self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
+        self.temperature, self.max_tokens, self.structured = temperature, max_tokens, structured
+
+    def settings(self) -> dict:
+        """What is recorded with every verdict (the endpoint's address, never its key)."""
+        return {"model": self.model, "base_url": str(self.client.base_url), "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
+                "rubric_digest": self.rubric.digest}
+
+    def _key(self, prompt: str, fable: str) -> str:
+        # The address is recorded but not part of the key: the same judge moved is the same judge.
+        return VerdictCache.key({k: v for k, v in self.settings().items() if k != "base_url"}, prompt, fable)
+
+    def is_cached(self, prompt: str, fable: str) -> bool:
+        return self.cache is not None and self.cache.get(self._key(prompt, fable)) is not None
+
+    def judge(self, prompt: str, fable: str) -> dict:
+        settings = self.settings()
+        key = self._key(prompt, fable)
+        if self.cache is not None and (hit := self.cache.get(key)) is not None:
+            return {**hit, "cached": True}
+        try:
+            raw = self._ask(prompt, fable)
+        except Exception as e:  # the openai client already retried transient errors
+            return {"verdict": None, "reason": f"request failed: {type(e).__name__}: {_clip(str(e))}", "raw": None,
+                    "judge": settings, "cached": False}
+        verdict, reason = parse_verdict(raw, self.rubric)
+        record = {"verdict": asdict(verdict) if verdict else None, "reason": reason, "raw": raw, "judge": settings}
+        if self.cache is not None:
+            self.cache.put(key, record)
+        return {**record, "cached": False}
+
+    def _ask(self, prompt: str, fable: str) -> str | None:
+        kw = {}
+        if self.structured:
+            kw["response_format"] = {"type": "json_schema",
+                                     "json_schema": {"name": "verdict", "schema": self.rubric.json_schema()}}
+        resp = self.client.chat.completions.create(model=self.model, messages=self.rubric.messages(prompt, fable),
+                                                   temperature=self.temperature, max_tokens=self.max_tokens, **kw)
+        return resp.choices[0].message.content
+
+
+def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str = "judge") -> list[dict]:
+    """Judge every {"prompt", "fable", ...} item, several requests in flight so the server
+    can batch them; returns the items with their verdict records, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    with ThreadPoolExecutor(workers) as pool:
+        records = list(tqdm(pool.map(lambda it: judge.judge(it["prompt"], it["fable"]), items), total=len(items),
+                            desc=progress, unit="fable"))
+    return [{**it, **rec} for it, rec in zip(items, records)]
+
+
+# ---- other judges' verdicts -------------------------------------------------------------
+
+TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
+
+
+def read_tinyfabulist(path: str | Path) -> list[dict]:
+    """TinyFabulist verdict lines -> [{"model", "hash", "scores"}]; a malformed line stops
+    with its file and line number."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                ev = obj["evaluation"]
+                scores = {c: float(ev[c]) for c in TINYFABULIST_CRITERIA}
+                out.append({"model": obj["llm_name"], "hash": obj.get("hash"), "scores": scores})
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+                raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {e})") from None
+    return out
+
+
+def aggregate(verdicts: list[dict]) -> dict[str, dict]:
+    """Per model: count and mean of every criterion, and the overall mean (the sum of all
+    criteria over criteria x count, as TinyFabulist publishes it)."""
+    by_model: dict[str, list[dict]] = {}
+    for v in verdicts:
+        by_model.setdefault(v["model"], []).append(v["scores"])
+    out = {}
+    for model, rows in by_model.items():
+        crits = list(rows[0])
+        means = {c: sum(r[c] for r in rows) / len(rows) for c in crits}
+        out[model] = {"count": len(rows), "means": means, "mean": sum(means.values()) / len(crits)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description="LLM-as-judge evaluation")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ag = sub.add_parser("aggregate", help="per-model, per-criterion means of existing verdict files")
+    ag.add_argument("--input", nargs="+", required=True)
+    ag.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
+    ag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rn = sub.add_parser("run", help="judge a finished run's students and teachers, write its judge report")
+    rn.add_argument("--run", required=True, help="runs/<name>")
+    rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "aggregate":
+            verdicts = [v for f in args.input for v in read_tinyfabulist(f)]
+            table = aggregate(verdicts)
+            if args.json:
+                print(json.dumps(table, indent=1))
+            else:
+                crits = TINYFABULIST_CRITERIA
+                print("| model | n | " + " | ".join(crits) + " | mean |")
+                print("| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |")
+                for m, t in table.items():
+                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" for c in crits)
+                          + f" | {t['mean']:.2f} |")
+            return 0
+        from distill.artifacts import read_json
+        from distill.config import from_dict
+        from eval.protocol import evaluate_run
+        from eval.report import write_report
+
+        run_dir = Path(args.run)
+        report = evaluate_run(run_dir, args.set)
+        stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else []
+        write_report(from_dict(read_json(run_dir / "config.json")), run_dir, stages)
+        print(f"judge report: {report}\nrun report: {run_dir / 'report.md'}")
+        return 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

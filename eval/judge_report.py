@@ -1,0 +1,170 @@
+"""The judge report: runs/<name>/judge/report.md and report.html with PNG plots (matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.artifacts import write_text_atomic
+from distill.schema import ELEMENT_COLUMNS
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scores(summary: dict, path: Path) -> None:
+    plt = _plt()
+    models, crits = list(summary["models"]), summary["criteria"] + ["overall"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models)), 3.8))
+    width = 0.8 / len(crits)
+    for i, c in enumerate(crits):
+        stats = [summary["models"][m]["overall" if c == "overall" else "criteria"] for m in models]
+        stats = [s if c == "overall" else s[c] for s in stats]
+        xs = [j + (i - (len(crits) - 1) / 2) * width for j in range(len(models))]
+        means = [s["mean"] for s in stats]
+        err = [[max(0, s["mean"] - s["low"]) for s in stats], [max(0, s["high"] - s["mean"]) for s in stats]]
+        ax.bar(xs, means, width, yerr=err, capsize=2, label=c)
+    ax.set_xticks(range(len(models)), models, rotation=20, ha="right", fontsize=8)
+    ax.set_ylim(0, 10.5)
+    ax.set_ylabel("judge score (95% bootstrap interval)")
+    ax.legend(fontsize=7, ncols=len(crits))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_age_groups(summary: dict, path: Path) -> None:
+    plt = _plt()
+    models, groups = list(summary["models"]), list(summary["age_groups"])
+    fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(models)))
+    left = [0.0] * len(models)
+    for g in groups:
+        share = []
+        for m in models:
+            counts = summary["models"][m]["age_groups"]
+            share.append(counts.get(g, 0) / max(sum(counts.values()), 1))
+        ax.barh(models, share, left=left, label=f"{g}: {summary['age_groups'][g]}")
+        left = [a + b for a, b in zip(left, share)]
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of verdicts")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.tick_params(axis="y", labelsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_score_vs_loss(curve: dict, path: Path) -> None:
+    plt = _plt()
+    pts = curve["points"]
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.errorbar([p["loss"] for p in pts], [p["score"] for p in pts],
+                yerr=[[p["score"] - p["low"] for p in pts], [p["high"] - p["score"] for p in pts]], fmt="o-", capsize=3)
+    for p in pts:
+        ax.annotate(f"step {p['step']}", (p["loss"], p["score"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    ax.set_xlabel("training loss at the checkpoint")
+    ax.set_ylabel("mean judge score")
+    ax.set_title(f"Spearman rank correlation: {curve['spearman']:.2f}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _ci(s: dict) -> str:
+    return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s["mean"] == s["mean"] else "n/a"
+
+
+def _cell(text: str, n: int = 500) -> str:
+    text = " ".join(str(text).split())
+    text = text if len(text) <= n else text[:n] + " …"
+    return text.replace("|", "\\|")
+
+
+def judge_table(summary: dict) -> list[str]:
+    """Scores with intervals, one row per judged model: shared with the run report."""
+    crits = summary["criteria"]
+    lines = ["| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
+    for m, s in summary["models"].items():
+        lines.append(f"| {m} | {s['fables']} | {s['verdicts']} | {s['failures']} | "
+                     + " | ".join(_ci(s["criteria"][c]) for c in crits) + f" | **{_ci(s['overall'])}** |")
+    j = summary["judge"]
+    lines += ["", f"Judge `{j['model']}` (rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
+                  f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
+                  "95% bootstrap intervals; failed verdicts are counted, not scored. "
+                  f"{summary['protocol']['prompts']} held-out prompts × up to {summary['protocol']['samples']} "
+                  f"completions at T={summary['protocol']['temperature']} per writer."]
+    if "135m" in j["model"].lower() or "270m" in j["model"].lower():
+        lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
+                     "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")
+    return lines
+
+
+def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
+    jdir = Path(jdir)
+    plot_scores(summary, jdir / "scores.png")
+    plot_age_groups(summary, jdir / "age_groups.png")
+    lines = ["# Judge report", "", "## Scores", "", *judge_table(summary), "", "![scores](scores.png)", "",
+             "## Age group of the author, as the judge guesses it", "",
+             "| writer | " + " | ".join(f"{k} ({v})" for k, v in summary["age_groups"].items()) + " |",
+             "| --- | " + " | ".join("---" for _ in summary["age_groups"]) + " |"]
+    for m, s in summary["models"].items():
+        lines.append(f"| {m} | " + " | ".join(str(s["age_groups"].get(k, 0)) for k in summary["age_groups"]) + " |")
+    lines += ["", "![age groups](age_groups.png)", "", "## Where each writer is weakest", "",
+              "The lowest mean overall score by fable element (value, mean, fables):", "",
+              "| writer | " + " | ".join(ELEMENT_COLUMNS) + " |", "| --- | " + " | ".join("---" for _ in ELEMENT_COLUMNS) + " |"]
+    for m, s in summary["models"].items():
+        cells = []
+        for e in ELEMENT_COLUMNS:
+            worst = s["elements"].get(e) or []
+            cells.append(_cell(f"{worst[0][0]} ({worst[0][1]:.2f}, n={worst[0][2]})", 60) if worst else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    curve = summary.get("score_vs_loss") or {}
+    if curve.get("points"):
+        plot_score_vs_loss(curve, jdir / "score_vs_loss.png")
+        lines += ["", "## Score against training loss", "", "| checkpoint | step | train loss | score | verdicts |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {p['label']} | {p['step']} | {p['loss']:.3f} | {_ci({**p, 'mean': p['score']})} | {p['verdicts']} |" for p in curve["points"]]
+        lines += ["", f"Spearman rank correlation of loss and score: {curve['spearman']:.2f}.", "",
+                  "![score against loss](score_vs_loss.png)"]
+    lines += ["", "## Judge failures", ""]
+    fails = {m: s for m, s in summary["models"].items() if s["failures"]}
+    if not fails:
+        lines.append("Every reply was a valid verdict.")
+    else:
+        lines += ["| writer | failed | reasons |", "| --- | --- | --- |"]
+        lines += [f"| {m} | {s['failures']} of {s['fables']} | "
+                  + "; ".join(f"{r} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
+    lines += ["", "## Fables side by side", ""]
+    writers = list(summary["models"])
+    first = {}
+    for j in judged:
+        first.setdefault((j["prompt_id"], j["model"]), j)
+    for pid in list(dict.fromkeys(j["prompt_id"] for j in judged))[:3]:
+        some = next(j for j in judged if j["prompt_id"] == pid)
+        lines += [f"**Prompt**: {_cell(some['prompt'], 400)}", "", "| writer | fable | overall |", "| --- | --- | --- |"]
+        for w in writers:
+            j = first.get((pid, w))
+            if j:
+                score = f"{sum(j['verdict']['scores'].values()) / len(j['verdict']['scores']):.2f}" if j["verdict"] else "failed"
+                lines.append(f"| {w} | {_cell(j['fable'])} | {score} |")
+        lines.append("")
+    md = "\n".join(lines) + "\n"
+    write_text_atomic(jdir / "report.md", md)
+    write_text_atomic(jdir / "report.html", to_html(md, "Judge report"))
+    return jdir / "report.md"
+
+
+def to_html(md: str, title: str) -> str:
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(md)
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}"
+             "img{max-width:100%}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style></head><body>{body}</body></html>\n"

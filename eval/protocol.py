@@ -1,0 +1,263 @@
+"""The judging protocol over a finished run: every student and, as the reference, its
+teacher write fables for the same held-out prompts; one judge scores them all.
+
+    python -m eval.judge run --run runs/default     # `make eval RUN=default`; the pipeline's judge stage
+
+Outputs in runs/<name>/judge/: fables-<student>.json (the students' completions, kept
+so a rerun does not regenerate them), cache.sqlite (every verdict, committed as it
+arrives), verdicts.jsonl, summary.json, report.md / report.html with PNG plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+from distill import artifacts
+from distill.schema import ELEMENT_COLUMNS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:
+    """The teacher's own held-out fables on the judged prompts (the reference)."""
+    from distill.schema import read_rows
+
+    rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
+    prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in rows))[: cfg.judge.prompts]
+    keep = set(prompt_ids)
+    return [_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"])
+            for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
+
+
+def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, merged: Path | None = None,
+                            label: str | None = None) -> list[dict]:
+    """`samples` completions per judged prompt by a student, at the judge temperature;
+    generated once and kept in judge/fables-<label>.json."""
+    from distill.schema import read_rows
+
+    label = label or f"{tr.teacher}-{objective}"
+    merged = merged or run_dir / "students" / label / "merged"
+    out = run_dir / "judge" / f"fables-{label}.json"
+    rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
+    firsts = {}
+    for r in rows:
+        firsts.setdefault(r["prompt_id"], r)
+    prompts = list(firsts.values())[: cfg.judge.prompts]
+    if out.exists():
+        texts = artifacts.read_json(out)
+    else:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from eval.samples import sample_fables
+
+        model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, use_safetensors=True)
+        tok = AutoTokenizer.from_pretrained(merged)
+        texts = {}
+        for s in range(cfg.judge.samples):
+            ids = [r["prompt_token_ids"] for r in prompts]
+            if tok.get_vocab() != _teacher_vocab(tr):  # another tokenizer family: re-encode the prompt
+                ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
+            gen = sample_fables(model, tok, ids, cfg.judge.max_new_tokens, cfg.judge.temperature, seed=cfg.seed + s)
+            texts[str(s)] = gen
+        artifacts.write_json_atomic(out, texts)
+    return [_item(r, label, objective, tr.teacher, int(s), texts[s][i]) for s in texts for i, r in enumerate(prompts)]
+
+
+def _teacher_vocab(tr) -> dict:
+    from transformers import AutoTokenizer
+
+    from teacher.registry import get_teacher
+
+    return AutoTokenizer.from_pretrained(get_teacher(tr.teacher).model_path()).get_vocab()
+
+
+def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:
+    return {"model": model, "role": role, "teacher": teacher, "prompt_id": row["prompt_id"], "sample": sample,
+            **{c: row[c] for c in ELEMENT_COLUMNS}, "prompt": row["instruction"], "fable": fable}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def judge_endpoint(judge_cfg):
+    """The judge's base URL: judge.base_url, else OPENAI_BASE_URL, else a vLLM OpenAI server
+    started here for an embedded model (127.0.0.1, stopped on exit)."""
+    url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+    if url:
+        yield url
+        return
+    from teacher.registry import get_teacher
+
+    teacher = get_teacher(judge_cfg.model)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
+           "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
+           "--max-model-len", "2048", "--seed", "0"]
+    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log", "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        _wait_ready(url, proc, log.name)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _wait_ready(url: str, proc, log_name: str, timeout_s: float = 900) -> None:
+    import urllib.request
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise ValueError(f"the local judge server exited with {proc.returncode}; see {log_name}")
+        try:
+            with urllib.request.urlopen(url + "/models", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(2)
+    raise ValueError(f"the local judge server did not answer within {timeout_s:.0f} s; see {log_name}")
+
+
+def summarize(judged: list[dict], rubric) -> dict:
+    """Per judged model: verdict and failure counts, failure reasons, each criterion's and
+    the overall mean with bootstrap 95% intervals, the age-group distribution, and the
+    per-element breakdown (worst values first). Failures are counted, never averaged."""
+    from eval.stats import bootstrap_ci, breakdown
+
+    out = {}
+    for model in dict.fromkeys(j["model"] for j in judged):
+        rows = [j for j in judged if j["model"] == model]
+        ok = [j for j in rows if j["verdict"]]
+        crit = {c: bootstrap_ci([j["verdict"]["scores"][c] for j in ok]) for c in rubric.names}
+        overall = bootstrap_ci([_overall(j) for j in ok])
+        out[model] = {
+            "role": rows[0]["role"], "teacher": rows[0]["teacher"], "fables": len(rows), "verdicts": len(ok),
+            "failures": len(rows) - len(ok),
+            "failure_reasons": Counter(_reason_kind(j["reason"]) for j in rows if not j["verdict"]).most_common(),
+            "criteria": {c: {"mean": m, "low": lo, "high": hi} for c, (m, lo, hi) in crit.items()},
+            "overall": {"mean": overall[0], "low": overall[1], "high": overall[2]},
+            "age_groups": dict(sorted(Counter(j["verdict"]["age_group"] for j in ok).items())),
+            "elements": {e: breakdown(ok, e, _overall)[:3] for e in ELEMENT_COLUMNS},
+        }
+    return out
+
+
+def _overall(j: dict) -> float | None:
+    if not j.get("verdict"):
+        return None
+    s = j["verdict"]["scores"]
+    return sum(s.values()) / len(s)
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(":")[0]
+
+
+def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
+    """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
+    from distill.config import from_dict, with_overrides
+    from eval.judge import Judge, Rubric, VerdictCache, judge_all
+    from eval.judge_report import write_judge_report
+    from teacher.client import make_client
+
+    run_dir = Path(run_dir)
+    if cfg is None:
+        if not (run_dir / "config.json").exists():
+            raise FileNotFoundError(f"{run_dir} is not a finished run (no config.json); run `make distill` first")
+        cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
+    jc = cfg.judge
+    rubric = Rubric.load(jc.rubric) if jc.rubric else Rubric.load()
+    items: list[dict] = []
+    for tr in cfg.teachers:
+        items += judge_items_for_teacher(cfg, tr, run_dir)
+        for objective in cfg.objectives(tr):
+            if not (run_dir / "students" / f"{tr.teacher}-{objective}" / "merged").exists():
+                raise FileNotFoundError(f"{run_dir}: student {tr.teacher}-{objective} was not trained; finish the run first")
+            items += judge_items_for_student(cfg, tr, objective, run_dir)
+    curve = checkpoint_items(cfg, run_dir) if jc.checkpoints else []
+    everything = items + [it for c in curve for it in c["items"]]
+    cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
+    offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"), jc.model,
+                    rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache)
+    cached = [offline.judge(it["prompt"], it["fable"]) if offline.is_cached(it["prompt"], it["fable"]) else None
+              for it in everything]
+    if all(cached):  # a re-evaluation with nothing new: no endpoint needed
+        judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
+    else:
+        with judge_endpoint(jc) as url:
+            judge = Judge(make_client(url, max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
+                          jc.max_tokens, jc.structured, cache)
+            judged = judge_all(judge, everything, workers=jc.workers)
+            settings = judge.settings()
+    by_model = [j for j in judged if j["role"] != "checkpoint"]
+    summary = {"judge": settings, "protocol": {"prompts": jc.prompts, "samples": jc.samples,
+                                               "temperature": jc.temperature, "max_new_tokens": jc.max_new_tokens},
+               "models": summarize(by_model, rubric), "criteria": rubric.names,
+               "age_groups": dict(rubric.age_groups), "score_vs_loss": score_vs_loss(curve, judged)}
+    jdir = run_dir / "judge"
+    artifacts.write_text_atomic(jdir / "verdicts.jsonl", "".join(json.dumps(j) + "\n" for j in judged))
+    artifacts.write_json_atomic(jdir / "summary.json", summary)
+    return write_judge_report(jdir, summary, by_model)
+
+
+def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
+    """Fables from the saved checkpoints of the first teacher's KD student, for score
+    against training loss: each checkpoint's adapter merged into the starting student."""
+    from peft import PeftModel
+
+    from distill.pipeline import build_initial_student
+
+    tr = cfg.teachers[0]
+    sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
+    history = artifacts.read_json(sdir / "train.json")["history"]
+    points = []
+    for ck in sorted((sdir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+        step = int(ck.name.split("-")[1])
+        label = f"{tr.teacher}-{tr.train.objective}@{step}"
+        merged = run_dir / "judge" / "checkpoints" / ck.name
+        if not (run_dir / "judge" / f"fables-{label}.json").exists() and not merged.exists():
+            base, tok = build_initial_student(tr)
+            tmp = merged.with_name(merged.name + ".tmp")
+            PeftModel.from_pretrained(base, ck).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+            tok.save_pretrained(tmp)
+            os.replace(tmp, merged)
+        loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
+        items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, merged, label)
+        points.append({"label": label, "step": step, "loss": loss,
+                       "items": [{**it, "role": "checkpoint"} for it in items]})
+    return points
+
+
+def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
+    from eval.stats import bootstrap_ci, spearman
+
+    pts = []
+    for c in curve:
+        scores = [_overall(j) for j in judged if j["model"] == c["label"] and j["verdict"]]
+        m, lo, hi = bootstrap_ci(scores)
+        pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "score": m, "low": lo, "high": hi,
+                    "verdicts": len(scores)})
+    return {"points": pts, "spearman": spearman([p["loss"] for p in pts], [p["score"] for p in pts])}

@@ -1,0 +1,191 @@
+"""The judge: rubric, verdict parser, the openai-client call against a fake server in the
+real chat-completions wire format, the cache, and TinyFabulist verdict files."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from eval.judge import Judge, Rubric, VerdictCache, aggregate, main, parse_verdict, read_tinyfabulist
+from teacher.client import make_client
+from tests.conftest import SHARED, needs_shared
+
+GOOD = {"grammar": 8, "creativity": 6, "consistency": 9, "plot": 7, "age_group": "B"}
+
+
+def test_a_clean_verdict_parses():
+    v, why = parse_verdict(json.dumps(GOOD))
+    assert why == "ok" and v.scores == {"grammar": 8, "creativity": 6, "consistency": 9, "plot": 7} and v.age_group == "B"
+
+
+@pytest.mark.parametrize("text", [
+    "Here is my evaluation:\n" + json.dumps(GOOD) + "\nI hope this helps!",  # text around the JSON
+    "```json\n" + json.dumps(GOOD, indent=2) + "\n```",  # fenced
+    "Sure.\n```\n" + json.dumps(GOOD) + "\n```\nDone.",  # fenced without a language
+    json.dumps({**GOOD, "grammar": "8", "plot": 7.0, "age_group": "B (4 to 7)"}),  # numeric string, integral float
+])
+def test_accepted_variants(text):
+    v, why = parse_verdict(text)
+    assert why == "ok" and v.scores["grammar"] == 8 and v.scores["plot"] == 7 and v.age_group == "B"
+
+
+@pytest.mark.parametrize("text, reason", [
+    (None, "empty reply"),
+    ("   ", "empty reply"),
+    (json.dumps(GOOD)[:-12], "truncated JSON"),
+    ('{"grammar": 8, "creativity": 6,', "truncated JSON"),
+    ('{"grammar": 8 "creativity": 6}', "malformed JSON"),
+    (json.dumps({**GOOD, "creativity": "eight"}), "wrong type for 'creativity'"),
+    (json.dumps({**GOOD, "creativity": [6]}), "wrong type for 'creativity'"),
+    (json.dumps({**GOOD, "grammar": True}), "wrong type for 'grammar'"),
+    (json.dumps({**GOOD, "plot": 7.5}), "wrong type for 'plot'"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "plot"}), "missing score 'plot'"),
+    (json.dumps({**GOOD, "grammar": 11}), "score grammar=11 outside 1..10"),
+    (json.dumps({**GOOD, "consistency": 0}), "score consistency=0 outside 1..10"),
+    (json.dumps({k: v for k, v in GOOD.items() if k != "age_group"}), "missing age_group"),
+    (json.dumps({**GOOD, "age_group": "Z"}), "age_group 'Z' is not one of A, B, C, D, E"),
+    (json.dumps({**GOOD, "age_group": "Baby"}), "is not one of"),
+    ("Error: rate limit exceeded, please retry later.", "an error message instead of a verdict"),
+    ("I'm sorry, I cannot evaluate this content.", "an error message instead of a verdict"),
+    ('{"error": {"message": "model overloaded", "code": 503}}', "an error message instead of a verdict"),
+    ("The fable is lovely. 9/10.", "no JSON object"),
+    (json.dumps([GOOD]), "JSON is a list"),
+])
+def test_refused_with_a_reason(text, reason):
+    v, why = parse_verdict(text)
+    assert v is None and reason in why
+
+
+def test_a_criterion_is_added_by_editing_the_rubric(tmp_path):
+    base = Rubric.load()
+    assert base.names == ["grammar", "creativity", "consistency", "plot"]
+    src = (tmp_path / "r.toml")
+    text = open(Rubric.load.__globals__["RUBRIC"]).read().replace(
+        "[age_groups]", '[[criteria]]\nname = "moral_clarity"\ndescription = "The moral is clear."\n\n[age_groups]')
+    src.write_text(text)
+    r = Rubric.load(src)
+    assert r.names[-1] == "moral_clarity" and r.digest != base.digest
+    assert r.json_schema()["required"] == r.names + ["age_group"]
+    assert "moral_clarity: The moral is clear." in r.messages("write a fable", "a fable")[1]["content"]
+    v, why = parse_verdict(json.dumps(GOOD), r)
+    assert v is None and why == "missing score 'moral_clarity'"
+    assert parse_verdict(json.dumps({**GOOD, "moral_clarity": 5}), r)[0].scores["moral_clarity"] == 5
+
+
+def test_bad_rubric_file_is_named(tmp_path):
+    (tmp_path / "bad.toml").write_text("name = 'x'\n")
+    with pytest.raises(ValueError, match="bad.toml"):
+        Rubric.load(tmp_path / "bad.toml")
+
+
+class FakeChat(BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint (ChatCompletion JSON, as vLLM returns it) whose
+    replies come from a queue; a status code in the queue is returned as an error."""
+
+    replies: list = []
+    requests: list = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeChat.requests.append(body)
+        reply = FakeChat.replies.pop(0) if FakeChat.replies else json.dumps(GOOD)
+        if isinstance(reply, int):
+            data, code = json.dumps({"error": {"message": "overloaded", "type": "server_error"}}).encode(), reply
+        else:
+            data, code = json.dumps({
+                "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                             "message": {"role": "assistant", "content": reply, "tool_calls": []}}],
+                "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode(), 200
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def chat_server():
+    FakeChat.replies, FakeChat.requests = [], []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeChat)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+def test_judge_asks_for_schema_output_caches_and_records_its_settings(chat_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-never-recorded")
+    cache = VerdictCache(tmp_path / "cache.sqlite")
+    judge = Judge(make_client(chat_server), "judge-model", Rubric.load(), cache=cache)
+    rec = judge.judge("Write a fable about a fox.", "Once upon a time…")
+    assert rec["verdict"]["scores"]["grammar"] == 8 and rec["reason"] == "ok" and not rec["cached"]
+    req = FakeChat.requests[-1]
+    assert req["model"] == "judge-model" and req["temperature"] == 0.0
+    assert req["response_format"]["type"] == "json_schema"
+    assert req["response_format"]["json_schema"]["schema"]["required"][-1] == "age_group"
+    assert "Write a fable about a fox." in req["messages"][1]["content"]
+    assert rec["judge"]["model"] == "judge-model" and rec["judge"]["rubric_digest"] == Rubric.load().digest
+    assert "sk-never" not in json.dumps(rec) and "sk-never" not in (tmp_path / "cache.sqlite").read_bytes().decode("latin1")
+    # the same (judge, rubric, prompt, fable) again: from the cache, no request
+    again = Judge(make_client(chat_server), "judge-model", Rubric.load(), cache=VerdictCache(tmp_path / "cache.sqlite"))
+    assert again.judge("Write a fable about a fox.", "Once upon a time…")["cached"] and len(FakeChat.requests) == 1
+    # another fable or another judge setting is a new verdict
+    judge.judge("Write a fable about a fox.", "Another fable.")
+    Judge(make_client(chat_server), "judge-model", Rubric.load(), temperature=0.7, cache=cache).judge(
+        "Write a fable about a fox.", "Once upon a time…")
+    assert len(FakeChat.requests) == 3 and len(cache) == 3
+
+
+def test_garbage_is_a_counted_failure_and_transient_errors_are_retried(chat_server, tmp_path):
+    FakeChat.replies = ["I think it deserves a B+.", 503, json.dumps(GOOD)]
+    judge = Judge(make_client(chat_server, max_retries=2), "m", Rubric.load(), cache=VerdictCache(tmp_path / "c.sqlite"))
+    bad = judge.judge("p", "garbage fable")
+    assert bad["verdict"] is None and bad["reason"].startswith("no JSON object") and bad["raw"] == "I think it deserves a B+."
+    ok = judge.judge("p", "second fable")  # a 503 first: the client backs off and asks again
+    assert ok["verdict"] is not None and len(FakeChat.requests) == 3
+
+
+def test_a_request_that_keeps_failing_is_a_failure_not_a_crash(chat_server):
+    FakeChat.replies = [500, 500]
+    rec = Judge(make_client(chat_server, max_retries=1), "m", Rubric.load()).judge("p", "f")
+    assert rec["verdict"] is None and rec["reason"].startswith("request failed: InternalServerError")
+
+
+def test_aggregate_counts_and_means(tmp_path):
+    lines = [{"llm_name": m, "hash": str(i), "evaluation": {"grammar": g, "creativity": 5, "moral_clarity": 6,
+                                                            "adherence_to_prompt": 7}}
+             for i, (m, g) in enumerate([("a", 8), ("a", 10), ("b", 4)])]
+    f = tmp_path / "v.jsonl"
+    f.write_text("\n".join(json.dumps(l) for l in lines) + "\n")
+    table = aggregate(read_tinyfabulist(f))
+    assert table["a"]["count"] == 2 and table["a"]["means"]["grammar"] == 9.0
+    assert table["a"]["mean"] == pytest.approx((9 + 5 + 6 + 7) / 4) and table["b"]["means"]["grammar"] == 4.0
+    f.write_text(json.dumps(lines[0]) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"v.jsonl:2: not a TinyFabulist verdict"):
+        read_tinyfabulist(f)
+
+
+PUBLISHED = {  # grammar / creativity / moral clarity / adherence / mean, from shared/data/tinyfabulist/README.md
+    "mistralai/Mistral-7B-Instruct-v0.3": (8.77, 7.18, 8.80, 8.53, 8.32),
+    "meta-llama/Llama-3.1-8B-Instruct": (8.69, 7.23, 8.47, 8.70, 8.27),
+    "tiiuae/Falcon3-7B-Instruct": (8.88, 7.56, 8.89, 8.95, 8.57),
+}
+
+
+@needs_shared
+def test_aggregate_reproduces_the_published_tinyfabulist_means(capsys):
+    files = sorted(str(p) for p in (SHARED / "data" / "tinyfabulist").glob("judged-*.jsonl"))
+    assert main(["aggregate", "--input", *files, "--format", "tinyfabulist", "--json"]) == 0
+    table = json.loads(capsys.readouterr().out)
+    assert set(table) == set(PUBLISHED)
+    for model, (g, c, m, a, mean) in PUBLISHED.items():
+        t = table[model]
+        assert t["count"] == 100
+        got = [t["means"][k] for k in ("grammar", "creativity", "moral_clarity", "adherence_to_prompt")] + [t["mean"]]
+        assert [round(x, 2) for x in got] == [g, c, m, a, mean]
+    assert main(["aggregate", "--input", *files]) == 0
+    assert "| mistralai/Mistral-7B-Instruct-v0.3 | 100 | 8.77 | 7.18 | 8.80 | 8.53 | 8.32 |" in capsys.readouterr().out

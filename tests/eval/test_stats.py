@@ -1,0 +1,32 @@
+import numpy as np
+import pytest
+
+from eval.stats import bootstrap_ci, breakdown, rankdata, spearman
+
+
+def test_bootstrap_interval_contains_the_mean_and_shrinks_with_data():
+    assert bootstrap_ci([7, 7, 7]) == (7.0, 7.0, 7.0)
+    rng = np.random.default_rng(1)
+    small, large = rng.integers(1, 11, 20), rng.integers(1, 11, 2000)
+    m, lo, hi = bootstrap_ci(small)
+    assert m == pytest.approx(small.mean()) and lo < m < hi
+    M, LO, HI = bootstrap_ci(large)
+    assert HI - LO < (hi - lo) / 4
+    assert bootstrap_ci(small, seed=3) == bootstrap_ci(small, seed=3)
+    assert all(np.isnan(x) for x in bootstrap_ci([]))
+
+
+def test_ranks_and_spearman_by_hand():
+    assert rankdata([10, 30, 20, 20]).tolist() == [1.0, 4.0, 2.5, 2.5]
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x 1,2,3 ; y 1,3,2 -> 1 - 6*2/(3*8) = 0.5
+    assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+    assert np.isnan(spearman([1, 2], [2, 1])) and np.isnan(spearman([1, 2, 3], [5, 5, 5]))
+
+
+def test_breakdown_puts_the_weakest_value_first_and_skips_failures():
+    items = [{"setting": "forest", "s": 8}, {"setting": "forest", "s": 6}, {"setting": "sea", "s": 3},
+             {"setting": "sea", "s": None}, {"setting": "hill", "s": 9}]
+    rows = breakdown(items, "setting", lambda it: it["s"])
+    assert rows == [("sea", 3.0, 1), ("forest", 7.0, 2), ("hill", 9.0, 1)]
