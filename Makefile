@@ -25,7 +25,7 @@ MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED
 RAY_PORT   ?= 6379
 DASH_PORT  ?= 8265
 
-.PHONY: setup models distill eval test test-fast bench serve ray-up ray-down clean help
+.PHONY: setup models distill eval compare-teachers test test-fast bench serve ray-up ray-down clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -64,6 +64,10 @@ test: setup models
 # Re-judge a finished run (students and teachers; cached verdicts are reused): runs/$(RUN)/judge/.
 eval: setup models
 	$(PY) -m eval.judge run --run $${KD_RUNS_DIR:-runs}/$(RUN)
+
+# Compare the finished run's teachers (and students) on toxicity, similarity, faithfulness: runs/$(RUN)/compare/.
+compare-teachers: setup models
+	$(PY) -m eval.compare --run $${KD_RUNS_DIR:-runs}/$(RUN) --out $${KD_RUNS_DIR:-runs}/$(RUN)/compare
 
 test-fast: setup models
 	$(PY) -m pytest -m "not e2e"

@@ -108,6 +108,16 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
             st["status"] = "skipped"
             return
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
+        removed = []
+        if tcfg.max_toxicity < 1.0:
+            from eval.compare import toxicity
+
+            worst = toxicity([r["text"] for r in rows], tcfg.max_toxicity)["per_fable"]
+            removed = [{"prompt_id": r["prompt_id"], "sample_index": r["sample_index"], "toxicity": round(p, 3)}
+                       for r, p in zip(rows, worst) if p > tcfg.max_toxicity]
+            rows = [r for r, p in zip(rows, worst) if p <= tcfg.max_toxicity]
+            if not rows:
+                raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
         model, tok = build_initial_student(tr)
         if objective == "kd":
             check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
@@ -130,6 +140,7 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
         paths = export(model, tok, out, full_precision_base=lambda: build_initial_student(tr)[0])
         summary = {**result, "objective": objective, "student_kind": tcfg.student_kind, "student_layers": n_layers,
                    "quantization": tcfg.quantization, "params": total, "trainable_params": trainable,
+                   "rows": len(rows), "removed_as_toxic": removed,
                    **{k: str(v) for k, v in paths.items()}}
         artifacts.write_json_atomic(out / "train.json", summary)
         st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
@@ -196,6 +207,24 @@ def stage_judge(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None
                    "failed_verdicts": sum(m["failures"] for m in models.values())})
 
 
+def stage_compare(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+    """The teachers (and their students, where judged) compared on toxicity, diversity,
+    similarity and faithfulness: runs/<name>/compare/ (eval/compare.py)."""
+    from eval import compare
+
+    with ledger.stage("compare") as st:
+        out = run_dir / "compare"
+        if (out / "comparison.json").exists():
+            st["status"] = "skipped"
+            return
+        inputs, scores = compare.run_inputs(run_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        result = compare.compare(inputs, judge_scores=scores)
+        artifacts.write_json_atomic(out / "comparison.json", result)
+        compare.render(result, inputs, out)
+        st["writers"] = len(inputs)
+
+
 def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:
     from eval.heldout import heldout_metrics
 
@@ -224,6 +253,7 @@ def run(cfg: RunConfig) -> Path:
             stage_train(cfg, tr, objective, run_dir, ledger)
             stage_evaluate(cfg, tr, objective, run_dir, ledger)
     stage_judge(cfg, run_dir, ledger)
+    stage_compare(cfg, run_dir, ledger)
     with ledger.stage("report") as st:
         write_report(cfg, run_dir, ledger.stages)
     manifest = {

@@ -43,6 +43,9 @@ class TrainConfig:
     # student samples itself, scored by the served teacher (OPENAI_BASE_URL or `make serve`).
     on_policy: float = 0.0
     on_policy_max_new_tokens: int = 64
+    # Drop training fables whose worst 40-word window a toxicity classifier scores above
+    # this (alt-profanity-check probability); 1.0 keeps everything. What is removed is reported.
+    max_toxicity: float = 1.0
     logging_steps: int = 5
     seed: int = 0
 
@@ -53,7 +56,7 @@ class TrainConfig:
             "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
             "lora_r": self.lora_r >= 0, "quantization": self.quantization in ("none", "nf4"), "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1,
             "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
-            "on_policy": 0 <= self.on_policy <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
+            "on_policy": 0 <= self.on_policy <= 1, "max_toxicity": 0 <= self.max_toxicity <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:

@@ -93,6 +93,9 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
         f"| cross-entropy on the teacher's tokens, nats | {b['ce']:.3f} | {a['ce']:.3f} |",
         "",
         *comparison(cfg, tr, run_dir),
+        *([f"Toxicity filter (max_toxicity={tr.train.max_toxicity}): {len(tr_json.get('removed_as_toxic', []))} training "
+           f"fables removed ({', '.join(r['prompt_id'] for r in tr_json.get('removed_as_toxic', [])[:5]) or 'none'}).", ""]
+          if tr.train.max_toxicity < 1.0 else []),
         "Training loss (logged every few steps): "
         + ", ".join(f"step {h['step']}: {h['loss']:.3f}" + (f" (KL {h['train_kd']:.3f})" if "train_kd" in h else "")
                     for h in tr_json["history"]),
@@ -125,6 +128,10 @@ def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
         lines += ["## The judge", "", *judge_table(read_json(summary)), "",
                   "Plots, age groups, per-element breakdown, failures and fables side by side: "
                   "[judge/report.md](judge/report.md) ([HTML](judge/report.html)).", ""]
+    if (run_dir / "compare" / "report.md").exists():
+        lines += ["## Teacher comparison", "",
+                  "Toxicity, diversity, similarity between writers and use of the prompt's elements, for the teachers "
+                  "and their students: [compare/report.md](compare/report.md) ([HTML](compare/report.html)).", ""]
     lines += ["## Stage times", "", "| stage | teacher | status | wall s |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} |" for s in stages]
     path = run_dir / "report.md"
