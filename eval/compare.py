@@ -250,9 +250,13 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
     judged = artifacts.read_json(summary)["models"] if summary.exists() else {}
     for tr in cfg.teachers:
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
+        done = artifacts.read_json(run_dir / "teachers" / tr.teacher / "DONE")
+        # The job's wall time, shared out by tokens: its tokens/s, engine start included.
+        s_per_token = done["wall_s"] / done["generated_tokens"] if done.get("generated_tokens") else None
         inputs[tr.teacher] = [{"key": r["prompt_id"], "prompt": r["instruction"], "text": r["text"],
                                "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": len(r["token_ids"]),
-                               "seconds": None, "cost_per_hour": None} for r in rows if r["sample_index"] == 0]
+                               "seconds": s_per_token * len(r["token_ids"]) if s_per_token else None,
+                               "cost_per_hour": None} for r in rows if r["sample_index"] == 0]
         if f"{tr.teacher} (teacher)" in judged:
             scores[tr.teacher] = judged[f"{tr.teacher} (teacher)"]["overall"]["mean"]
         firsts = {}
