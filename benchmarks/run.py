@@ -214,8 +214,11 @@ def render_train_steps(steps: dict) -> list[str]:
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None) -> str:
-    lines = ["# Benchmarks", "", f"Machine: {machine()}.", f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} "
-             "by `make bench`; every ratio compares figures taken in this one run.", ""]
+    when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp))
+            if v and "measured" in v}
+    lines = ["# Benchmarks", "", f"Machine: {machine()}.",
+             "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured: "
+             + ", ".join(f"{k} {v}" for k, v in when.items()) + ".", ""]
     if default:
         s = default["process_s"]
         lines += ["## The default run (`make distill`, configs/default.toml, models already built)", "",
@@ -277,29 +280,45 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
     return "\n".join(lines) + "\n"
 
 
+SECTIONS = ("generation", "steps", "compare", "default")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--skip-default", action="store_true", help="skip the full default run")
-    ap.add_argument("--only", choices=["generation", "steps", "compare"], help="run one section (with its dependencies)")
+    ap.add_argument("--only", choices=SECTIONS,
+                    help="re-measure one section; the others keep their last figures (BENCHMARKS.json)")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     args = ap.parse_args()
     env = dict(os.environ)
-    gen = storage = steps = default = cmp = None
-    if args.only in (None, "generation"):
+    raw_file = Path(args.out).with_suffix(".json")
+    # Every section's raw figures, each with the time it was measured: a section measured
+    # alone is rendered beside the others' last figures, and says so.
+    results = json.loads(raw_file.read_text()) if args.only and raw_file.exists() else {}
+    now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    run = set(SECTIONS) - ({"default"} if args.skip_default else set()) if not args.only else {args.only}
+    if "generation" in run:
         with tempfile.TemporaryDirectory() as d:
             dump = Path(d) / "plain-topk.json"
-            gen = bench_generation(args.prompts, args.max_new_tokens, env, dump)
-            storage = bench_storage(dump)
-    if args.only in (None, "steps"):
-        steps = bench_train_steps(env)
-    cmp = bench_compare() if args.only in (None, "compare") else None
-    if args.only is None and not args.skip_default:
-        default = bench_default(env)
-    from distill.artifacts import write_text_atomic
+            results["generation"] = bench_generation(args.prompts, args.max_new_tokens, env, dump)
+            results["storage"] = bench_storage(dump)
+        results["generation"]["measured"] = results["storage"]["measured"] = now
+    if "steps" in run:
+        results["steps"] = {**bench_train_steps(env), "measured": now}
+    if "compare" in run:
+        results["compare"] = bench_compare()
+        if results["compare"]:
+            results["compare"]["measured"] = now
+    if "default" in run:
+        results["default"] = {**bench_default(env), "measured": now}
+    from distill.artifacts import write_json_atomic, write_text_atomic
 
-    write_text_atomic(Path(args.out), render(gen, default, storage, steps, cmp))
+    write_json_atomic(raw_file, results)
+    steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
+    write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
+                                             steps, results.get("compare")))
     print(f"wrote {args.out}")
 
 

@@ -49,7 +49,7 @@ def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
     if p.is_dir():
         from distill.schema import read_rows
 
-        return [{"key": f"{r['prompt_id']}/{r['sample_index']}", "prompt": r["instruction"], "text": r["text"],
+        return [{"key": r["prompt_id"], "prompt": r["instruction"], "text": r["text"],
                  "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": len(r["token_ids"]), "seconds": None,
                  "cost_per_hour": None} for r in read_rows(p)]
     rows = _read_table(p)
@@ -165,8 +165,12 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
         }
     pairs = []
     for a, b in itertools.combinations(inputs, 2):
-        ka = {r["key"]: i for i, r in enumerate(inputs[a])}
-        common = [(ka[r["key"]], j) for j, r in enumerate(inputs[b]) if r["key"] in ka]
+        ka, kb = {}, {}
+        for i, r in enumerate(inputs[a]):
+            ka.setdefault(r["key"], i)  # the first completion of each prompt stands for it
+        for j, r in enumerate(inputs[b]):
+            kb.setdefault(r["key"], j)
+        common = [(ka[k], j) for k, j in kb.items() if k in ka]
         if len(common) < 2:
             pairs.append({"a": a, "b": b, "aligned": len(common)})
             continue

@@ -7,7 +7,7 @@ import torch
 
 @torch.no_grad()
 def sample_fables(model, tokenizer, prompt_token_ids: list[list[int]], max_new_tokens: int, temperature: float,
-                  seed: int = 0, batch_size: int = 8) -> list[str]:
+                  seed: int = 0, batch_size: int = 16) -> list[str]:
     """One completion per prompt, given as the exact token ids the teacher saw
     (BOS and chat markup included), left-padded so generation continues at the right edge."""
     torch.manual_seed(seed)

@@ -37,7 +37,9 @@ def test_bad_inputs_end_in_one_clear_message(tmp_path, capsys):
     bad.write_text('{"text": "ok"}\n{broken\n')
     assert main(["--input", f"x={bad}", "--out", str(tmp_path / "o")]) == 2
     assert "bad.jsonl:2: not JSON" in capsys.readouterr().err
-    assert main(["--input", f"x={bad}", "--field", "text=story", "--out", str(tmp_path / "o")]) == 2
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"text": "ok"}\n')
+    assert main(["--input", f"x={good}", "--field", "text=story", "--out", str(tmp_path / "o")]) == 2
     assert "no field 'story'" in capsys.readouterr().err
     assert main(["--input", "nameless", "--out", str(tmp_path / "o")]) == 2
     assert "expected NAME=VALUE" in capsys.readouterr().err
