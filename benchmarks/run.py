@@ -232,7 +232,7 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         for t in default["kl"]:
             for name, v in (("KD", default["kl"][t]), ("SFT", default["sft"][t])):
                 lines.append(f"| {t} | {name} | {v['before']:.3f} | {v['after']:.3f} | {v['ce_before']:.3f} | {v['ce_after']:.3f} |")
-        lines += ["", "### Choosing the student (SmolLM2 teacher, same data, same 40 steps)", "",
+        lines += ["", "### Choosing the student (SmolLM2 teacher, same data, same steps)", "",
                   "| student | layers | params | trained params | KL before | KL after | train s |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += [f"| {k} | {v['layers']} | {v['params'] / 1e6:.1f}M | {v['trainable'] / 1e6:.2f}M | {v['before']:.3f} | "

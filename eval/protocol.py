@@ -95,11 +95,13 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def judge_endpoint(judge_cfg):
-    """The judge's base URL: judge.base_url, else OPENAI_BASE_URL, else a vLLM OpenAI server
-    started here for an embedded model (127.0.0.1, stopped on exit)."""
+    """Yields a function returning the judge's base URL: judge.base_url, else OPENAI_BASE_URL,
+    else a vLLM OpenAI server started here for an embedded model (127.0.0.1, stopped on
+    exit). The server starts at once and the function waits for it, so its start-up can
+    overlap other work."""
     url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
-        yield url
+        yield lambda: url
         return
     from teacher.registry import get_teacher
 
@@ -111,10 +113,17 @@ def judge_endpoint(judge_cfg):
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log", "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
+    url = f"http://127.0.0.1:{port}/v1"
+    ready = []
+
+    def wait() -> str:
+        if not ready:
+            _wait_ready(url, proc, log.name)
+            ready.append(True)
+        return url
+
     try:
-        url = f"http://127.0.0.1:{port}/v1"
-        _wait_ready(url, proc, log.name)
-        yield url
+        yield wait
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -190,25 +199,32 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
         cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
     jc = cfg.judge
     rubric = Rubric.load(jc.rubric) if jc.rubric else Rubric.load()
-    items: list[dict] = []
-    for tr in cfg.teachers:
-        items += judge_items_for_teacher(cfg, tr, run_dir)
-        for objective in cfg.objectives(tr):
-            if not (run_dir / "students" / f"{tr.teacher}-{objective}" / "merged").exists():
-                raise FileNotFoundError(f"{run_dir}: student {tr.teacher}-{objective} was not trained; finish the run first")
-            items += judge_items_for_student(cfg, tr, objective, run_dir)
-    curve = checkpoint_items(cfg, run_dir) if jc.checkpoints else []
-    everything = items + [it for c in curve for it in c["items"]]
     cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
-    offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"), jc.model,
-                    rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache)
-    cached = [offline.judge(it["prompt"], it["fable"]) if offline.is_cached(it["prompt"], it["fable"]) else None
-              for it in everything]
-    if all(cached):  # a re-evaluation with nothing new: no endpoint needed
-        judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
-    else:
-        with judge_endpoint(jc) as url:
-            judge = Judge(make_client(url, max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
+    with contextlib.ExitStack() as stack:
+        endpoint = None
+        if not len(cache):  # nothing judged yet: start the server now, while the students write
+            endpoint = stack.enter_context(judge_endpoint(jc))
+        items: list[dict] = []
+        for tr in cfg.teachers:
+            items += judge_items_for_teacher(cfg, tr, run_dir)
+            for objective in cfg.objectives(tr):
+                if not (run_dir / "students" / f"{tr.teacher}-{objective}" / "merged").exists():
+                    raise FileNotFoundError(f"{run_dir}: student {tr.teacher}-{objective} was not trained; "
+                                            "finish the run first")
+                items += judge_items_for_student(cfg, tr, objective, run_dir)
+        curve = checkpoint_items(cfg, run_dir) if jc.checkpoints else []
+        everything = items + [it for c in curve for it in c["items"]]
+        if not everything:
+            raise ValueError(f"{run_dir}: no held-out fables to judge")
+        offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
+                        jc.model, rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache)
+        cached = [offline.judge(it["prompt"], it["fable"]) if offline.is_cached(it["prompt"], it["fable"]) else None
+                  for it in everything]
+        if all(cached):  # a re-evaluation with nothing new: no endpoint needed
+            judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
+        else:
+            endpoint = endpoint or stack.enter_context(judge_endpoint(jc))
+            judge = Judge(make_client(endpoint(), max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
                           jc.max_tokens, jc.structured, cache)
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
