@@ -59,27 +59,20 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, merged: Path
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        from distill.schema import tokenizer_fingerprint
         from eval.samples import sample_fables
 
         model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, use_safetensors=True)
         tok = AutoTokenizer.from_pretrained(merged)
+        ids = [r["prompt_token_ids"] for r in prompts]
+        if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
+            ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
         texts = {}
         for s in range(cfg.judge.samples):
-            ids = [r["prompt_token_ids"] for r in prompts]
-            if tok.get_vocab() != _teacher_vocab(tr):  # another tokenizer family: re-encode the prompt
-                ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
             gen = sample_fables(model, tok, ids, cfg.judge.max_new_tokens, cfg.judge.temperature, seed=cfg.seed + s)
             texts[str(s)] = gen
         artifacts.write_json_atomic(out, texts)
     return [_item(r, label, objective, tr.teacher, int(s), texts[s][i]) for s in texts for i, r in enumerate(prompts)]
-
-
-def _teacher_vocab(tr) -> dict:
-    from transformers import AutoTokenizer
-
-    from teacher.registry import get_teacher
-
-    return AutoTokenizer.from_pretrained(get_teacher(tr.teacher).model_path()).get_vocab()
 
 
 def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:
