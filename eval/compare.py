@@ -247,6 +247,7 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
     on the same prompts, with judge scores where they exist."""
     from distill.config import from_dict
     from distill.schema import read_rows
+    from eval.protocol import heldout_prompts
 
     cfg = from_dict(artifacts.read_json(run_dir / "config.json"))
     inputs, scores = {}, {}
@@ -263,15 +264,12 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
                                "cost_per_hour": None} for r in rows if r["sample_index"] == 0]
         if f"{tr.teacher} (teacher)" in judged:
             scores[tr.teacher] = judged[f"{tr.teacher} (teacher)"]["overall"]["mean"]
-        firsts = {}
-        for r in rows:
-            firsts.setdefault(r["prompt_id"], r)
         for objective in cfg.objectives(tr):
             name = f"{tr.teacher}-{objective}"
             fables = run_dir / "judge" / f"fables-{name}.json"
             if fables.exists():
                 texts = artifacts.read_json(fables)["0"]
-                prompts = list(firsts.values())[: len(texts)]
+                prompts = heldout_prompts(rows)[: len(texts)]
                 inputs[name] = [{"key": r["prompt_id"], "prompt": r["instruction"], "text": t,
                                  "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": None, "seconds": None,
                                  "cost_per_hour": None} for r, t in zip(prompts, texts)]

@@ -28,13 +28,21 @@ from distill.schema import ELEMENT_COLUMNS
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def heldout_prompts(rows: list[dict]) -> list[dict]:
+    """One row per held-out prompt (its first sample), in the order the teacher wrote them:
+    the judged prompts are a prefix of this list, and students are judged on the same ones."""
+    firsts: dict = {}
+    for r in rows:
+        firsts.setdefault(r["prompt_id"], r)
+    return list(firsts.values())
+
+
 def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:
     """The teacher's own held-out fables on the judged prompts (the reference)."""
     from distill.schema import read_rows
 
     rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-    prompt_ids = list(dict.fromkeys(r["prompt_id"] for r in rows))[: cfg.judge.prompts]
-    keep = set(prompt_ids)
+    keep = {r["prompt_id"] for r in heldout_prompts(rows)[: cfg.judge.prompts]}
     return [_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"])
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
@@ -48,11 +56,7 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, merged: Path
     label = label or f"{tr.teacher}-{objective}"
     merged = merged or run_dir / "students" / label / "merged"
     out = run_dir / "judge" / f"fables-{label}.json"
-    rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-    firsts = {}
-    for r in rows:
-        firsts.setdefault(r["prompt_id"], r)
-    prompts = list(firsts.values())[: cfg.judge.prompts]
+    prompts = heldout_prompts(read_rows(run_dir / "teachers" / tr.teacher, split="eval"))[: cfg.judge.prompts]
     if out.exists():
         texts = artifacts.read_json(out)
     else:
@@ -87,11 +91,11 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def judge_endpoint(judge_cfg):
+def judge_endpoint(judge_cfg, log_path: Path | None = None):
     """Yields a function returning the judge's base URL: judge.base_url, else OPENAI_BASE_URL,
     else a vLLM OpenAI server started here for an embedded model (127.0.0.1, stopped on
-    exit). The server starts at once and the function waits for it, so its start-up can
-    overlap other work."""
+    exit, its output in log_path). The server starts at once and the function waits for it,
+    so its start-up can overlap other work."""
     url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
         yield lambda: url
@@ -103,7 +107,9 @@ def judge_endpoint(judge_cfg):
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
            "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
            "--max-model-len", "2048", "--seed", "0"]
-    log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log", "w")
+    log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
     url = f"http://127.0.0.1:{port}/v1"
@@ -196,7 +202,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     with contextlib.ExitStack() as stack:
         endpoint = None
         if not len(cache):  # nothing judged yet: start the server now, while the students write
-            endpoint = stack.enter_context(judge_endpoint(jc))
+            endpoint = stack.enter_context(judge_endpoint(jc, run_dir / "judge" / "server.log"))
         items: list[dict] = []
         for tr in cfg.teachers:
             items += judge_items_for_teacher(cfg, tr, run_dir)
@@ -216,7 +222,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:
-            endpoint = endpoint or stack.enter_context(judge_endpoint(jc))
+            endpoint = endpoint or stack.enter_context(judge_endpoint(jc, run_dir / "judge" / "server.log"))
             judge = Judge(make_client(endpoint(), max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
                           jc.max_tokens, jc.structured, cache)
             judged = judge_all(judge, everything, workers=jc.workers)

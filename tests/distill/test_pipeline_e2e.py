@@ -104,6 +104,8 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     assert "## The judge" in (run_dir / "report.md").read_text()
     for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
         assert (run_dir / "judge" / f).stat().st_size > 0
+    # The local judge server's log stays with the run, one request per verdict asked for.
+    assert (run_dir / "judge" / "server.log").read_text().count("POST /v1/chat/completions") >= len(verdicts)
 
 
 def test_make_eval_rejudges_a_finished_run_from_its_cache(tiny_run):

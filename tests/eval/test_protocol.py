@@ -4,7 +4,7 @@ import pytest
 
 from eval.judge import Rubric
 from eval.judge_report import write_judge_report
-from eval.protocol import summarize
+from eval.protocol import heldout_prompts, summarize
 
 
 def judged(model, scores, age="B", reason="ok", **elements):
@@ -35,3 +35,8 @@ def test_failures_are_counted_and_left_out_of_the_means(tmp_path):
     assert "| s | 4 | 2 | 2 |" in report and "truncated JSON" in report and "close to noise" in report
     assert (tmp_path / "scores.png").stat().st_size > 1000 and (tmp_path / "age_groups.png").exists()
     assert "<table>" in (tmp_path / "report.html").read_text()
+
+
+def test_heldout_prompts_keep_first_sample_in_writing_order():
+    rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
+    assert [(r["prompt_id"], r["sample_index"]) for r in heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
