@@ -104,8 +104,10 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     assert "## The judge" in (run_dir / "report.md").read_text()
     for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
         assert (run_dir / "judge" / f).stat().st_size > 0
-    # The local judge server's log stays with the run, one request per verdict asked for.
-    assert (run_dir / "judge" / "server.log").read_text().count("POST /v1/chat/completions") >= len(verdicts)
+    # The local judge server's log stays with the run: a request per distinct fable (a repeated
+    # fable, e.g. the last checkpoint's, is answered from the verdict cache).
+    distinct = {(v["prompt"], v["fable"]) for v in verdicts}
+    assert (run_dir / "judge" / "server.log").read_text().count("POST /v1/chat/completions") >= len(distinct)
 
 
 def test_make_eval_rejudges_a_finished_run_from_its_cache(tiny_run):
