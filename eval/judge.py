@@ -200,14 +200,15 @@ class Judge:
         # The address is recorded but not part of the key: the same judge moved is the same judge.
         return VerdictCache.key({k: v for k, v in self.settings().items() if k != "base_url"}, prompt, fable)
 
-    def is_cached(self, prompt: str, fable: str) -> bool:
-        return self.cache is not None and self.cache.get(self._key(prompt, fable)) is not None
+    def cached(self, prompt: str, fable: str) -> dict | None:
+        """The cached verdict record for this fable, or None: no request is made."""
+        hit = self.cache.get(self._key(prompt, fable)) if self.cache is not None else None
+        return {**hit, "cached": True} if hit is not None else None
 
     def judge(self, prompt: str, fable: str) -> dict:
+        if (hit := self.cached(prompt, fable)) is not None:
+            return hit
         settings = self.settings()
-        key = self._key(prompt, fable)
-        if self.cache is not None and (hit := self.cache.get(key)) is not None:
-            return {**hit, "cached": True}
         try:
             raw = self._ask(prompt, fable)
         except Exception as e:  # the openai client already retried transient errors
@@ -216,7 +217,7 @@ class Judge:
         verdict, reason = parse_verdict(raw, self.rubric)
         record = {"verdict": asdict(verdict) if verdict else None, "reason": reason, "raw": raw, "judge": settings}
         if self.cache is not None:
-            self.cache.put(key, record)
+            self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
 
     def _ask(self, prompt: str, fable: str) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from distill.artifacts import write_text_atomic
 from distill.schema import ELEMENT_COLUMNS
+from eval.stats import overall_score
 
 
 def _plt():
@@ -151,7 +152,7 @@ def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
         for w in writers:
             j = first.get((pid, w))
             if j:
-                score = f"{sum(j['verdict']['scores'].values()) / len(j['verdict']['scores']):.2f}" if j["verdict"] else "failed"
+                score = f"{overall_score(j):.2f}" if j["verdict"] else "failed"
                 lines.append(f"| {w} | {_cell(j['fable'])} | {score} |")
         lines.append("")
     md = "\n".join(lines) + "\n"

@@ -153,14 +153,14 @@ def summarize(judged: list[dict], rubric) -> dict:
     """Per judged model: verdict and failure counts, failure reasons, each criterion's and
     the overall mean with bootstrap 95% intervals, the age-group distribution, and the
     per-element breakdown (worst values first). Failures are counted, never averaged."""
-    from eval.stats import bootstrap_ci, breakdown
+    from eval.stats import bootstrap_ci, breakdown, overall_score
 
     out = {}
     for model in dict.fromkeys(j["model"] for j in judged):
         rows = [j for j in judged if j["model"] == model]
         ok = [j for j in rows if j["verdict"]]
         crit = {c: bootstrap_ci([j["verdict"]["scores"][c] for j in ok]) for c in rubric.names}
-        overall = bootstrap_ci([_overall(j) for j in ok])
+        overall = bootstrap_ci([overall_score(j) for j in ok])
         out[model] = {
             "role": rows[0]["role"], "teacher": rows[0]["teacher"], "fables": len(rows), "verdicts": len(ok),
             "failures": len(rows) - len(ok),
@@ -168,16 +168,9 @@ def summarize(judged: list[dict], rubric) -> dict:
             "criteria": {c: {"mean": m, "low": lo, "high": hi} for c, (m, lo, hi) in crit.items()},
             "overall": {"mean": overall[0], "low": overall[1], "high": overall[2]},
             "age_groups": dict(sorted(Counter(j["verdict"]["age_group"] for j in ok).items())),
-            "elements": {e: breakdown(ok, e, _overall)[:3] for e in ELEMENT_COLUMNS},
+            "elements": {e: breakdown(ok, e, overall_score)[:3] for e in ELEMENT_COLUMNS},
         }
     return out
-
-
-def _overall(j: dict) -> float | None:
-    if not j.get("verdict"):
-        return None
-    s = j["verdict"]["scores"]
-    return sum(s.values()) / len(s)
 
 
 def _reason_kind(reason: str) -> str:
@@ -199,10 +192,11 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     jc = cfg.judge
     rubric = Rubric.load(jc.rubric) if jc.rubric else Rubric.load()
     cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
+    server_log = run_dir / "judge" / "server.log"
     with contextlib.ExitStack() as stack:
         endpoint = None
         if not len(cache):  # nothing judged yet: start the server now, while the students write
-            endpoint = stack.enter_context(judge_endpoint(jc, run_dir / "judge" / "server.log"))
+            endpoint = stack.enter_context(judge_endpoint(jc, server_log))
         items: list[dict] = []
         for tr in cfg.teachers:
             items += judge_items_for_teacher(cfg, tr, run_dir)
@@ -217,12 +211,11 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
             raise ValueError(f"{run_dir}: no held-out fables to judge")
         offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
                         jc.model, rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache)
-        cached = [offline.judge(it["prompt"], it["fable"]) if offline.is_cached(it["prompt"], it["fable"]) else None
-                  for it in everything]
+        cached = [offline.cached(it["prompt"], it["fable"]) for it in everything]
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:
-            endpoint = endpoint or stack.enter_context(judge_endpoint(jc, run_dir / "judge" / "server.log"))
+            endpoint = endpoint or stack.enter_context(judge_endpoint(jc, server_log))
             judge = Judge(make_client(endpoint(), max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
                           jc.max_tokens, jc.structured, cache)
             judged = judge_all(judge, everything, workers=jc.workers)
@@ -267,11 +260,11 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
 
 
 def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
-    from eval.stats import bootstrap_ci, spearman
+    from eval.stats import bootstrap_ci, overall_score, spearman
 
     pts = []
     for c in curve:
-        scores = [_overall(j) for j in judged if j["model"] == c["label"] and j["verdict"]]
+        scores = [overall_score(j) for j in judged if j["model"] == c["label"] and j["verdict"]]
         m, lo, hi = bootstrap_ci(scores)
         pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "score": m, "low": lo, "high": hi,
                     "verdicts": len(scores)})

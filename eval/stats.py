@@ -5,6 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def overall_score(item: dict) -> float | None:
+    """A judged item's overall score: the mean of its criteria; None for a failed verdict."""
+    if not item.get("verdict"):
+        return None
+    s = item["verdict"]["scores"]
+    return sum(s.values()) / len(s)
+
+
 def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high): the percentile bootstrap interval of the mean."""
     x = np.asarray(values, dtype=np.float64)

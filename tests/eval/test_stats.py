@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eval.stats import bootstrap_ci, breakdown, rankdata, spearman
+from eval.stats import bootstrap_ci, breakdown, overall_score, rankdata, spearman
 
 
 def test_bootstrap_interval_contains_the_mean_and_shrinks_with_data():
@@ -30,3 +30,8 @@ def test_breakdown_puts_the_weakest_value_first_and_skips_failures():
              {"setting": "sea", "s": None}, {"setting": "hill", "s": 9}]
     rows = breakdown(items, "setting", lambda it: it["s"])
     assert rows == [("sea", 3.0, 1), ("forest", 7.0, 2), ("hill", 9.0, 1)]
+
+
+def test_overall_score_is_the_criteria_mean_and_none_for_a_failure():
+    assert overall_score({"verdict": {"scores": {"grammar": 8, "creativity": 5, "plot": 6}}}) == 19 / 3
+    assert overall_score({"verdict": None}) is None
