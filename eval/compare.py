@@ -49,9 +49,7 @@ def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
     if p.is_dir():
         from distill.schema import read_rows
 
-        return [{"key": r["prompt_id"], "prompt": r["instruction"], "text": r["text"],
-                 "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": len(r["token_ids"]), "seconds": None,
-                 "cost_per_hour": None} for r in read_rows(p)]
+        return [pipeline_record(r, r["text"], tokens=len(r["token_ids"])) for r in read_rows(p)]
     rows = _read_table(p)
     if fmt == "tinyfabulist":
         out = []
@@ -72,6 +70,14 @@ def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
                     "tokens": r.get(fields.get("tokens", "tokens")), "seconds": r.get(fields.get("seconds", "seconds")),
                     "cost_per_hour": None})
     return out
+
+
+def pipeline_record(row: dict, text: str, tokens: int | None = None, seconds: float | None = None) -> dict:
+    """A comparison record for `text` written for one prompt of a pipeline dataset (a
+    teacher's own fable, or a student's on the same prompt)."""
+    return {"key": row["prompt_id"], "prompt": row["instruction"], "text": text,
+            "elements": {c: row[c] for c in ELEMENT_COLUMNS}, "tokens": tokens, "seconds": seconds,
+            "cost_per_hour": None}
 
 
 def _read_table(p: Path) -> list[dict]:
@@ -165,11 +171,7 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
         }
     pairs = []
     for a, b in itertools.combinations(inputs, 2):
-        ka, kb = {}, {}
-        for i, r in enumerate(inputs[a]):
-            ka.setdefault(r["key"], i)  # the first completion of each prompt stands for it
-        for j, r in enumerate(inputs[b]):
-            kb.setdefault(r["key"], j)
+        ka, kb = _first_index(inputs[a]), _first_index(inputs[b])
         common = [(ka[k], j) for k, j in kb.items() if k in ka]
         if len(common) < 2:
             pairs.append({"a": a, "b": b, "aligned": len(common)})
@@ -180,6 +182,14 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
                       "rouge_l": metrics.rouge_l([inputs[a][i]["text"] for i in ia], [inputs[b][j]["text"] for j in ib])})
     return {"writers": writers, "pairs": pairs, "toxicity_threshold": threshold,
             "timing_s": {"embedding": t_embed, "total": time.perf_counter() - t0}}
+
+
+def _first_index(recs: list[dict]) -> dict:
+    """Prompt key -> index of its first record: the first completion of a prompt stands for it."""
+    first: dict = {}
+    for i, r in enumerate(recs):
+        first.setdefault(r["key"], i)
+    return first
 
 
 def _f(x, fmt=".2f") -> str:
@@ -258,10 +268,9 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
         done = artifacts.read_json(run_dir / "teachers" / tr.teacher / "DONE")
         # The job's wall time, shared out by tokens: its tokens/s, engine start included.
         s_per_token = done["wall_s"] / done["generated_tokens"] if done.get("generated_tokens") else None
-        inputs[tr.teacher] = [{"key": r["prompt_id"], "prompt": r["instruction"], "text": r["text"],
-                               "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": len(r["token_ids"]),
-                               "seconds": s_per_token * len(r["token_ids"]) if s_per_token else None,
-                               "cost_per_hour": None} for r in rows if r["sample_index"] == 0]
+        inputs[tr.teacher] = [pipeline_record(r, r["text"], tokens=len(r["token_ids"]),
+                                              seconds=s_per_token * len(r["token_ids"]) if s_per_token else None)
+                              for r in rows if r["sample_index"] == 0]
         if f"{tr.teacher} (teacher)" in judged:
             scores[tr.teacher] = judged[f"{tr.teacher} (teacher)"]["overall"]["mean"]
         for objective in cfg.objectives(tr):
@@ -270,9 +279,7 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
             if fables.exists():
                 texts = artifacts.read_json(fables)["0"]
                 prompts = heldout_prompts(rows)[: len(texts)]
-                inputs[name] = [{"key": r["prompt_id"], "prompt": r["instruction"], "text": t,
-                                 "elements": {c: r[c] for c in ELEMENT_COLUMNS}, "tokens": None, "seconds": None,
-                                 "cost_per_hour": None} for r, t in zip(prompts, texts)]
+                inputs[name] = [pipeline_record(r, t) for r, t in zip(prompts, texts)]
                 if name in judged:
                     scores[name] = judged[name]["overall"]["mean"]
     return inputs, scores

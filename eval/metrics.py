@@ -58,22 +58,22 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
 
+def _off_diagonal_mean(c: np.ndarray) -> float:
+    n = len(c)
+    return float((c.sum() - np.trace(c)) / (n * (n - 1))) if n > 1 else float("nan")
+
+
 def mean_pairwise_cosine(emb: np.ndarray) -> float:
     """Mean cosine over all distinct pairs of one writer's fables: high = homogeneous."""
-    n = len(emb)
-    if n < 2:
-        return float("nan")
-    c = cosine_matrix(emb, emb)
-    return float((c.sum() - np.trace(c)) / (n * (n - 1)))
+    return _off_diagonal_mean(cosine_matrix(emb, emb)) if len(emb) > 1 else float("nan")
 
 
 def paired_similarity(a: np.ndarray, b: np.ndarray) -> dict:
     """Two writers on the same prompts (row i of a and b share a prompt): mean cosine of
     same-prompt pairs against the mean over different-prompt pairs (the baseline)."""
     c = cosine_matrix(a, b)
-    n = len(c)
-    same = float(np.trace(c) / n)
-    other = float((c.sum() - np.trace(c)) / (n * (n - 1))) if n > 1 else float("nan")
+    same = float(np.trace(c) / len(c))
+    other = _off_diagonal_mean(c)
     return {"same_prompt": same, "different_prompt": other, "lift": same - other}
 
 
