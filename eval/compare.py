@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(inputs) < 1:
             raise ValueError("nothing to compare: give --input NAME=FILE (twice or more) or --run")
         for spec in args.verdicts:
-            from eval.judge import aggregate, read_tinyfabulist
+            from eval.tinyfabulist import aggregate, read_tinyfabulist
 
             name, path = _pair(spec, "--verdicts")
             scores[name] = next(iter(aggregate(read_tinyfabulist(path)).values()))["mean"]

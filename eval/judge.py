@@ -3,6 +3,8 @@ and a verdict cache.
 
     python -m eval.judge run --run runs/default          # what `make eval RUN=default` runs
     python -m eval.judge aggregate --input FILE... --format tinyfabulist
+    python -m eval.judge score --input FILE... --format tinyfabulist --out DIR     # eval/calibration.py
+    python -m eval.judge agree --ours FILE... --reference FILE...
 
 Any OpenAI-compatible endpoint can judge (OPENAI_BASE_URL / OPENAI_API_KEY: GPT-4o, a
 remote vLLM server, `make serve`). The rubric (eval/rubrics/*.toml) holds the criteria, so
@@ -14,8 +16,10 @@ reason, never a zero.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
+import math
 import re
 import sqlite3
 import threading
@@ -24,6 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
+# G-Eval weights each score by the judge's probabilities over the scale's values, read at the
+# token where it wrote the score: every value must be one token, so a scale of single digits.
+RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
+JUDGE_MODES = ("form", "geval")
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,38 @@ def _clip(s: str, n: int = 120) -> str:
     return s if len(s) <= n else s[:n] + "…"
 
 
+_SCORE_TOKEN = re.compile(r"\s*(\d+)\s*")
+
+
+def weighted_scores(tokens: list[dict], rubric: Rubric) -> dict[str, float] | None:
+    """G-Eval's scores (arXiv 2303.16634): for each criterion, the expected value of the
+    judge's own distribution over the scale's values at the token where it wrote that score.
+
+    `tokens` is the reply's logprobs content in the OpenAI wire format
+    ([{"token", "logprob", "top_logprobs": [{"token", "logprob"}, ...]}, ...]). None when a
+    criterion's score token, or any probability on the scale's values there, is missing."""
+    text, starts = "", []
+    for t in tokens:
+        starts.append(len(text))
+        text += t["token"]
+    out = {}
+    for name in rubric.names:
+        m = re.search(rf'"{re.escape(name)}"\s*:\s*"?(\d)', text)
+        if m is None:
+            return None
+        at = tokens[bisect.bisect_right(starts, m.start(1)) - 1]
+        probs: dict[int, float] = {}
+        for alt in at.get("top_logprobs") or []:
+            v = _SCORE_TOKEN.fullmatch(alt["token"])
+            if v and rubric.low <= int(v.group(1)) <= rubric.high and math.isfinite(alt["logprob"]):
+                probs[int(v.group(1))] = probs.get(int(v.group(1)), 0.0) + math.exp(alt["logprob"])
+        z = sum(probs.values())
+        if z <= 0:
+            return None
+        out[name] = sum(v * p for v, p in probs.items()) / z
+    return out
+
+
 class VerdictCache:
     """Verdicts by (judge settings, rubric, prompt, fable), in SQLite: each one is
     committed as it arrives, so a killed evaluation keeps every verdict it paid for."""
@@ -186,15 +226,20 @@ class Judge:
     not cached, so the next run asks again."""
 
     def __init__(self, client, model: str, rubric: Rubric, temperature: float = 0.0, max_tokens: int = 256,
-                 structured: bool = True, cache: VerdictCache | None = None):
+                 structured: bool = True, cache: VerdictCache | None = None, mode: str = "form"):
+        if mode not in JUDGE_MODES:
+            raise ValueError(f"judge mode {mode!r} is not one of {', '.join(JUDGE_MODES)}")
+        if mode == "geval" and rubric.high > 9:
+            raise ValueError(f"judge mode 'geval' needs a scale of single digits; rubric {rubric.name} goes to "
+                             f"{rubric.high} (use eval/rubrics/fable-5.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
-        self.temperature, self.max_tokens, self.structured = temperature, max_tokens, structured
+        self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address, never its key)."""
         return {"model": self.model, "base_url": str(self.client.base_url), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
-                "rubric_digest": self.rubric.digest}
+                "rubric_digest": self.rubric.digest, "mode": self.mode}
 
     def _key(self, prompt: str, fable: str) -> str:
         # The address is recorded but not part of the key: the same judge moved is the same judge.
@@ -210,12 +255,18 @@ class Judge:
             return hit
         settings = self.settings()
         try:
-            raw = self._ask(prompt, fable)
+            raw, tokens = self._ask(prompt, fable)
         except Exception as e:  # the openai client already retried transient errors
             return {"verdict": None, "reason": f"request failed: {type(e).__name__}: {_clip(str(e))}", "raw": None,
                     "judge": settings, "cached": False}
         verdict, reason = parse_verdict(raw, self.rubric)
         record = {"verdict": asdict(verdict) if verdict else None, "reason": reason, "raw": raw, "judge": settings}
+        if verdict and self.mode == "geval":
+            weighted = weighted_scores(tokens or [], self.rubric)
+            if weighted is None:
+                record.update(verdict=None, reason="no probabilities over the scale at a score token (logprobs)")
+            else:  # the written integers are kept beside the weighted scores
+                record["verdict"] = {**record["verdict"], "scores": weighted, "written": verdict.scores}
         if self.cache is not None:
             self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
@@ -225,9 +276,13 @@ class Judge:
         if self.structured:
             kw["response_format"] = {"type": "json_schema",
                                      "json_schema": {"name": "verdict", "schema": self.rubric.json_schema()}}
+        if self.mode == "geval":
+            kw.update(logprobs=True, top_logprobs=20)
         resp = self.client.chat.completions.create(model=self.model, messages=self.rubric.messages(prompt, fable),
                                                    temperature=self.temperature, max_tokens=self.max_tokens, **kw)
-        return resp.choices[0].message.content
+        choice = resp.choices[0]
+        lp = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else None
+        return choice.message.content, [t.model_dump() for t in lp] if lp else None
 
 
 def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str = "judge") -> list[dict]:
@@ -243,43 +298,6 @@ def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str =
     return [{**it, **rec} for it, rec in zip(items, records)]
 
 
-# ---- other judges' verdicts -------------------------------------------------------------
-
-TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
-
-
-def read_tinyfabulist(path: str | Path) -> list[dict]:
-    """TinyFabulist verdict lines -> [{"model", "hash", "scores"}]; a malformed line stops
-    with its file and line number."""
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                ev = obj["evaluation"]
-                scores = {c: float(ev[c]) for c in TINYFABULIST_CRITERIA}
-                out.append({"model": obj["llm_name"], "hash": obj.get("hash"), "scores": scores})
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-                raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {e})") from None
-    return out
-
-
-def aggregate(verdicts: list[dict]) -> dict[str, dict]:
-    """Per model: count and mean of every criterion, and the overall mean (the sum of all
-    criteria over criteria x count, as TinyFabulist publishes it)."""
-    by_model: dict[str, list[dict]] = {}
-    for v in verdicts:
-        by_model.setdefault(v["model"], []).append(v["scores"])
-    out = {}
-    for model, rows in by_model.items():
-        crits = list(rows[0])
-        means = {c: sum(r[c] for r in rows) / len(rows) for c in crits}
-        out[model] = {"count": len(rows), "means": means, "mean": sum(means.values()) / len(crits)}
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
@@ -293,20 +311,46 @@ def main(argv: list[str] | None = None) -> int:
     rn = sub.add_parser("run", help="judge a finished run's students and teachers, write its judge report")
     rn.add_argument("--run", required=True, help="runs/<name>")
     rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
+    sc = sub.add_parser("score", help="judge any fables with the configured judge; verdicts in the TinyFabulist layout")
+    sc.add_argument("--input", nargs="+", required=True, help="fables files")
+    sc.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
+    sc.add_argument("--out", required=True, help="folder for verdicts.jsonl, failures.json and the verdict cache")
+    sc.add_argument("--config", default="configs/default.toml", help="the run config whose [judge] table is used")
+    sc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
+    sc.add_argument("--limit", type=int, default=0, help="judge the first N fables of each file (0: all)")
+    sc.add_argument("--no-controls", action="store_true", help="do not judge word-shuffled copies")
+    agr = sub.add_parser("agree", help="agreement of our verdicts with a reference judge's, joined on (writer, hash)")
+    agr.add_argument("--ours", nargs="+", required=True)
+    agr.add_argument("--reference", nargs="+", required=True)
+    agr.add_argument("--json", action="store_true", help="print JSON instead of a table")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "aggregate":
-            verdicts = [v for f in args.input for v in read_tinyfabulist(f)]
-            table = aggregate(verdicts)
+            from eval.tinyfabulist import aggregate, read_tinyfabulist
+
+            table = aggregate([v for f in args.input for v in read_tinyfabulist(f)])
             if args.json:
                 print(json.dumps(table, indent=1))
             else:
-                crits = TINYFABULIST_CRITERIA
+                crits = list(dict.fromkeys(c for t in table.values() for c in t["means"]))
                 print("| model | n | " + " | ".join(crits) + " | mean |")
                 print("| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |")
                 for m, t in table.items():
-                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" for c in crits)
-                          + f" | {t['mean']:.2f} |")
+                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" if c in t["means"] else "–"
+                                                                  for c in crits) + f" | {t['mean']:.2f} |")
+            return 0
+        if args.cmd == "score":
+            from distill.config import load
+            from eval.calibration import score
+
+            cfg = load(args.config, args.set)
+            print(f"verdicts: {score(args.input, Path(args.out), cfg.judge, args.limit, not args.no_controls)}")
+            return 0
+        if args.cmd == "agree":
+            from eval.calibration import agree_files, render_agreement
+
+            result = agree_files(args.ours, args.reference)
+            print(json.dumps(result, indent=1) if args.json else render_agreement(result))
             return 0
         from distill.artifacts import read_json
         from distill.config import from_dict

@@ -86,16 +86,32 @@ def _cell(text: str, n: int = 500) -> str:
     return text.replace("|", "\\|")
 
 
+def sanity_line(control: dict | None) -> list[str]:
+    """Can this judge tell a fable from its own words shuffled? Read before the scores."""
+    if not control:
+        return []
+    if not control["pairs"]:
+        return ["**Judge sanity: no shuffled-control pair got two valid verdicts; this judge is unchecked.**", ""]
+    acc = control["accuracy"]
+    verdict = "passes (goal ≥ 90%)" if acc >= 0.9 else "FAILS (goal ≥ 90%): read its scores as noise"
+    return [f"**Judge sanity: it scored the real fable above its word-shuffled copy in {control['real_above']} of "
+            f"{control['pairs']} pairs ({control['ties']} ties, counted as half; accuracy {acc:.0%}): it {verdict}.**",
+            ""]
+
+
 def judge_table(summary: dict) -> list[str]:
     """Scores with intervals, one row per judged model: shared with the run report."""
     crits = summary["criteria"]
-    lines = ["| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
+    lines = [*sanity_line(summary.get("shuffled_control")),
+             "| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
     for m, s in summary["models"].items():
         lines.append(f"| {m} | {s['fables']} | {s['verdicts']} | {s['failures']} | "
                      + " | ".join(_ci(s["criteria"][c]) for c in crits) + f" | **{_ci(s['overall'])}** |")
     j = summary["judge"]
-    lines += ["", f"Judge `{j['model']}` (rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
+    mode = ("G-Eval: scores weighted by the judge's probabilities over the scale" if j.get("mode") == "geval"
+            else "the scores as written")
+    lines += ["", f"Judge `{j['model']}` ({mode}; rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
                   "95% bootstrap intervals; failed verdicts are counted, not scored. "
                   f"{summary['protocol']['prompts']} held-out prompts × up to {summary['protocol']['samples']} "
@@ -131,7 +147,9 @@ def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
         lines += ["", "## Score against training loss", "", "| checkpoint | step | train loss | score | verdicts |",
                   "| --- | --- | --- | --- | --- |"]
         lines += [f"| {p['label']} | {p['step']} | {p['loss']:.3f} | {_ci({**p, 'mean': p['score']})} | {p['verdicts']} |" for p in curve["points"]]
-        lines += ["", f"Spearman rank correlation of loss and score: {curve['spearman']:.2f}.", "",
+        lines += ["", f"Spearman rank correlation of loss and score: {curve['spearman']:.2f} (95% bootstrap interval "
+                      f"over the judged prompts [{curve.get('spearman_low', float('nan')):.2f}, "
+                      f"{curve.get('spearman_high', float('nan')):.2f}], {len(curve['points'])} checkpoints).", "",
                   "![score against loss](score_vs_loss.png)"]
     lines += ["", "## Judge failures", ""]
     fails = {m: s for m, s in summary["models"].items() if s["failures"]}

@@ -180,7 +180,9 @@ def _reason_kind(reason: str) -> str:
 def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
     from distill.config import from_dict, with_overrides
-    from eval.judge import Judge, Rubric, VerdictCache, judge_all
+    from eval.controls import control_accuracy, shuffled_items
+    from eval.judge import RUBRIC, RUBRIC_GEVAL, Judge, Rubric, VerdictCache, judge_all
+    from eval.stats import overall_score
     from eval.judge_report import write_judge_report
     from teacher.client import make_client
 
@@ -190,7 +192,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
             raise FileNotFoundError(f"{run_dir} is not a finished run (no config.json); run `make distill` first")
         cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
     jc = cfg.judge
-    rubric = Rubric.load(jc.rubric) if jc.rubric else Rubric.load()
+    rubric = Rubric.load(jc.rubric or (RUBRIC_GEVAL if jc.mode == "geval" else RUBRIC))
     cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
     server_log = run_dir / "judge" / "server.log"
     with contextlib.ExitStack() as stack:
@@ -205,26 +207,29 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
                     raise FileNotFoundError(f"{run_dir}: student {tr.teacher}-{objective} was not trained; "
                                             "finish the run first")
                 items += judge_items_for_student(cfg, tr, objective, run_dir)
+        if jc.shuffled_control:
+            items += shuffled_items([it for it in items if it["role"] == "teacher"])
         curve = checkpoint_items(cfg, run_dir) if jc.checkpoints else []
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
             raise ValueError(f"{run_dir}: no held-out fables to judge")
         offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
-                        jc.model, rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache)
+                        jc.model, rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache, jc.mode)
         cached = [offline.cached(it["prompt"], it["fable"]) for it in everything]
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:
             endpoint = endpoint or stack.enter_context(judge_endpoint(jc, server_log))
             judge = Judge(make_client(endpoint(), max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
-                          jc.max_tokens, jc.structured, cache)
+                          jc.max_tokens, jc.structured, cache, jc.mode)
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
     summary = {"judge": settings, "protocol": {"prompts": jc.prompts, "samples": jc.samples,
                                                "temperature": jc.temperature, "max_new_tokens": jc.max_new_tokens},
                "models": summarize(by_model, rubric), "criteria": rubric.names,
-               "age_groups": dict(rubric.age_groups), "score_vs_loss": score_vs_loss(curve, judged)}
+               "age_groups": dict(rubric.age_groups), "score_vs_loss": score_vs_loss(curve, judged),
+               "shuffled_control": control_accuracy(by_model, overall_score) if jc.shuffled_control else None}
     jdir = run_dir / "judge"
     artifacts.write_text_atomic(jdir / "verdicts.jsonl", "".join(json.dumps(j) + "\n" for j in judged))
     artifacts.write_json_atomic(jdir / "summary.json", summary)
@@ -232,13 +237,16 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
 
 
 def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
-    """Fables from the saved checkpoints of the first teacher's KD student, for score
+    """Fables from the saved checkpoints of the first distilled teacher's KD student, for score
     against training loss: each checkpoint's adapter merged into the starting student."""
     from peft import PeftModel
 
     from distill.pipeline import build_initial_student
 
-    tr = cfg.teachers[0]
+    distilled = [t for t in cfg.teachers if cfg.objectives(t)]
+    if not distilled:
+        return []
+    tr = distilled[0]
     sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
     history = artifacts.read_json(sdir / "train.json")["history"]
     points = []
@@ -260,12 +268,17 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
 
 
 def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
-    from eval.stats import bootstrap_ci, overall_score, spearman
+    from eval.stats import bootstrap_ci, overall_score, spearman_bootstrap
 
-    pts = []
+    pts, matrix = [], []
+    keys = sorted({(j["prompt_id"], j["sample"]) for c in curve for j in c["items"]})
     for c in curve:
-        scores = [overall_score(j) for j in judged if j["model"] == c["label"] and j["verdict"]]
+        by_key = {(j["prompt_id"], j["sample"]): overall_score(j) for j in judged if j["model"] == c["label"]}
+        row = [by_key.get(k) for k in keys]
+        scores = [v for v in row if v is not None]
+        matrix.append([float("nan") if v is None else v for v in row])
         m, lo, hi = bootstrap_ci(scores)
         pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "score": m, "low": lo, "high": hi,
                     "verdicts": len(scores)})
-    return {"points": pts, "spearman": spearman([p["loss"] for p in pts], [p["score"] for p in pts])}
+    rho = spearman_bootstrap([p["loss"] for p in pts], matrix)
+    return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"]}

@@ -24,6 +24,17 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     return float(x.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def paired_bootstrap(a, b, n_boot: int = 10000, level: float = 0.95, seed: int = 0) -> dict:
+    """The mean of a - b over paired observations (e.g. two students' held-out KL on the
+    same fables), with its percentile bootstrap interval (pairs resampled together) and how
+    many pairs have a below b."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in length ({a.size} vs {b.size})")
+    m, lo, hi = bootstrap_ci(a - b, n_boot=n_boot, level=level, seed=seed)
+    return {"mean": m, "low": lo, "high": hi, "n": int(a.size), "a_lower": int((a < b).sum()), "level": level}
+
+
 def rankdata(x) -> np.ndarray:
     """Ranks from 1, ties sharing their average rank."""
     x = np.asarray(x, dtype=np.float64)
@@ -44,6 +55,25 @@ def spearman(x, y) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Spearman correlation of x (one value per point, e.g. a checkpoint's training loss)
+    with each point's mean score, and its percentile bootstrap interval. `scores` is
+    [points x items]: the same judged items at every point (NaN where a verdict failed);
+    items are resampled together across points, since the points share their prompts."""
+    m = np.asarray(scores, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != len(x):
+        raise ValueError(f"scores must be {len(x)} points x items, got shape {m.shape}")
+    with np.errstate(all="ignore"):
+        rho = spearman(x, np.nanmean(m, axis=1)) if m.size else float("nan")
+        rng = np.random.default_rng(seed)
+        boots = [spearman(x, np.nanmean(m[:, rng.integers(0, m.shape[1], m.shape[1])], axis=1))
+                 for _ in range(n_boot if m.size else 0)]
+    boots = [b for b in boots if np.isfinite(b)]
+    a = (1 - level) / 2
+    lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2
+    return {"rho": rho, "low": lo, "high": hi, "points": len(x)}
 
 
 def breakdown(items: list[dict], element: str, score) -> list[tuple[str, float, int]]:

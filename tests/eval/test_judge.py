@@ -3,11 +3,13 @@ real chat-completions wire format, the cache, and TinyFabulist verdict files."""
 
 import json
 import threading
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from eval.judge import Judge, Rubric, VerdictCache, aggregate, main, parse_verdict, read_tinyfabulist
+from eval.judge import Judge, Rubric, VerdictCache, main, parse_verdict
+from eval.tinyfabulist import aggregate, read_tinyfabulist
 from teacher.client import make_client
 from tests.conftest import SHARED, needs_shared
 
@@ -93,12 +95,15 @@ class FakeChat(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeChat.requests.append(body)
         reply = FakeChat.replies.pop(0) if FakeChat.replies else json.dumps(GOOD)
+        logprobs = None
+        if isinstance(reply, tuple):  # (content, logprobs content) in the OpenAI wire format
+            reply, logprobs = reply[0], {"content": reply[1]}
         if isinstance(reply, int):
             data, code = json.dumps({"error": {"message": "overloaded", "type": "server_error"}}).encode(), reply
         else:
             data, code = json.dumps({
                 "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": body["model"],
-                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None,
+                "choices": [{"index": 0, "finish_reason": "stop", "logprobs": logprobs,
                              "message": {"role": "assistant", "content": reply, "tool_calls": []}}],
                 "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}).encode(), 200
         self.send_response(code)
@@ -189,3 +194,53 @@ def test_aggregate_reproduces_the_published_tinyfabulist_means(capsys):
         assert [round(x, 2) for x in got] == [g, c, m, a, mean]
     assert main(["aggregate", "--input", *files]) == 0
     assert "| mistralai/Mistral-7B-Instruct-v0.3 | 100 | 8.77 | 7.18 | 8.80 | 8.53 | 8.32 |" in capsys.readouterr().out
+
+
+def _logprob_tokens(text: str, alternatives: dict[str, dict[str, float]]) -> list[dict]:
+    """The wire format of a reply's logprobs, one character per token (digits are single
+    tokens for Qwen's tokenizer); `alternatives[name]` is the distribution at name's score."""
+    import math
+    import re
+
+    tokens = [{"token": ch, "logprob": 0.0, "bytes": None, "top_logprobs": [{"token": ch, "logprob": 0.0, "bytes": None}]}
+              for ch in text]
+    for name, dist in alternatives.items():
+        at = re.search(rf'"{name}"\s*:\s*(\d)', text).start(1)
+        tokens[at]["top_logprobs"] = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in dist.items()]
+    return tokens
+
+
+GEVAL_RUBRIC = Path(__file__).resolve().parents[2] / "eval" / "rubrics" / "fable-5.toml"
+
+
+def test_weighted_scores_are_the_expectation_over_the_scale():
+    from eval.judge import weighted_scores
+
+    rubric = Rubric.load(GEVAL_RUBRIC)
+    text = json.dumps({"grammar": 4, "creativity": 3, "consistency": 5, "plot": 2, "age_group": "B"})
+    dists = {"grammar": {"4": 0.5, "5": 0.25, " 3": 0.25}, "creativity": {"3": 0.6, "x": 0.3, "9": 0.1},
+             "consistency": {"5": 1.0}, "plot": {"2": 0.5, "1": 0.5}}
+    w = weighted_scores(_logprob_tokens(text, dists), rubric)
+    assert w["grammar"] == pytest.approx(4 * 0.5 + 5 * 0.25 + 3 * 0.25)
+    assert w["creativity"] == pytest.approx(3.0)  # "x" and the off-scale 9 carry no weight
+    assert w["consistency"] == 5.0 and w["plot"] == pytest.approx(1.5)
+    assert weighted_scores(_logprob_tokens(text, {}), rubric)["plot"] == 2.0  # only the written token
+    no_scale = {**dists, "plot": {"x": 1.0}}
+    assert weighted_scores(_logprob_tokens(text, no_scale), rubric) is None
+    assert weighted_scores([], rubric) is None
+
+
+def test_geval_judge_asks_for_logprobs_and_records_weighted_and_written_scores(chat_server, tmp_path):
+    rubric = Rubric.load(GEVAL_RUBRIC)
+    text = json.dumps({"grammar": 4, "creativity": 3, "consistency": 5, "plot": 2, "age_group": "B"})
+    FakeChat.replies = [(text, _logprob_tokens(text, {"grammar": {"4": 0.5, "5": 0.5}})), text]
+    judge = Judge(make_client(chat_server), "m", rubric, cache=VerdictCache(tmp_path / "c.sqlite"), mode="geval")
+    rec = judge.judge("p", "a fable")
+    req = FakeChat.requests[-1]
+    assert req["logprobs"] is True and req["top_logprobs"] == 20
+    assert rec["verdict"]["scores"]["grammar"] == pytest.approx(4.5) and rec["verdict"]["written"]["grammar"] == 4
+    assert rec["judge"]["mode"] == "geval"
+    missing = judge.judge("p", "another fable")  # a server that returns no logprobs: a counted failure
+    assert missing["verdict"] is None and "logprobs" in missing["reason"]
+    with pytest.raises(ValueError, match="single digits"):
+        Judge(make_client(chat_server), "m", Rubric.load(), mode="geval")

@@ -35,3 +35,29 @@ def test_breakdown_puts_the_weakest_value_first_and_skips_failures():
 def test_overall_score_is_the_criteria_mean_and_none_for_a_failure():
     assert overall_score({"verdict": {"scores": {"grammar": 8, "creativity": 5, "plot": 6}}}) == 19 / 3
     assert overall_score({"verdict": None}) is None
+
+
+def test_paired_bootstrap_interval_excludes_zero_only_for_a_consistent_difference():
+    from eval.stats import paired_bootstrap
+
+    a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    lower = paired_bootstrap([x - 0.1 for x in a], a)
+    assert abs(lower["mean"] + 0.1) < 1e-12 and lower["high"] < 0 and lower["a_lower"] == 6 and lower["n"] == 6
+    mixed = paired_bootstrap([x + d for x, d in zip(a, [0.5, -0.5, 0.4, -0.4, 0.3, -0.3])], a)
+    assert mixed["low"] < 0 < mixed["high"] and mixed["a_lower"] == 3
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap([1.0], [1.0, 2.0])
+
+
+def test_spearman_bootstrap_on_a_clean_trend_and_on_noise():
+    from eval.stats import spearman_bootstrap
+
+    rng = np.random.default_rng(0)
+    loss = [4.0, 3.0, 2.0, 1.0]
+    trend = [[5 - l + 0.01 * rng.standard_normal() for _ in range(20)] for l in loss]  # score rises as loss falls
+    r = spearman_bootstrap(loss, trend)
+    assert r["rho"] == -1.0 and r["high"] == -1.0 and r["points"] == 4
+    noise = [[float(rng.integers(1, 6)) for _ in range(20)] for _ in loss]
+    n = spearman_bootstrap(loss, noise)
+    assert n["low"] < n["rho"] + 1e-9 and n["high"] > n["low"]
+    assert np.isnan(spearman_bootstrap(loss[:2], trend[:2])["rho"])  # fewer than 3 points

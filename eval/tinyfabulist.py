@@ -1,0 +1,83 @@
+"""The TinyFabulist file layout: fables in, verdicts in and out.
+
+Fables: one JSON object a line with `prompt`, `fable`, `hash` and `llm_name`. Verdicts: one a
+line with `llm_name`, `hash` and `evaluation` holding a number per criterion (TinyFabulist's
+own: grammar, creativity, moral_clarity, adherence_to_prompt; ours add age_group). `hash`
+names (writer, prompt), so verdicts of two judges join on (llm_name, hash). A malformed line
+stops with its file and line number.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
+NOT_SCORES = {"type", "explanation", "age_group"}
+
+
+def _lines(path: str | Path, what: str):
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    yield n, line
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read {what}: {type(e).__name__}: {e}") from None
+
+
+def read_fables(path: str | Path) -> list[dict]:
+    """[{"model", "hash", "prompt", "fable"}] from a TinyFabulist fables file."""
+    out = []
+    for n, line in _lines(path, "fables"):
+        try:
+            obj = json.loads(line)
+            rec = {"model": str(obj["llm_name"]), "hash": str(obj["hash"]), "prompt": str(obj["prompt"]),
+                   "fable": str(obj["fable"])}
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}:{n}: not a TinyFabulist fable ({type(e).__name__}: {e})") from None
+        out.append(rec)
+    if not out:
+        raise ValueError(f"{path}: no fables in the file")
+    return out
+
+
+def read_tinyfabulist(path: str | Path) -> list[dict]:
+    """Verdict lines -> [{"model", "hash", "scores", "age_group", "control"}]; the criteria are
+    the evaluation's numeric fields, which must be finite."""
+    out = []
+    for n, line in _lines(path, "verdicts"):
+        try:
+            obj = json.loads(line)
+            ev = obj["evaluation"]
+            scores = {c: float(v) for c, v in ev.items() if c not in NOT_SCORES}
+            if not scores or not all(math.isfinite(v) for v in scores.values()):
+                raise ValueError("no finite scores")
+            out.append({"model": str(obj["llm_name"]), "hash": obj.get("hash"), "scores": scores,
+                        "age_group": ev.get("age_group"), "control": bool(obj.get("control", False))})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {e})") from None
+    if not out:
+        raise ValueError(f"{path}: no verdicts in the file")
+    return out
+
+
+def verdict_line(model: str, hash_: str, verdict: dict, judge: dict, control: bool = False) -> str:
+    """One verdict of ours in the TinyFabulist layout (what `aggregate` and `agree` read)."""
+    ev = {"type": "Fable Evaluation", **verdict["scores"], "age_group": verdict["age_group"]}
+    return json.dumps({"llm_name": model, "hash": hash_, "evaluation": ev, "judge": judge, "control": control}) + "\n"
+
+
+def aggregate(verdicts: list[dict]) -> dict[str, dict]:
+    """Per model: count and mean of every criterion, and the overall mean (the sum of all
+    criteria over criteria x count, as TinyFabulist publishes it)."""
+    by_model: dict[str, list[dict]] = {}
+    for v in verdicts:
+        by_model.setdefault(v["model"], []).append(v["scores"])
+    out = {}
+    for model, rows in by_model.items():
+        crits = list(rows[0])
+        means = {c: sum(r[c] for r in rows) / len(rows) for c in crits}
+        out[model] = {"count": len(rows), "means": means, "mean": sum(means.values()) / len(crits)}
+    return out
