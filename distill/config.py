@@ -47,12 +47,19 @@ class JudgeConfig:
     workers: int = 8  # requests in flight
     retries: int = 3  # per request, with exponential backoff, on transient errors
     checkpoints: bool = False  # also judge the KD student's saved checkpoints: score against loss
-    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml
+    # "form": the scores the judge writes; "geval": each score weighted by the judge's own
+    # probabilities over the scale's values (G-Eval; needs logprobs from the endpoint).
+    mode: str = "form"
+    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval)
+    # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
+    # real fable scores higher is the judge's sanity line in the report.
+    shuffled_control: bool = True
 
     def __post_init__(self):
         ok = {"prompts": self.prompts >= 1, "samples": self.samples >= 1, "temperature": self.temperature >= 0,
               "max_tokens": self.max_tokens >= 16, "workers": self.workers >= 1, "retries": self.retries >= 0,
-              "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0}
+              "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0,
+              "mode": self.mode in ("form", "geval")}
         bad = [k for k, v in ok.items() if not v]
         if bad:
             raise ValueError(f"invalid judge setting {bad[0]}={getattr(self, bad[0])!r}")
@@ -65,6 +72,9 @@ class TeacherRun:
     n_heldout: int  # evaluation prompts the teacher also writes for: held-out KL and report samples
     generation: GenerationConfig
     train: TrainConfig
+    # false: the teacher only writes held-out fables, for the comparison and the judge; no
+    # student is trained from it (and n_train may be 0).
+    distil: bool = True
 
 
 @dataclass(frozen=True)
@@ -82,6 +92,8 @@ class RunConfig:
 
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""
+        if not tr.distil:
+            return []
         main = tr.train.objective
         return [main] + (["sft"] if self.sft_baseline and main != "sft" else [])
 
@@ -114,7 +126,7 @@ def parse(raw: dict) -> RunConfig:
     # Check the shared sections on their own first, so an error names the section the user wrote.
     _build(GenerationConfig, gen, "generation")
     _build(TrainConfig, train, "train")
-    defaults = {"n_train": raw.pop("n_train", 64), "n_heldout": raw.pop("n_heldout", 16)}
+    defaults = {"n_train": raw.pop("n_train", 64), "n_heldout": raw.pop("n_heldout", 16), "distil": True}
     runs = []
     for tid in ids:
         get_teacher(tid)
@@ -124,8 +136,10 @@ def parse(raw: dict) -> RunConfig:
         if unknown:
             raise ValueError(f"unknown setting teacher.{tid}.{unknown[0]}")
         counts = _merge(defaults, over)
+        if not isinstance(counts["distil"], bool):
+            raise ValueError(f"setting teacher.{tid}.distil={counts['distil']!r} must be true or false")
         runs.append(TeacherRun(
-            teacher=tid, n_train=int(counts["n_train"]), n_heldout=int(counts["n_heldout"]),
+            teacher=tid, n_train=int(counts["n_train"]), n_heldout=int(counts["n_heldout"]), distil=counts["distil"],
             generation=_build(GenerationConfig, _merge(gen, g), f"teacher.{tid}.generation"),
             train=_build(TrainConfig, _merge(train, t), f"teacher.{tid}.train"),
         ))
@@ -136,8 +150,9 @@ def parse(raw: dict) -> RunConfig:
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise ValueError(f"setting name={cfg.name!r} must be letters, digits, '.', '_' or '-'")
     for r in runs:
-        if r.n_train < 1 or not 1 <= r.n_heldout <= cfg.eval_prompts:
-            raise ValueError(f"teacher.{r.teacher}: n_train must be >= 1 and n_heldout within 1..{cfg.eval_prompts}")
+        if r.n_train < int(r.distil) or not 1 <= r.n_heldout <= cfg.eval_prompts:
+            raise ValueError(f"teacher.{r.teacher}: n_train must be >= 1 (>= 0 with distil = false) and n_heldout "
+                             f"within 1..{cfg.eval_prompts}")
     return cfg
 
 
@@ -177,7 +192,7 @@ def from_dict(d: dict) -> RunConfig:
     """Inverse of to_dict: the configuration a run recorded in its config.json."""
     d = dict(d)
     teachers = [TeacherRun(t["teacher"], t["n_train"], t["n_heldout"], GenerationConfig(**t["generation"]),
-                           TrainConfig(**t["train"])) for t in d.pop("teachers")]
+                           TrainConfig(**t["train"]), t.get("distil", True)) for t in d.pop("teachers")]
     return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**d.pop("eval", {})),
                         "judge": JudgeConfig(**d.pop("judge", {}))})
 

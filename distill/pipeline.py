@@ -33,7 +33,7 @@ def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before long work starts."""
     for tr in cfg.teachers:
         check_reachable(get_teacher(tr.teacher))  # raises with the fix (`make models`, HF_HOME) when missing
-        if tr.train.student_kind == "checkpoint" and not Path(tr.train.student_checkpoint).exists():
+        if tr.train.student_kind == "checkpoint" and not Path(student_checkpoint(tr)).exists():
             raise FileNotFoundError(f"teacher.{tr.teacher}.train.student_checkpoint: {tr.train.student_checkpoint} not found")
         if tr.train.on_policy:
             if tr.train.quantization == "nf4" and not _cuda():
@@ -57,6 +57,14 @@ def prompts_for(cfg: RunConfig, tr: TeacherRun):
     return train, ev[: tr.n_heldout]
 
 
+def student_checkpoint(tr: TeacherRun) -> str:
+    """train.student_checkpoint as a folder: an embedded model's id names its folder under models/."""
+    from teacher.registry import TEACHERS
+
+    ck = tr.train.student_checkpoint
+    return TEACHERS[ck].model_path() if ck in TEACHERS else ck
+
+
 def build_initial_student(tr: TeacherRun):
     """The student as training starts from it; seeded, so a random-init student is rebuilt
     identically when evaluation needs its 'before' state."""
@@ -66,7 +74,7 @@ def build_initial_student(tr: TeacherRun):
 
     torch.manual_seed(tr.train.seed)
     return build_student(tr.train.student_kind, get_teacher(tr.teacher).model_path(), tr.train.student_layers or None,
-                         tr.train.student_checkpoint or None, tr.generation.trust_remote_code)
+                         student_checkpoint(tr) or None, tr.generation.trust_remote_code)
 
 
 def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
@@ -102,6 +110,8 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
 
     # The SFT baseline trains on the teacher's text only: no on-policy steps.
     tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
+    if cfg.judge.enabled and cfg.judge.checkpoints and objective == tr.train.objective:
+        tcfg = dataclasses.replace(tcfg, keep_checkpoints=0)  # every checkpoint is a score-against-loss point
     out = run_dir / "students" / f"{tr.teacher}-{objective}"
     with ledger.stage(f"train-{objective}", tr.teacher) as st:
         if (out / "train.json").exists():
@@ -164,23 +174,27 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
         cross = tokenizer_fingerprint(tok) != heldout[0]["tokenizer_fingerprint"]
         if cross:
             heldout = retokenize(heldout, tok)
-        # Every objective starts from the same student: measure it once per teacher. A QLoRA
-        # run's starting point is measured in full precision (the 4-bit base differs slightly).
+        picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
+
+        def samples_of(model, tok) -> list[str]:
+            return sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
+                                 cfg.eval.temperature, seed=cfg.seed)
+
+        # Every objective starts from the same student: measure it (and its fables, for the
+        # report's side by side) once per teacher. A QLoRA run's starting point is measured
+        # in full precision (the 4-bit base differs slightly).
         before_file = run_dir / "students" / f"{tr.teacher}-initial{'-own-tokens' if cross else ''}.json"
         if before_file.exists():
             before = artifacts.read_json(before_file)
         else:
             base, btok = build_initial_student(tr)
-            before = _metrics(base, _pad_id(btok), heldout, tr.train.max_len, cross)
+            before = {**_metrics(base, _pad_id(btok), heldout, tr.train.max_len, cross), "samples": samples_of(base, btok)}
             del base
             artifacts.write_json_atomic(before_file, before)
         merged = AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32, use_safetensors=True)
         after = _metrics(merged, _pad_id(tok), heldout, tr.train.max_len, cross)
-        picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
-        texts = sample_fables(merged, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
-                              cfg.eval.temperature, seed=cfg.seed)
         samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
-                   for r, s in zip(picks, texts)]
+                   for r, s in zip(picks, samples_of(merged, tok))]
         result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
         artifacts.write_json_atomic(out, result)
         key = "ce" if cross else "kl"

@@ -10,7 +10,8 @@ from distill.losses import token_cross_entropy, topk_forward_kl
 
 @torch.no_grad()
 def heldout_metrics(model, pad_id: int, rows: list[dict], max_len: int = 512, batch_size: int = 4) -> dict:
-    """Token-weighted means over all generated tokens of `rows`.
+    """Token-weighted means over all generated tokens of `rows`, and the same per fable
+    (`per_fable`, in row order: what a paired comparison of two students needs).
 
     Do not call this on a 4-bit student before or during training: an eval-mode
     no-grad forward corrupts its later gradients on AVX512-BF16 CPUs."""
@@ -19,13 +20,21 @@ def heldout_metrics(model, pad_id: int, rows: list[dict], max_len: int = 512, ba
     data, collate = RowDataset(rows, max_len), Collator(pad_id)
     tot = {"kl": 0.0, "ce": 0.0}
     n = 0.0
+    per_fable = []
     for i in range(0, len(data), batch_size):
-        b = collate([data[j] for j in range(i, min(i + batch_size, len(data)))])
+        idx = range(i, min(i + batch_size, len(data)))
+        b = collate([data[j] for j in idx])
         logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        sel = b["kd_mask"].bool()
-        k = float(sel.sum())
-        tot["kl"] += float(topk_forward_kl(logits[sel], b["topk_ids"][sel], b["topk_logprobs"][sel], b["kd_mask"][sel])) * k
-        tot["ce"] += float(token_cross_entropy(logits[sel], b["labels"][sel], b["kd_mask"][sel])) * k
-        n += k
+        for r, j in enumerate(idx):
+            sel = b["kd_mask"][r].bool()
+            k = float(sel.sum())
+            kl = float(topk_forward_kl(logits[r][sel], b["topk_ids"][r][sel], b["topk_logprobs"][r][sel],
+                                       b["kd_mask"][r][sel]))
+            ce = float(token_cross_entropy(logits[r][sel], b["labels"][r][sel], b["kd_mask"][r][sel]))
+            tot["kl"] += kl * k
+            tot["ce"] += ce * k
+            n += k
+            per_fable.append({"prompt_id": rows[j]["prompt_id"], "sample_index": rows[j]["sample_index"],
+                              "kl": kl, "ce": ce, "tokens": int(k)})
     model.train(was_training)
-    return {"kl": tot["kl"] / max(n, 1), "ce": tot["ce"] / max(n, 1), "tokens": int(n)}
+    return {"kl": tot["kl"] / max(n, 1), "ce": tot["ce"] / max(n, 1), "tokens": int(n), "per_fable": per_fable}

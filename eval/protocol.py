@@ -100,18 +100,20 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None):
     if url:
         yield lambda: url
         return
+    from teacher.engine import cpu_env
+    from teacher.hardware import engine_dtype, engine_eager
     from teacher.registry import get_teacher
 
     teacher = get_teacher(judge_cfg.model)
     port = _free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
-           "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", "bfloat16",
-           "--max-model-len", "2048", "--seed", "0"]
+           "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", engine_dtype(),
+           "--max-model-len", "2048", "--seed", "0", *(["--enforce-eager"] if engine_eager() else [])]
     log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2")})
+                            env={**os.environ, **cpu_env(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))})
     url = f"http://127.0.0.1:{port}/v1"
     ready = []
 

@@ -54,11 +54,62 @@ def comparison(cfg, tr, run_dir: Path) -> list[str]:
         lines += ["", f"KD ends {'below' if kd['kl'] < sft['kl'] else 'ABOVE'} SFT on KL to the teacher "
                       f"({kd['kl']:.3f} vs {sft['kl']:.3f}) and {'below' if kd['ce'] < sft['ce'] else 'above'} it on "
                       f"cross-entropy of the teacher's held-out text ({kd['ce']:.3f} vs {sft['ce']:.3f})."]
+        lines += kd_against_sft(kd, sft)
+    return lines + [""]
+
+
+def kd_against_sft(kd: dict, sft: dict) -> list[str]:
+    """The per-fable difference KD - SFT with its paired bootstrap interval, read plainly."""
+    from eval.stats import paired_bootstrap
+
+    if "per_fable" not in kd or "per_fable" not in sft:
+        return []
+    lines = ["", "| per held-out fable, KD − SFT | mean difference | 95% paired bootstrap interval | KD lower in |",
+             "| --- | --- | --- | --- |"]
+    for key, name in (("kl", "top-k KL to the teacher"), ("ce", "CE on the teacher's text")):
+        d = paired_bootstrap([f[key] for f in kd["per_fable"]], [f[key] for f in sft["per_fable"]])
+        lines.append(f"| {name}, nats/token | {d['mean']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | "
+                     f"{d['a_lower']}/{d['n']} fables |")
+        if key == "kl":
+            verdict = ("KD is lower and the interval excludes zero: the teacher's logits add something here"
+                       if d["high"] < 0 else
+                       "KD is higher and the interval excludes zero: here SFT matched the teacher better"
+                       if d["low"] > 0 else "the interval includes zero: this run cannot tell KD from SFT")
+    return lines + ["", f"On held-out KL, {verdict}."]
+
+
+def generation_line(tr, gen: dict) -> str:
+    tps = gen["generated_tokens"] / gen["wall_s"] if gen.get("wall_s") else float("nan")
+    return (f"- Teacher data: {tr.n_train} training and {tr.n_heldout} held-out prompts, top-{tr.generation.top_k} "
+            f"logprobs per token, T={tr.generation.temperature}, up to {tr.generation.max_new_tokens} new tokens. "
+            + (f"This run generated {gen['rows']} fables, {gen['generated_tokens']} tokens in {gen['wall_s']:.0f} s "
+               f"({tps:.0f} tokens/s including engine start)." if gen["rows"] else "All shards were already generated."))
+
+
+def side_by_side(cfg, tr, run_dir: Path) -> list[str]:
+    """The same held-out prompts written by the teacher, the student before training and
+    each trained student: what a reader judges distillation by."""
+    evals = {o: read_json(run_dir / "students" / f"{tr.teacher}-{o}" / "eval.json") for o in cfg.objectives(tr)}
+    first = evals[cfg.objectives(tr)[0]]
+    before = first["before"].get("samples", [])
+    if not first["samples"]:
+        return []
+    cols = ["student before training"] * bool(before) + [f"{o.upper()} student" for o in evals]
+    lines = ["### Fables on held-out prompts", "", "| prompt | teacher | " + " | ".join(cols) + " |",
+             "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
+    for i, s in enumerate(first["samples"][:3]):
+        cells = [_clip(s["instruction"], 200), _clip(s["teacher"], 500)]
+        cells += [_clip(before[i], 500)] if before else []
+        cells += [_clip(ev["samples"][i]["student"], 500) for ev in evals.values()]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines + [""]
 
 
 def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
     gen = read_json(run_dir / "teachers" / tr.teacher / "DONE")
+    if not cfg.objectives(tr):
+        return [f"## Teacher `{tr.teacher}` (compared and judged; no student: distil = false)", "",
+                generation_line(tr, gen), ""]
     sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
     tr_json, ev = read_json(sdir / "train.json"), read_json(sdir / "eval.json")
     b, a = ev["before"], ev["after"]
@@ -67,18 +118,15 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
                     f"{a['ce']:.3f} nats/token** (another tokenizer family: sequence-level distillation, no KL)")
     else:
         verdict = "fell" if a["kl"] < b["kl"] else "did NOT fall"
-        headline = (f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token** "
+        headline = (f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token "
+                    f"({(a['kl'] - b['kl']) / b['kl']:+.0%})** "
                     f"(over {a['tokens']} teacher tokens of {ev['heldout_rows']} held-out fables).")
     loss = (f"{tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
             else "cross-entropy on the teacher's text")
-    tps = gen["generated_tokens"] / gen["wall_s"] if gen.get("wall_s") else float("nan")
     lines = [
         f"## Teacher `{tr.teacher}` → student ({tr_json['student_kind']}, {tr_json['student_layers']} layers)",
         "",
-        f"- Teacher data: {tr.n_train} training and {tr.n_heldout} held-out prompts, top-{tr.generation.top_k} "
-        f"logprobs per token, T={tr.generation.temperature}, up to {tr.generation.max_new_tokens} new tokens. "
-        + (f"This run generated {gen['rows']} fables, {gen['generated_tokens']} tokens in {gen['wall_s']:.0f} s "
-           f"({tps:.0f} tokens/s including engine start)." if gen["rows"] else "All shards were already generated."),
+        generation_line(tr, gen),
         f"- Student: {tr_json['params'] / 1e6:.1f}M parameters, {tr_json['trainable_params'] / 1e6:.2f}M trainable "
         f"({adapter(tr.train)}); objective `{tr.train.objective}` "
         f"(loss = {loss}), {tr_json['steps']} steps"
@@ -101,13 +149,22 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
                     for h in tr_json["history"]),
         "",
     ]
-    if ev["samples"]:
-        lines += ["### Fables on held-out prompts", "", "| prompt | teacher | student |", "| --- | --- | --- |"]
-        for s in ev["samples"][:3]:
-            cells = [_clip(s["instruction"], 200), _clip(s["teacher"]), _clip(s["student"])]
-            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-        lines.append("")
-    return lines
+    return lines + side_by_side(cfg, tr, run_dir)
+
+
+def comparison_table(result: dict) -> list[str]:
+    """The writers on the held-out prompts: does each follow its prompt, how toxic, how varied."""
+    def f(x, fmt=".2f"):
+        return "–" if x is None or x != x else format(x, fmt)
+
+    lines = ["| writer | fables | prompt elements used | toxicity (mean / worst 40-word window) | distinct-2 | judge |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for name, w in result["writers"].items():
+        tox = w["toxicity"]
+        lines.append(f"| {name} | {w['fables']} | {f(w['faithfulness']['overall'], '.0%')} | "
+                     f"{f(tox['mean'], '.3f')} / {f(tox['window_mean'], '.3f')} | {f(w['distinct']['distinct_2'])} | "
+                     f"{f(w['judge'])} |")
+    return lines + [""]
 
 
 def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
@@ -128,10 +185,10 @@ def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
         lines += ["## The judge", "", *judge_table(read_json(summary)), "",
                   "Plots, age groups, per-element breakdown, failures and fables side by side: "
                   "[judge/report.md](judge/report.md) ([HTML](judge/report.html)).", ""]
-    if (run_dir / "compare" / "report.md").exists():
-        lines += ["## Teacher comparison", "",
-                  "Toxicity, diversity, similarity between writers and use of the prompt's elements, for the teachers "
-                  "and their students: [compare/report.md](compare/report.md) ([HTML](compare/report.html)).", ""]
+    if (run_dir / "compare" / "comparison.json").exists():
+        lines += ["## Teacher comparison", "", *comparison_table(read_json(run_dir / "compare" / "comparison.json")),
+                  "Similarity between writers, per-element use, the most toxic windows and plots: "
+                  "[compare/report.md](compare/report.md) ([HTML](compare/report.html)).", ""]
     lines += ["## Stage times", "", "| stage | teacher | status | wall s |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} |" for s in stages]
     path = run_dir / "report.md"

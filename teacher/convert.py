@@ -85,8 +85,12 @@ def convert(teacher_id: str, force: bool = False) -> Path:
     if teacher.id in SAVE_BF16:
         import torch
 
-        model = model.to(torch.bfloat16)
+        # Check the weights as they will be saved, rounded to bf16, but compute in fp32:
+        # bf16 matmuls are emulated (slow) on CPUs without AVX512-BF16.
+        model = model.to(torch.bfloat16).to(torch.float32)
     loss = text_loss(model, tok)
+    if teacher.id in SAVE_BF16:
+        model = model.to(torch.bfloat16)
     if not math.isfinite(loss) or loss > LOSS_BOUND:
         raise RuntimeError(
             f"{teacher.id}: converted model scores {loss:.2f} nats/token on the check text "

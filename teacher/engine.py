@@ -7,6 +7,7 @@ import json
 import math
 import os
 
+from teacher.hardware import engine_dtype, engine_eager
 from teacher.prompts import Prompt
 from teacher.registry import Teacher
 
@@ -33,7 +34,8 @@ def cpu_env(kv_cache_gib: int | str) -> dict[str, str]:
 
 def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:
     kw = {
-        "dtype": "bfloat16",
+        "dtype": engine_dtype(),  # bf16 where native, else fp32 (teacher/hardware.py)
+        "enforce_eager": engine_eager(),  # no compile warm-up on CPU
         "max_model_len": max_model_len,
         # vLLM refuses requests for more logprobs than the engine was started with.
         "max_logprobs": max(top_k, 20),

@@ -99,7 +99,7 @@ TEACHERS: dict[str, Teacher] = {
             prompt_format="chat",
             vocab_size=32000,
             license="Apache-2.0",
-            engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1},
+            engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
         ),
         Teacher(
@@ -111,7 +111,7 @@ TEACHERS: dict[str, Teacher] = {
             prompt_format="chat",
             vocab_size=32000,
             license="Llama 2 community license (gated)",
-            engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1},
+            engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
         ),
         Teacher(
@@ -123,7 +123,7 @@ TEACHERS: dict[str, Teacher] = {
             prompt_format="completion",
             vocab_size=65024,
             license="Apache-2.0",
-            engine={"dtype": "bfloat16", "max_model_len": 2048, "tensor_parallel_size": 1},
+            engine={"dtype": "bfloat16", "max_model_len": 2048, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
         ),
     ]

@@ -5,7 +5,7 @@ import pytest
 
 from distill import config
 
-ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml"]
+ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml"]
 
 
 @pytest.mark.parametrize("path", ROOT_CONFIGS)
@@ -14,23 +14,48 @@ def test_shipped_configs_load(path):
     assert cfg.teachers and cfg.eval_prompts == 50
 
 
-def test_per_teacher_overrides_apply():
-    # Read the expectations from the file itself, so re-tuning the default run's sizes
-    # does not break this test; what it checks is that [teacher.X] wins over the top level
-    # for X only, and that a nested override keeps the other keys of its section.
-    raw = tomllib.loads(Path("configs/default.toml").read_text())
-    override = raw["teacher"]["gemma3-270m"]
+def test_per_teacher_overrides_apply(tmp_path):
+    # [teacher.X] wins over the top level for X only; a nested override keeps the other keys
+    # of its section.
+    f = tmp_path / "c.toml"
+    f.write_text("""name = "t"
+teachers = ["smollm2-135m", "gemma3-270m"]
+n_train = 8
+[generation]
+max_new_tokens = 64
+top_k = 10
+[train]
+steps = 5
+lr = 2e-4
+[teacher.gemma3-270m]
+n_train = 3
+generation = { max_new_tokens = 32 }
+train = { steps = 2 }
+""")
+    cfg = config.load(f)
+    smol, gemma = cfg.teachers
+    assert (gemma.train.steps, gemma.n_train, gemma.generation.max_new_tokens) == (2, 3, 32)
+    assert (smol.train.steps, smol.n_train, smol.generation.max_new_tokens) == (5, 8, 64)
+    assert gemma.generation.top_k == smol.generation.top_k == 10 and gemma.train.lr == smol.train.lr == 2e-4
+
+
+def test_the_default_run_distils_qwen_and_compares_three_teachers():
     cfg = config.load("configs/default.toml")
-    gemma = next(t for t in cfg.teachers if t.teacher == "gemma3-270m")
-    smol = next(t for t in cfg.teachers if t.teacher == "smollm2-135m")
-    assert override["train"]["steps"] != raw["train"]["steps"]
-    assert gemma.train.steps == override["train"]["steps"]
-    assert smol.train.steps == raw["train"]["steps"]
-    assert gemma.n_train == override["n_train"] and smol.n_train == raw["n_train"]
-    assert gemma.generation.max_new_tokens == override["generation"]["max_new_tokens"]
-    assert smol.generation.max_new_tokens == raw["generation"]["max_new_tokens"]
-    assert gemma.generation.top_k == smol.generation.top_k == raw["generation"]["top_k"]
-    assert gemma.train.lr == smol.train.lr == raw["train"]["lr"]
+    assert [t.teacher for t in cfg.teachers] == ["qwen2.5-coder-1.5b", "smollm2-135m", "gemma3-270m"]
+    qwen, smol, gemma = cfg.teachers
+    assert cfg.objectives(qwen) == ["kd", "sft"] and qwen.train.student_checkpoint == "qwen2.5-coder-0.5b"
+    assert cfg.objectives(smol) == cfg.objectives(gemma) == [] and smol.n_train == gemma.n_train == 0
+    assert qwen.n_heldout == smol.n_heldout == gemma.n_heldout  # the same held-out prompts for the comparison
+
+
+def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_training_prompts():
+    with pytest.raises(ValueError, match="distil='no' must be true or false"):
+        config.load("configs/tiny.toml", ['teacher.smollm2-135m.distil="no"'])
+    with pytest.raises(ValueError, match="n_train must be >= 1"):
+        config.load("configs/tiny.toml", ["n_train=0"])
+    cfg = config.load("configs/tiny.toml", ["teacher.smollm2-135m.distil=false", "teacher.smollm2-135m.n_train=0"])
+    assert cfg.objectives(cfg.teachers[0]) == [] and cfg.objectives(cfg.teachers[1]) == ["kd", "sft"]
+    assert config.from_dict(config.to_dict(cfg)) == cfg
 
 
 @pytest.mark.parametrize("override, message", [

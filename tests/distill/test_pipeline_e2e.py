@@ -88,9 +88,12 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     openai client, over 2 held-out prompts per writer, plus the KD student's checkpoints."""
     run_dir, _ = tiny_run
     summary = json.loads((run_dir / "judge" / "summary.json").read_text())
-    writers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")} | {
+    teachers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")}
+    writers = teachers | {f"{t} (shuffled)" for t in teachers} | {
         f"{t}-{o}" for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")}
     assert set(summary["models"]) == writers
+    control = summary["shuffled_control"]  # the judge's sanity figure: 2 teachers x 2 prompts
+    assert control["pairs"] + control["failed"] == 4 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
     for m in summary["models"].values():
         assert m["fables"] == 2 and m["verdicts"] + m["failures"] == 2
     assert sum(m["verdicts"] for m in summary["models"].values()) >= 1
@@ -99,7 +102,7 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     points = summary["score_vs_loss"]["points"]
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 12 + 2 * 2 and all(v["reason"] for v in verdicts)
+    assert len(verdicts) == 12 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
     assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
     assert "## The judge" in (run_dir / "report.md").read_text()
     for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
@@ -140,7 +143,8 @@ def test_rerun_keeps_finished_work(tiny_run):
 VLLM_GENERATE = """
 import json, sys
 from vllm import LLM, SamplingParams
-llm = LLM(model=sys.argv[1], dtype="bfloat16", max_model_len=256, seed=0)
+from teacher.hardware import engine_dtype
+llm = LLM(model=sys.argv[1], dtype=engine_dtype(), max_model_len=256, seed=0)
 out = llm.generate(["Once upon a time"], SamplingParams(max_tokens=12, temperature=0.0, logprobs=5))[0].outputs[0]
 print("RESULT", json.dumps({"text": out.text, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}))
 """
