@@ -168,8 +168,47 @@ def _kl(run_dir: Path, teacher: str, objective: str = "kd") -> dict:
             "trainable": tr["trainable_params"], "train_s": tr["train_runtime_s"], "layers": tr["student_layers"]}
 
 
+def copy_bandwidth_gbs(mib: int = 512, repeats: int = 5) -> float:
+    """Best-of-N memory copy bandwidth (bytes read + written per second), in GB/s."""
+    import numpy as np
+
+    src = np.ones(mib * 2**20 // 8)
+    dst = np.empty_like(src)
+    best = min(_timed_copy(src, dst) for _ in range(repeats))
+    return 2 * src.nbytes / best / 1e9
+
+
+def _timed_copy(src, dst) -> float:
+    t = time.perf_counter()
+    dst[...] = src
+    return time.perf_counter() - t
+
+
+def decoding_bound(teacher_id: str, bandwidth_gbs: float) -> dict:
+    """Each decoding step reads every weight once: steps/s <= bandwidth / weight bytes."""
+    from safetensors import safe_open
+
+    from teacher.hardware import engine_dtype
+    from teacher.registry import get_teacher
+
+    path = Path(get_teacher(teacher_id).model_path())
+    params = 0
+    for f in path.glob("*.safetensors"):
+        with safe_open(f, "pt") as st:
+            for k in st.keys():
+                n = 1
+                for d in st.get_slice(k).get_shape():
+                    n *= d
+                params += n
+    weight_bytes = params * (2 if engine_dtype() == "bfloat16" else 4)
+    return {"params": params, "dtype": engine_dtype(), "weight_bytes": weight_bytes,
+            "steps_per_s_bound": bandwidth_gbs * 1e9 / weight_bytes}
+
+
 def bench_default(env: dict) -> dict:
     from eval.stats import paired_bootstrap
+
+    bandwidth = copy_bandwidth_gbs()
 
     with tempfile.TemporaryDirectory() as d:
         runs = Path(d)
@@ -185,7 +224,9 @@ def bench_default(env: dict) -> dict:
         kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
         judge = json.loads((run / "judge" / "summary.json").read_text()) if (run / "judge" / "summary.json").exists() else {}
         comparison = json.loads((run / "compare" / "comparison.json").read_text())
-    return {"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
+        generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth)}
+                      for t in distilled}
+    return {"bandwidth_gbs": bandwidth, "generation": generation,"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "kd_minus_sft": kd_minus_sft, "shuffled_control": judge.get("shuffled_control"),
             "score_vs_loss": judge.get("score_vs_loss"),
             "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
@@ -254,6 +295,13 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
             lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
                          f"{curve['spearman']:.2f} [{curve.get('spearman_low', float('nan')):.2f}, "
                          f"{curve.get('spearman_high', float('nan')):.2f}]")
+        lines += ["", f"### Generation against its memory-bandwidth bound (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s)", "",
+                  "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "
+                  "tokens/s bound with every row in flight |", "| --- | --- | --- | --- | --- | --- |"]
+        for t, g in default["generation"].items():
+            tps = g["generated_tokens"] / g["wall_s"] if g.get("wall_s") else float("nan")
+            lines.append(f"| {t} | {g['params'] / 1e9:.2f}B × {g['dtype']} = {g['weight_bytes'] / 1e9:.1f} GB | {g['rows']} | "
+                         f"{tps:.1f} | {g['steps_per_s_bound']:.2f} | {g['steps_per_s_bound'] * g['rows']:.0f} |")
         lines.append("")
     if gen:
         p, r = gen["plain"], gen["ray"]
