@@ -160,6 +160,46 @@ def bench_compare() -> dict | None:
             "embedding_s": result["timing_s"]["embedding"]}
 
 
+JUDGE_MODES_FABLES_PER_WRITER = 10
+
+
+def bench_judge(env: dict) -> dict | None:
+    """The configured (embedded) judge in each mode on the TinyFabulist fables: how often it
+    scores a fable above its word-shuffled copy, and how far it agrees with the reference
+    judges (gpt-4o, o3-mini), through the same commands a user runs."""
+    from eval.calibration import agree_files
+
+    tf = ROOT.parent / "shared" / "data" / "tinyfabulist"
+    if not tf.exists():
+        return None
+    fables = [str(p) for p in sorted(tf.glob("fables-*.jsonl"))]
+    refs = [str(p) for p in sorted(tf.glob("judged-*.jsonl"))]
+    out = {"fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
+    for mode in ("form", "geval"):
+        with tempfile.TemporaryDirectory() as d:
+            wall, _ = timed([sys.executable, "-m", "eval.judge", "score", "--input", *fables, "--out", d,
+                             "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
+            out[mode] = {**agree_files([str(Path(d) / "verdicts.jsonl")], refs), "wall_s": wall}
+    return out
+
+
+def render_judge(j: dict) -> list[str]:
+    lines = ["## The judge's modes (`python -m eval.judge score` / `agree`)", "",
+             f"The default run's judge on {j['fables_per_writer']} TinyFabulist fables per teacher (3 teachers) and a "
+             "word-shuffled copy of each, against the reference verdicts (gpt-4o for Mistral and Llama, o3-mini "
+             "for Falcon), joined on (writer, hash).", "",
+             "| mode | joined | shuffled control: real above copy | Spearman, overall | per criterion | "
+             "writer pairs in the reference's order | wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for mode in ("form", "geval"):
+        r = j[mode]
+        c = r["shuffled_control"] or {"accuracy": float("nan"), "pairs": 0}
+        crit = ", ".join(f"{k} {v:.2f}" for k, v in r["spearman"].items() if k != "overall")
+        w = r["writers"]
+        lines.append(f"| {mode} | {r['pairs']} | {c['accuracy']:.0%} of {c['pairs']} | {r['spearman']['overall']:.2f} | "
+                     f"{crit} | {w['pairs_in_same_order']} of {w['writer_pairs']} | {r['wall_s']:.0f} |")
+    return lines + [""]
+
+
 def _kl(run_dir: Path, teacher: str, objective: str = "kd") -> dict:
     ev = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "eval.json").read_text())
     tr = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "train.json").read_text())
@@ -258,8 +298,9 @@ def render_train_steps(steps: dict) -> list[str]:
 
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
-           cmp: dict | None = None) -> str:
-    when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp))
+           cmp: dict | None = None, judge: dict | None = None) -> str:
+    when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
+                                          ("judge modes", judge))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Machine: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured: "
@@ -342,10 +383,12 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
                   f"{cmp['load_s']:.1f} s; then the comparison took **{cmp['compare_s']:.1f} s** (embeddings "
                   f"{cmp['embedding_s']:.1f} s of it) against a target of at most 60 s: "
                   f"{cmp['compare_s'] / 60:.2f} of it.", ""]
+    if judge:
+        lines += render_judge(judge)
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("generation", "steps", "compare", "default")
+SECTIONS = ("generation", "steps", "compare", "judge", "default")
 
 
 def main() -> None:
@@ -376,6 +419,10 @@ def main() -> None:
         results["compare"] = bench_compare()
         if results["compare"]:
             results["compare"]["measured"] = now
+    if "judge" in run:
+        results["judge"] = bench_judge(env)
+        if results["judge"]:
+            results["judge"]["measured"] = now
     if "default" in run:
         results["default"] = {**bench_default(env), "measured": now}
     from distill.artifacts import write_json_atomic, write_text_atomic
@@ -383,7 +430,7 @@ def main() -> None:
     write_json_atomic(raw_file, results)
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
-                                             steps, results.get("compare")))
+                                             steps, results.get("compare"), results.get("judge")))
     print(f"wrote {args.out}")
 
 
