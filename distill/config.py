@@ -48,9 +48,11 @@ class JudgeConfig:
     retries: int = 3  # per request, with exponential backoff, on transient errors
     checkpoints: bool = False  # also judge the KD student's saved checkpoints: score against loss
     # "form": the scores the judge writes; "geval": each score weighted by the judge's own
-    # probabilities over the scale's values (G-Eval; needs logprobs from the endpoint).
+    # probabilities over the scale's values (G-Eval; needs logprobs from the endpoint);
+    # "ensemble": geval plus a fluency criterion, the scale's top minus the judge's nats/token
+    # on the fable (needs the completions endpoint's prompt logprobs).
     mode: str = "form"
-    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval)
+    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval, ensemble)
     # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
     # real fable scores higher is the judge's sanity line in the report.
     shuffled_control: bool = True
@@ -59,7 +61,7 @@ class JudgeConfig:
         ok = {"prompts": self.prompts >= 1, "samples": self.samples >= 1, "temperature": self.temperature >= 0,
               "max_tokens": self.max_tokens >= 16, "workers": self.workers >= 1, "retries": self.retries >= 0,
               "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0,
-              "mode": self.mode in ("form", "geval")}
+              "mode": self.mode in ("form", "geval", "ensemble")}
         bad = [k for k, v in ok.items() if not v]
         if bad:
             raise ValueError(f"invalid judge setting {bad[0]}={getattr(self, bad[0])!r}")

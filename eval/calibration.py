@@ -44,7 +44,7 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
                               "fable": shuffle_words(f["fable"], f["hash"])})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rubric = Rubric.load(judge_cfg.rubric or (RUBRIC_GEVAL if judge_cfg.mode == "geval" else RUBRIC))
+    rubric = Rubric.load(judge_cfg.rubric or (RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL))
     with judge_endpoint(judge_cfg, out / "server.log") as endpoint:
         judge = Judge(make_client(endpoint(), max_retries=judge_cfg.retries), judge_cfg.model, rubric,
                       judge_cfg.judge_temperature, judge_cfg.max_tokens, judge_cfg.structured,
@@ -56,6 +56,9 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
     artifacts.write_text_atomic(out / "verdicts.jsonl", "".join(lines))
     failed = [{"model": j["model"], "hash": j["hash"], "reason": j["reason"]} for j in judged if not j["verdict"]]
     artifacts.write_json_atomic(out / "failures.json", failed)
+    if not lines:
+        raise ValueError(f"the judge gave no valid verdict for {len(judged)} fables; reasons in {out / 'failures.json'}")
+    print(f"{len(lines)} verdicts, {len(failed)} failed (reasons in {out / 'failures.json'})")
     return out / "verdicts.jsonl"
 
 

@@ -31,7 +31,21 @@ RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
 # G-Eval weights each score by the judge's probabilities over the scale's values, read at the
 # token where it wrote the score: every value must be one token, so a scale of single digits.
 RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
-JUDGE_MODES = ("form", "geval")
+# "ensemble" adds a fluency criterion from the judge's own per-token loss on the fable: a
+# small judge's form scores cannot tell a fable from its words shuffled, its loss can.
+JUDGE_MODES = ("form", "geval", "ensemble")
+FLUENCY = "fluency"
+
+
+def fluency_score(loss: float, rubric: Rubric) -> float:
+    """The judge's nats/token on the fable as a score on the rubric's scale: top of the
+    scale minus the loss, clipped (fluent prose costs a small model 2-3 nats/token,
+    shuffled words 6 or more)."""
+    return float(min(max(rubric.high - loss, rubric.low), rubric.high))
+
+
+def criteria_names(rubric: Rubric, mode: str) -> list[str]:
+    return rubric.names + ([FLUENCY] if mode == "ensemble" else [])
 
 
 @dataclass(frozen=True)
@@ -229,8 +243,8 @@ class Judge:
                  structured: bool = True, cache: VerdictCache | None = None, mode: str = "form"):
         if mode not in JUDGE_MODES:
             raise ValueError(f"judge mode {mode!r} is not one of {', '.join(JUDGE_MODES)}")
-        if mode == "geval" and rubric.high > 9:
-            raise ValueError(f"judge mode 'geval' needs a scale of single digits; rubric {rubric.name} goes to "
+        if mode in ("geval", "ensemble") and rubric.high > 9:
+            raise ValueError(f"judge mode '{mode}' needs a scale of single digits; rubric {rubric.name} goes to "
                              f"{rubric.high} (use eval/rubrics/fable-5.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
@@ -261,22 +275,44 @@ class Judge:
                     "judge": settings, "cached": False}
         verdict, reason = parse_verdict(raw, self.rubric)
         record = {"verdict": asdict(verdict) if verdict else None, "reason": reason, "raw": raw, "judge": settings}
-        if verdict and self.mode == "geval":
+        if verdict and self.mode in ("geval", "ensemble"):
             weighted = weighted_scores(tokens or [], self.rubric)
             if weighted is None:
                 record.update(verdict=None, reason="no probabilities over the scale at a score token (logprobs)")
             else:  # the written integers are kept beside the weighted scores
                 record["verdict"] = {**record["verdict"], "scores": weighted, "written": verdict.scores}
+        if record["verdict"] and self.mode == "ensemble":
+            try:
+                loss = self._text_loss(fable)
+            except Exception as e:  # the openai client already retried transient errors
+                return {**record, "verdict": None, "reason": f"text loss request failed: {type(e).__name__}",
+                        "cached": False}
+            if loss is None:
+                record.update(verdict=None, reason="no prompt logprobs for the fable's text loss")
+            else:
+                scores = {**record["verdict"]["scores"], FLUENCY: fluency_score(loss, self.rubric)}
+                record["verdict"] = {**record["verdict"], "scores": scores, "text_loss": loss}
         if self.cache is not None:
             self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
+
+    def _text_loss(self, fable: str) -> float | None:
+        """The judge's mean nats/token on the fable alone, from the completions endpoint's
+        prompt logprobs (echo); None when the server returns none."""
+        resp = self.client.completions.create(model=self.model, prompt=fable.strip(), max_tokens=1, echo=True,
+                                              logprobs=0, temperature=0.0)
+        lp = resp.choices[0].logprobs
+        values = [v for v in (lp.token_logprobs if lp is not None else None) or [] if v is not None]
+        # echo returns the prompt's tokens then the one generated: drop the generated one
+        values = values[:-1]
+        return -sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else None
 
     def _ask(self, prompt: str, fable: str) -> str | None:
         kw = {}
         if self.structured:
             kw["response_format"] = {"type": "json_schema",
                                      "json_schema": {"name": "verdict", "schema": self.rubric.json_schema()}}
-        if self.mode == "geval":
+        if self.mode in ("geval", "ensemble"):
             kw.update(logprobs=True, top_logprobs=20)
         resp = self.client.chat.completions.create(model=self.model, messages=self.rubric.messages(prompt, fable),
                                                    temperature=self.temperature, max_tokens=self.max_tokens, **kw)

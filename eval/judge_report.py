@@ -109,8 +109,9 @@ def judge_table(summary: dict) -> list[str]:
         lines.append(f"| {m} | {s['fables']} | {s['verdicts']} | {s['failures']} | "
                      + " | ".join(_ci(s["criteria"][c]) for c in crits) + f" | **{_ci(s['overall'])}** |")
     j = summary["judge"]
-    mode = ("G-Eval: scores weighted by the judge's probabilities over the scale" if j.get("mode") == "geval"
-            else "the scores as written")
+    mode = {"geval": "G-Eval: scores weighted by the judge's probabilities over the scale",
+            "ensemble": "G-Eval scores plus fluency, the scale's top minus the judge's nats/token on the fable",
+            }.get(j.get("mode"), "the scores as written")
     lines += ["", f"Judge `{j['model']}` ({mode}; rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
                   "95% bootstrap intervals; failed verdicts are counted, not scored. "

@@ -151,7 +151,7 @@ def _wait_ready(url: str, proc, log_name: str, timeout_s: float = 900) -> None:
     raise ValueError(f"the local judge server did not answer within {timeout_s:.0f} s; see {log_name}")
 
 
-def summarize(judged: list[dict], rubric) -> dict:
+def summarize(judged: list[dict], criteria: list[str]) -> dict:
     """Per judged model: verdict and failure counts, failure reasons, each criterion's and
     the overall mean with bootstrap 95% intervals, the age-group distribution, and the
     per-element breakdown (worst values first). Failures are counted, never averaged."""
@@ -161,7 +161,7 @@ def summarize(judged: list[dict], rubric) -> dict:
     for model in dict.fromkeys(j["model"] for j in judged):
         rows = [j for j in judged if j["model"] == model]
         ok = [j for j in rows if j["verdict"]]
-        crit = {c: bootstrap_ci([j["verdict"]["scores"][c] for j in ok]) for c in rubric.names}
+        crit = {c: bootstrap_ci([j["verdict"]["scores"][c] for j in ok]) for c in criteria}
         overall = bootstrap_ci([overall_score(j) for j in ok])
         out[model] = {
             "role": rows[0]["role"], "teacher": rows[0]["teacher"], "fables": len(rows), "verdicts": len(ok),
@@ -183,7 +183,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
-    from eval.judge import RUBRIC, RUBRIC_GEVAL, Judge, Rubric, VerdictCache, judge_all
+    from eval.judge import RUBRIC, RUBRIC_GEVAL, Judge, Rubric, VerdictCache, criteria_names, judge_all
     from eval.stats import overall_score
     from eval.judge_report import write_judge_report
     from teacher.client import make_client
@@ -194,7 +194,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
             raise FileNotFoundError(f"{run_dir} is not a finished run (no config.json); run `make distill` first")
         cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
     jc = cfg.judge
-    rubric = Rubric.load(jc.rubric or (RUBRIC_GEVAL if jc.mode == "geval" else RUBRIC))
+    rubric = Rubric.load(jc.rubric or (RUBRIC if jc.mode == "form" else RUBRIC_GEVAL))
     cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
     server_log = run_dir / "judge" / "server.log"
     with contextlib.ExitStack() as stack:
@@ -229,7 +229,8 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     by_model = [j for j in judged if j["role"] != "checkpoint"]
     summary = {"judge": settings, "protocol": {"prompts": jc.prompts, "samples": jc.samples,
                                                "temperature": jc.temperature, "max_new_tokens": jc.max_new_tokens},
-               "models": summarize(by_model, rubric), "criteria": rubric.names,
+               "models": summarize(by_model, criteria_names(rubric, jc.mode)),
+               "criteria": criteria_names(rubric, jc.mode),
                "age_groups": dict(rubric.age_groups), "score_vs_loss": score_vs_loss(curve, judged),
                "shuffled_control": control_accuracy(by_model, overall_score) if jc.shuffled_control else None}
     jdir = run_dir / "judge"

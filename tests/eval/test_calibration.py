@@ -61,7 +61,7 @@ def test_score_judges_tinyfabulist_fables_with_controls_and_agree_reads_them(cha
     fables = str(TF / "fables-mistral-7b-instruct-v0.3.jsonl")
     out = tmp_path / "cal"
     rc = main(["score", "--input", fables, "--out", str(out), "--limit", "2",
-               "--set", f'judge.base_url="{chat_server}"', "--set", "judge.workers=1"])
+               "--set", f'judge.base_url="{chat_server}"', "--set", "judge.workers=1", "--set", 'judge.mode="form"'])
     assert rc == 0, capsys.readouterr().err
     assert len(FakeChat.requests) == 4  # 2 fables + their 2 shuffled copies
     verdicts = read_tinyfabulist(out / "verdicts.jsonl")

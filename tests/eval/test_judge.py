@@ -244,3 +244,55 @@ def test_geval_judge_asks_for_logprobs_and_records_weighted_and_written_scores(c
     assert missing["verdict"] is None and "logprobs" in missing["reason"]
     with pytest.raises(ValueError, match="single digits"):
         Judge(make_client(chat_server), "m", Rubric.load(), mode="geval")
+
+
+class FakeCompletions(BaseHTTPRequestHandler):
+    """/v1/completions with echo + logprobs, in vLLM's wire format: the prompt's token logprobs
+    (the first is null), then the one generated token's."""
+
+    requests: list = []
+    token_logprobs: list = [None, -2.0, -3.0, -1.0, -0.5]
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        if self.path.endswith("/chat/completions"):  # route before reading: the chat fake reads the body
+            FakeChat.do_POST(self)
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeCompletions.requests.append(body)
+        n = len(self.token_logprobs)
+        data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
+                           "choices": [{"index": 0, "text": body["prompt"] + " x", "finish_reason": "length",
+                                        "logprobs": {"tokens": ["t"] * n, "token_logprobs": self.token_logprobs,
+                                                     "text_offset": list(range(n)), "top_logprobs": [None] * n}}],
+                           "usage": {"prompt_tokens": n - 1, "completion_tokens": 1, "total_tokens": n}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def test_ensemble_adds_fluency_from_the_judges_text_loss(tmp_path):
+    from eval.judge import FLUENCY, fluency_score
+
+    FakeChat.replies, FakeChat.requests, FakeCompletions.requests = [], [], []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompletions)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        rubric = Rubric.load(GEVAL_RUBRIC)
+        text = json.dumps({"grammar": 4, "creativity": 3, "consistency": 5, "plot": 2, "age_group": "B"})
+        FakeChat.replies = [(text, _logprob_tokens(text, {}))]
+        judge = Judge(make_client(f"http://127.0.0.1:{srv.server_address[1]}/v1"), "m", rubric,
+                      cache=VerdictCache(tmp_path / "c.sqlite"), mode="ensemble")
+        rec = judge.judge("p", "  a fable  ")
+    finally:
+        srv.shutdown()
+    req = FakeCompletions.requests[-1]
+    assert req["echo"] is True and req["logprobs"] == 0 and req["max_tokens"] == 1 and req["prompt"] == "a fable"
+    # prompt tokens' logprobs -2, -3, -1 (the null first and the generated -0.5 are not the text's): 2 nats/token
+    assert rec["verdict"]["text_loss"] == pytest.approx(2.0)
+    assert rec["verdict"]["scores"][FLUENCY] == pytest.approx(3.0) and rec["verdict"]["scores"]["grammar"] == 4.0
+    assert fluency_score(9.0, rubric) == 1 and fluency_score(-1.0, rubric) == 5

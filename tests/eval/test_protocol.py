@@ -19,14 +19,14 @@ def test_failures_are_counted_and_left_out_of_the_means(tmp_path):
     rows = [judged("s", [8, 6, 8, 6]), judged("s", [4, 4, 4, 4], age="C", setting="sea"),
             judged("s", None, reason="truncated JSON (the reply ends before the object closes)"),
             judged("s", None, reason="score grammar=11 outside 1..10"), judged("t (teacher)", [9, 9, 9, 9])]
-    s = summarize(rows, Rubric.load())["s"]
+    s = summarize(rows, Rubric.load().names)["s"]
     assert s["fables"] == 4 and s["verdicts"] == 2 and s["failures"] == 2
     assert s["criteria"]["grammar"]["mean"] == 6.0 and s["overall"]["mean"] == pytest.approx(5.5)
     assert s["overall"]["low"] <= 5.5 <= s["overall"]["high"]
     assert dict(s["failure_reasons"]) == {"truncated JSON (the reply ends before the object closes)": 1, "score grammar=11 outside 1..10": 1}
     assert s["age_groups"] == {"B": 1, "C": 1}
     assert s["elements"]["setting"][0] == ("sea", 4.0, 1)
-    summary = {"models": summarize(rows, Rubric.load()), "criteria": Rubric.load().names,
+    summary = {"models": summarize(rows, Rubric.load().names), "criteria": Rubric.load().names,
                "age_groups": dict(Rubric.load().age_groups), "score_vs_loss": {"points": []},
                "judge": {"model": "smollm2-135m", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0,
                          "structured": True},
