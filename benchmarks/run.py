@@ -34,7 +34,10 @@ def machine() -> str:
         mem = int(Path("/proc/meminfo").read_text().split()[1]) / 2**20
     except OSError:
         mem = 0
-    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {platform.system()} {platform.machine()}, no GPU"
+    from teacher.hardware import cpu_has_native_bf16
+
+    bf16 = "native bf16" if cpu_has_native_bf16() else "no native bf16 (AVX2)"
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, {bf16}, {platform.system()} {platform.machine()}, no GPU"
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -161,6 +164,7 @@ def bench_compare() -> dict | None:
 
 
 JUDGE_MODES_FABLES_PER_WRITER = 10
+JUDGE_MODES = ("form", "geval", "ensemble")
 
 
 def bench_judge(env: dict) -> dict | None:
@@ -175,7 +179,7 @@ def bench_judge(env: dict) -> dict | None:
     fables = [str(p) for p in sorted(tf.glob("fables-*.jsonl"))]
     refs = [str(p) for p in sorted(tf.glob("judged-*.jsonl"))]
     out = {"fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
-    for mode in ("form", "geval"):
+    for mode in JUDGE_MODES:
         with tempfile.TemporaryDirectory() as d:
             wall, _ = timed([sys.executable, "-m", "eval.judge", "score", "--input", *fables, "--out", d,
                              "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
@@ -190,14 +194,14 @@ def render_judge(j: dict) -> list[str]:
              "for Falcon), joined on (writer, hash).", "",
              "| mode | joined | shuffled control: real above copy | Spearman, overall | per criterion | "
              "writer pairs in the reference's order | wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for mode in ("form", "geval"):
+    for mode in (m for m in JUDGE_MODES if m in j):
         r = j[mode]
         c = r["shuffled_control"] or {"accuracy": float("nan"), "pairs": 0}
         crit = ", ".join(f"{k} {v:.2f}" for k, v in r["spearman"].items() if k != "overall")
         w = r["writers"]
         lines.append(f"| {mode} | {r['pairs']} | {c['accuracy']:.0%} of {c['pairs']} | {r['spearman']['overall']:.2f} | "
                      f"{crit} | {w['pairs_in_same_order']} of {w['writer_pairs']} | {r['wall_s']:.0f} |")
-    return lines + [""]
+    return lines + ([""] + [j["note"]] if j.get("note") else []) + [""]
 
 
 def _kl(run_dir: Path, teacher: str, objective: str = "kd") -> dict:
@@ -302,9 +306,10 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge))
             if v and "measured" in v}
-    lines = ["# Benchmarks", "", f"Machine: {machine()}.",
-             "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured: "
-             + ", ".join(f"{k} {v}" for k, v in when.items()) + ".", ""]
+    lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
+             "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
+             "(a section measured alone keeps the others' last figures, each with its date and machine): "
+             + "; ".join(f"{k} {v}" for k, v in when.items()) + ".", ""]
     if default:
         s = default["process_s"]
         lines += ["## The default run (`make distill`, configs/default.toml, models already built)", "",
@@ -406,6 +411,7 @@ def main() -> None:
     # alone is rendered beside the others' last figures, and says so.
     results = json.loads(raw_file.read_text()) if args.only and raw_file.exists() else {}
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    now = f"{now} on {machine()}"  # sections measured on other machines keep their own
     run = set(SECTIONS) - ({"default"} if args.skip_default else set()) if not args.only else {args.only}
     if "generation" in run:
         with tempfile.TemporaryDirectory() as d:
