@@ -58,6 +58,9 @@ def comparison(cfg, tr, run_dir: Path) -> list[str]:
     return lines + [""]
 
 
+MIN_PAIRS = 10  # held-out fables below which a bootstrap interval is not read as a verdict
+
+
 def kd_against_sft(kd: dict, sft: dict) -> list[str]:
     """The per-fable difference KD - SFT with its paired bootstrap interval, read plainly."""
     from eval.stats import paired_bootstrap
@@ -70,7 +73,9 @@ def kd_against_sft(kd: dict, sft: dict) -> list[str]:
         d = paired_bootstrap([f[key] for f in kd["per_fable"]], [f[key] for f in sft["per_fable"]])
         lines.append(f"| {name}, nats/token | {d['mean']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | "
                      f"{d['a_lower']}/{d['n']} fables |")
-        if key == "kl":
+        if key == "kl" and d["n"] < MIN_PAIRS:
+            verdict = f"with {d['n']} fables (fewer than {MIN_PAIRS}) the interval is too rough to call either way"
+        elif key == "kl":
             verdict = ("KD is lower and the interval excludes zero: the teacher's logits add something here"
                        if d["high"] < 0 else
                        "KD is higher and the interval excludes zero: here SFT matched the teacher better"
