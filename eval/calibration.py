@@ -29,7 +29,7 @@ REFERENCE_NAMES = {"consistency": "adherence_to_prompt", "plot": "moral_clarity"
 def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: bool = True) -> Path:
     """Judge every fable in `inputs` (at most `limit` per file when > 0); verdicts are cached
     in out/cache.sqlite, so a killed run resumes where it stopped."""
-    from eval.judge import RUBRIC, RUBRIC_GEVAL, Judge, Rubric, VerdictCache, judge_all
+    from eval.judge import VerdictCache, judge_all, judge_from_config, rubric_for
     from eval.protocol import judge_endpoint
     from teacher.client import make_client
 
@@ -44,11 +44,10 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
                               "fable": shuffle_words(f["fable"], f["hash"])})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    rubric = Rubric.load(judge_cfg.rubric or (RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL))
+    rubric = rubric_for(judge_cfg)
     with judge_endpoint(judge_cfg, out / "server.log") as endpoint:
-        judge = Judge(make_client(endpoint(), max_retries=judge_cfg.retries), judge_cfg.model, rubric,
-                      judge_cfg.judge_temperature, judge_cfg.max_tokens, judge_cfg.structured,
-                      VerdictCache(out / "cache.sqlite"), judge_cfg.mode)
+        judge = judge_from_config(make_client(endpoint(), max_retries=judge_cfg.retries), judge_cfg, rubric,
+                                  VerdictCache(out / "cache.sqlite"))
         judged = judge_all(judge, items, workers=judge_cfg.workers)
         settings = judge.settings()
     lines = [verdict_line(j["model"], j["hash"], j["verdict"], settings, j["role"] == "control")

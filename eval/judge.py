@@ -321,6 +321,17 @@ class Judge:
         return choice.message.content, [t.model_dump() for t in lp] if lp else None
 
 
+def rubric_for(judge_cfg) -> Rubric:
+    """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise."""
+    return Rubric.load(judge_cfg.rubric or (RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL))
+
+
+def judge_from_config(client, judge_cfg, rubric: Rubric, cache: VerdictCache | None) -> Judge:
+    """A Judge with every setting of a run's [judge] table (distill.config.JudgeConfig)."""
+    return Judge(client, judge_cfg.model, rubric, judge_cfg.judge_temperature, judge_cfg.max_tokens,
+                 judge_cfg.structured, cache, judge_cfg.mode)
+
+
 def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str = "judge") -> list[dict]:
     """Judge every {"prompt", "fable", ...} item, several requests in flight so the server
     can batch them; returns the items with their verdict records, in order."""

@@ -183,7 +183,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
-    from eval.judge import RUBRIC, RUBRIC_GEVAL, Judge, Rubric, VerdictCache, criteria_names, judge_all
+    from eval.judge import VerdictCache, criteria_names, judge_all, judge_from_config, rubric_for
     from eval.stats import overall_score
     from eval.judge_report import write_judge_report
     from teacher.client import make_client
@@ -194,7 +194,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
             raise FileNotFoundError(f"{run_dir} is not a finished run (no config.json); run `make distill` first")
         cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
     jc = cfg.judge
-    rubric = Rubric.load(jc.rubric or (RUBRIC if jc.mode == "form" else RUBRIC_GEVAL))
+    rubric = rubric_for(jc)
     cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
     server_log = run_dir / "judge" / "server.log"
     with contextlib.ExitStack() as stack:
@@ -215,15 +215,14 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
             raise ValueError(f"{run_dir}: no held-out fables to judge")
-        offline = Judge(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
-                        jc.model, rubric, jc.judge_temperature, jc.max_tokens, jc.structured, cache, jc.mode)
+        offline = judge_from_config(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
+                                    jc, rubric, cache)
         cached = [offline.cached(it["prompt"], it["fable"]) for it in everything]
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:
             endpoint = endpoint or stack.enter_context(judge_endpoint(jc, server_log))
-            judge = Judge(make_client(endpoint(), max_retries=jc.retries), jc.model, rubric, jc.judge_temperature,
-                          jc.max_tokens, jc.structured, cache, jc.mode)
+            judge = judge_from_config(make_client(endpoint(), max_retries=jc.retries), jc, rubric, cache)
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
