@@ -301,6 +301,22 @@ def render_train_steps(steps: dict) -> list[str]:
     return lines
 
 
+def render_gpu(g: dict) -> list[str]:
+    names = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
+             "kd-dense": "KD, dense teacher logits (151,936 per token)"}
+    lines = ["## Training step on a GPU (`bash benchmarks/gpu_check.sh`, lent machine)", "",
+             f"{g['device']}, torch {g['torch']}: the default student's architecture (Qwen2.5-0.5B) built from its "
+             f"config with random weights, bf16 autocast, LoRA r=16 on every linear layer, {g['rows']} × {g['seq']} "
+             f"tokens, forward + backward through `distill.losses`, median of {g['steps']} steps after a warm-up, "
+             "all variants in one process. Not part of `make bench` (CI and this laptop have no GPU); the check's "
+             "output is kept in benchmarks/results/.", "",
+             "| step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- |"]
+    for k, v in g["variants"].items():
+        lines.append(f"| {names[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | {v['peak_gib']:.1f} | "
+                     f"{v['memory_vs_sft']:.2f} |")
+    return lines + [""]
+
+
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
@@ -381,6 +397,9 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
                   f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
     if steps:
         lines += render_train_steps(steps)
+    gpu = ROOT / "benchmarks" / "results" / "gpu_step.json"
+    if gpu.exists():
+        lines += render_gpu(json.loads(gpu.read_text()))
     if cmp:
         lines += ["## Teacher comparison (`python -m eval.compare`)", "",
                   f"The three real TinyFabulist teachers, {cmp['fables']} fables: toxicity (whole and windows), "
