@@ -50,8 +50,12 @@ class JudgeConfig:
     # "form": the scores the judge writes; "geval": each score weighted by the judge's own
     # probabilities over the scale's values (G-Eval; needs logprobs from the endpoint);
     # "ensemble": geval plus a fluency criterion, the scale's top minus the judge's nats/token
-    # on the fable (needs the completions endpoint's prompt logprobs).
+    # on the fable (needs the completions endpoint's prompt logprobs), behind a readability gate.
     mode: str = "form"
+    # Ensemble's gate: a fable that costs the judge more nats/token than this is not read as
+    # language and gets the scale's floor on every criterion. English prose costs SmolLM2-135M
+    # 2.1-2.9 nats/token, the same words shuffled 6.3-6.9 (TinyFabulist, BENCHMARKS.md).
+    max_text_loss: float = 4.5
     rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval, ensemble)
     # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
     # real fable scores higher is the judge's sanity line in the report.
@@ -61,7 +65,7 @@ class JudgeConfig:
         ok = {"prompts": self.prompts >= 1, "samples": self.samples >= 1, "temperature": self.temperature >= 0,
               "max_tokens": self.max_tokens >= 16, "workers": self.workers >= 1, "retries": self.retries >= 0,
               "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0,
-              "mode": self.mode in ("form", "geval", "ensemble")}
+              "mode": self.mode in ("form", "geval", "ensemble"), "max_text_loss": self.max_text_loss > 0}
         bad = [k for k, v in ok.items() if not v]
         if bad:
             raise ValueError(f"invalid judge setting {bad[0]}={getattr(self, bad[0])!r}")

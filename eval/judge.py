@@ -31,8 +31,9 @@ RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
 # G-Eval weights each score by the judge's probabilities over the scale's values, read at the
 # token where it wrote the score: every value must be one token, so a scale of single digits.
 RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
-# "ensemble" adds a fluency criterion from the judge's own per-token loss on the fable: a
-# small judge's form scores cannot tell a fable from its words shuffled, its loss can.
+# "ensemble" adds a fluency criterion from the judge's own per-token loss on the fable, and
+# gates on that loss: a small judge's form scores cannot tell a fable from its words
+# shuffled (SmolLM2-135M's G-Eval scores prefer the shuffled copy), its loss can.
 JUDGE_MODES = ("form", "geval", "ensemble")
 FLUENCY = "fluency"
 
@@ -42,6 +43,17 @@ def fluency_score(loss: float, rubric: Rubric) -> float:
     scale minus the loss, clipped (fluent prose costs a small model 2-3 nats/token,
     shuffled words 6 or more)."""
     return float(min(max(rubric.high - loss, rubric.low), rubric.high))
+
+
+def ensemble_verdict(verdict: dict, loss: float, rubric: Rubric, max_text_loss: float) -> dict:
+    """A G-Eval verdict with the fluency criterion added and the readability gate applied:
+    past `max_text_loss` nats/token every criterion gets the scale's floor (the judge's
+    own scores are kept under "ungated")."""
+    scores = {**verdict["scores"], FLUENCY: fluency_score(loss, rubric)}
+    out = {**verdict, "scores": scores, "text_loss": loss, "gated": loss > max_text_loss}
+    if out["gated"]:
+        out.update(scores={c: float(rubric.low) for c in scores}, ungated=scores)
+    return out
 
 
 def criteria_names(rubric: Rubric, mode: str) -> list[str]:
@@ -240,7 +252,8 @@ class Judge:
     not cached, so the next run asks again."""
 
     def __init__(self, client, model: str, rubric: Rubric, temperature: float = 0.0, max_tokens: int = 256,
-                 structured: bool = True, cache: VerdictCache | None = None, mode: str = "form"):
+                 structured: bool = True, cache: VerdictCache | None = None, mode: str = "form",
+                 max_text_loss: float = 4.5):
         if mode not in JUDGE_MODES:
             raise ValueError(f"judge mode {mode!r} is not one of {', '.join(JUDGE_MODES)}")
         if mode in ("geval", "ensemble") and rubric.high > 9:
@@ -248,12 +261,14 @@ class Judge:
                              f"{rubric.high} (use eval/rubrics/fable-5.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
+        self.max_text_loss = max_text_loss
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address, never its key)."""
         return {"model": self.model, "base_url": str(self.client.base_url), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
-                "rubric_digest": self.rubric.digest, "mode": self.mode}
+                "rubric_digest": self.rubric.digest, "mode": self.mode,
+                **({"max_text_loss": self.max_text_loss} if self.mode == "ensemble" else {})}
 
     def _key(self, prompt: str, fable: str) -> str:
         # The address is recorded but not part of the key: the same judge moved is the same judge.
@@ -290,8 +305,7 @@ class Judge:
             if loss is None:
                 record.update(verdict=None, reason="no prompt logprobs for the fable's text loss")
             else:
-                scores = {**record["verdict"]["scores"], FLUENCY: fluency_score(loss, self.rubric)}
-                record["verdict"] = {**record["verdict"], "scores": scores, "text_loss": loss}
+                record["verdict"] = ensemble_verdict(record["verdict"], loss, self.rubric, self.max_text_loss)
         if self.cache is not None:
             self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
@@ -329,7 +343,7 @@ def rubric_for(judge_cfg) -> Rubric:
 def judge_from_config(client, judge_cfg, rubric: Rubric, cache: VerdictCache | None) -> Judge:
     """A Judge with every setting of a run's [judge] table (distill.config.JudgeConfig)."""
     return Judge(client, judge_cfg.model, rubric, judge_cfg.judge_temperature, judge_cfg.max_tokens,
-                 judge_cfg.structured, cache, judge_cfg.mode)
+                 judge_cfg.structured, cache, judge_cfg.mode, judge_cfg.max_text_loss)
 
 
 def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str = "judge") -> list[dict]:

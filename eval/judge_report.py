@@ -86,8 +86,9 @@ def _cell(text: str, n: int = 500) -> str:
     return text.replace("|", "\\|")
 
 
-def sanity_line(control: dict | None) -> list[str]:
-    """Can this judge tell a fable from its own words shuffled? Read before the scores."""
+def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
+    """Can this judge tell a fable from its own words shuffled? Read before the scores.
+    With the ensemble's readability gate, says how many verdicts the gate decided."""
     if not control:
         return []
     if not control["pairs"]:
@@ -96,13 +97,25 @@ def sanity_line(control: dict | None) -> list[str]:
     verdict = "passes (goal ≥ 90%)" if acc >= 0.9 else "FAILS (goal ≥ 90%): read its scores as noise"
     return [f"**Judge sanity: it scored the real fable above its word-shuffled copy in {control['real_above']} of "
             f"{control['pairs']} pairs ({control['ties']} ties, counted as half; accuracy {acc:.0%}): it {verdict}.**",
-            ""]
+            *_gate_line(models or {}), ""]
+
+
+def _gate_line(models: dict) -> list[str]:
+    rows = [(m, s) for m, s in models.items() if s.get("gated") is not None]
+    if not rows:
+        return []
+    ctl = sum(s["gated"] for m, s in rows if s["role"] == "control")
+    ctl_n = sum(s["verdicts"] for m, s in rows if s["role"] == "control")
+    real = [f"{m} {s['gated']}/{s['verdicts']}" for m, s in rows if s["role"] != "control" and s["gated"]]
+    return ["", f"The readability gate (the judge's own nats/token on the text above `judge.max_text_loss`) floored "
+                f"{ctl} of {ctl_n} shuffled copies and, of the real fables, "
+                f"{', '.join(real) if real else 'none'}: the control tests the gate as much as the rubric scores."]
 
 
 def judge_table(summary: dict) -> list[str]:
     """Scores with intervals, one row per judged model: shared with the run report."""
     crits = summary["criteria"]
-    lines = [*sanity_line(summary.get("shuffled_control")),
+    lines = [*sanity_line(summary.get("shuffled_control"), summary.get("models")),
              "| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
     for m, s in summary["models"].items():

@@ -38,3 +38,15 @@ def test_shuffled_items_are_labelled_controls_of_their_writer():
     [c] = shuffled_items([item])
     assert c["role"] == "control" and c["control_of"] == "T (teacher)" and c["model"] == "T (teacher) (shuffled)"
     assert sorted(c["fable"].split()) == sorted(item["fable"].split()) and c["fable"] != item["fable"]
+
+
+def test_sanity_line_says_how_many_verdicts_the_readability_gate_decided():
+    from eval.judge_report import sanity_line
+
+    control = {"pairs": 10, "real_above": 10, "ties": 0, "failed": 0, "accuracy": 1.0}
+    models = {"t (teacher)": {"role": "teacher", "verdicts": 10, "gated": 1},
+              "t (teacher) (shuffled)": {"role": "control", "verdicts": 10, "gated": 9}}
+    text = "\n".join(sanity_line(control, models))
+    assert "passes" in text and "floored 9 of 10 shuffled copies" in text and "t (teacher) 1/10" in text
+    assert "gate" not in "\n".join(sanity_line(control, {"t": {"role": "teacher", "verdicts": 3}}))
+    assert "FAILS" in "\n".join(sanity_line({**control, "real_above": 5, "accuracy": 0.5}))

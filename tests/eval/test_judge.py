@@ -7,6 +7,8 @@ from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from eval.judge import Judge, Rubric, VerdictCache, main, parse_verdict
 from eval.tinyfabulist import aggregate, read_tinyfabulist
@@ -296,3 +298,29 @@ def test_ensemble_adds_fluency_from_the_judges_text_loss(tmp_path):
     assert rec["verdict"]["text_loss"] == pytest.approx(2.0)
     assert rec["verdict"]["scores"][FLUENCY] == pytest.approx(3.0) and rec["verdict"]["scores"]["grammar"] == 4.0
     assert fluency_score(9.0, rubric) == 1 and fluency_score(-1.0, rubric) == 5
+    assert rec["verdict"]["gated"] is False and rec["judge"]["max_text_loss"] == 4.5
+
+
+def test_ensemble_gate_floors_every_criterion_of_a_text_the_judge_cannot_read():
+    from eval.judge import FLUENCY, ensemble_verdict
+
+    rubric = Rubric.load(GEVAL_RUBRIC)
+    verdict = {"scores": {"grammar": 4.6, "creativity": 4.0, "consistency": 3.5, "plot": 4.2}, "age_group": "B"}
+    salad = ensemble_verdict(verdict, 6.5, rubric, max_text_loss=4.5)
+    assert salad["gated"] and set(salad["scores"].values()) == {1.0} and FLUENCY in salad["scores"]
+    assert salad["ungated"]["grammar"] == 4.6 and salad["age_group"] == "B"
+    prose = ensemble_verdict(verdict, 2.5, rubric, max_text_loss=4.5)
+    assert not prose["gated"] and prose["scores"]["grammar"] == 4.6 and prose["scores"][FLUENCY] == pytest.approx(2.5)
+
+
+@given(st.floats(0, 20), st.floats(0.1, 20))
+def test_ensemble_gate_never_ranks_an_unreadable_text_above_a_readable_one(loss, gate):
+    from eval.judge import ensemble_verdict
+    from eval.stats import overall_score
+
+    rubric = Rubric.load(GEVAL_RUBRIC)
+    worst = {"scores": {c: float(rubric.low) for c in rubric.names}}
+    best = {"scores": {c: float(rubric.high) for c in rubric.names}}
+    readable = ensemble_verdict(worst, min(loss, gate), rubric, gate)
+    unreadable = ensemble_verdict(best, gate + 0.01 + loss, rubric, gate)
+    assert overall_score({"verdict": readable}) >= overall_score({"verdict": unreadable})
