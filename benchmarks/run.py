@@ -167,7 +167,7 @@ JUDGE_MODES_FABLES_PER_WRITER = 10
 JUDGE_MODES = ("form", "geval", "ensemble")
 
 
-def bench_judge(env: dict) -> dict | None:
+def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | None = None) -> dict | None:
     """The configured (embedded) judge in each mode on the TinyFabulist fables: how often it
     scores a fable above its word-shuffled copy, and how far it agrees with the reference
     judges (gpt-4o, o3-mini), through the same commands a user runs."""
@@ -178,8 +178,10 @@ def bench_judge(env: dict) -> dict | None:
         return None
     fables = [str(p) for p in sorted(tf.glob("fables-*.jsonl"))]
     refs = [str(p) for p in sorted(tf.glob("judged-*.jsonl"))]
-    out = {"fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
-    for mode in JUDGE_MODES:
+    # Modes not measured now keep their last figures (with that section's date).
+    out = {**{m: v for m, v in (before or {}).items() if m in JUDGE_MODES and m not in modes},
+           "fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
+    for mode in modes:
         with tempfile.TemporaryDirectory() as d:
             wall, _ = timed([sys.executable, "-m", "eval.judge", "score", "--input", *fables, "--out", d,
                              "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
@@ -249,31 +251,80 @@ def decoding_bound(teacher_id: str, bandwidth_gbs: float) -> dict:
             "steps_per_s_bound": bandwidth_gbs * 1e9 / weight_bytes}
 
 
-def bench_default(env: dict) -> dict:
+def bench_default(env: dict, run_dir: Path | None = None) -> dict:
+    """The default run measured: run now in a temporary folder, or read from a finished run
+    (`--default-run runs/default`, whose stage times its manifest recorded)."""
+    if run_dir is not None:
+        return default_figures(run_dir, None)
+    with tempfile.TemporaryDirectory() as d:
+        wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml",
+                         "--name", "bench"], {**env, "KD_RUNS_DIR": d})
+        return default_figures(Path(d) / "bench", wall)
+
+
+def default_figures(run: Path, wall: float | None) -> dict:
     from eval.stats import paired_bootstrap
 
     bandwidth = copy_bandwidth_gbs()
-
-    with tempfile.TemporaryDirectory() as d:
-        runs = Path(d)
-        wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml",
-                         "--name", "bench"], {**env, "KD_RUNS_DIR": d})
-        run = runs / "bench"
-        manifest = json.loads((run / "manifest.json").read_text())
-        distilled = [t["teacher"] for t in manifest["config"]["teachers"] if t.get("distil", True)]
-        evals = {t: _kl(run, t) for t in distilled}
-        sft = {t: _kl(run, t, "sft") for t in distilled}
-        per_fable = {t: [json.loads((run / "students" / f"{t}-{o}" / "eval.json").read_text())["after"]["per_fable"]
-                         for o in ("kd", "sft")] for t in distilled}
-        kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
-        judge = json.loads((run / "judge" / "summary.json").read_text()) if (run / "judge" / "summary.json").exists() else {}
-        comparison = json.loads((run / "compare" / "comparison.json").read_text())
-        generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth)}
-                      for t in distilled}
-    return {"bandwidth_gbs": bandwidth, "generation": generation,"process_s": wall, "stages": manifest["stages"], "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
+    manifest = json.loads((run / "manifest.json").read_text())
+    distilled = [t["teacher"] for t in manifest["config"]["teachers"] if t.get("distil", True)]
+    evals = {t: _kl(run, t) for t in distilled}
+    sft = {t: _kl(run, t, "sft") for t in distilled}
+    per_fable = {t: [json.loads((run / "students" / f"{t}-{o}" / "eval.json").read_text())["after"]["per_fable"]
+                     for o in ("kd", "sft")] for t in distilled}
+    kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
+    judge = json.loads((run / "judge" / "summary.json").read_text()) if (run / "judge" / "summary.json").exists() else {}
+    comparison = json.loads((run / "compare" / "comparison.json").read_text())
+    generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth)}
+                  for t in distilled}
+    stages = manifest["stages"]
+    return {"bandwidth_gbs": bandwidth, "generation": generation,
+            "process_s": wall if wall is not None else sum(st.get("wall_s", 0) for st in stages),
+            "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "kd_minus_sft": kd_minus_sft, "shuffled_control": judge.get("shuffled_control"),
             "score_vs_loss": judge.get("score_vs_loss"),
             "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
+
+
+# The KD sweep behind the default's settings: each variant changes [train] settings of the
+# default run's distilled teacher (benchmarks/kd_sweep.py), trained on that run's teacher data.
+SWEEP = ("", "objective=sft", "lr=2e-3", "lr=2e-4", "kd_weight=1.0", "steps=48")
+
+
+def bench_sweep(env: dict, run_dir: Path) -> dict:
+    from distill import artifacts
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    teacher = next(t["teacher"] for t in cfg["teachers"] if t.get("distil", True))
+    args = [a for v in SWEEP for a in ("--variant", v)]
+    subprocess.run([sys.executable, "-m", "benchmarks.kd_sweep", "--run", str(run_dir), "--teacher", teacher, *args],
+                   env=env, check=True)
+    before = json.loads((run_dir / "students" / f"{teacher}-initial.json").read_text())
+    rows = [artifacts.read_json(f) for f in sorted((run_dir / "sweep").glob("*.json"))]
+    return {"teacher": teacher, "before": {"kl": before["kl"], "ce": before["ce"], "per_fable": before["per_fable"]},
+            "variants": rows}
+
+
+def render_sweep(sw: dict) -> list[str]:
+    from eval.stats import paired_bootstrap
+
+    b = sw["before"]
+    base = next((v for v in sw["variants"] if v["variant"] == "run"), None)
+    lines = ["## Why KD wins or loses: a sweep over the default's training settings (`benchmarks/kd_sweep.py`)", "",
+             f"The default run's {sw['teacher']} data, the pretrained student trained again per variant (each changes "
+             "[train] settings of configs/default.toml; `run` is the default itself), then held-out top-20 KL and CE "
+             f"on the teacher's text. Before training: KL {b['kl']:.3f}, CE {b['ce']:.3f} nats/token. The last column "
+             "pairs each variant's per-fable KL with the default's (bootstrap 95% interval).", "",
+             "| variant | KL after | KL change | CE after | last logged training loss (its own objective) | train s | KL − default's, per fable |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for v in sw["variants"]:
+        diff = ""
+        if base is not None and v is not base:
+            d = paired_bootstrap([f["kl"] for f in v["per_fable"]], [f["kl"] for f in base["per_fable"]])
+            diff = f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+        lines.append(f"| {v['variant']} | {v['kl']:.3f} | {v['kl'] / b['kl'] - 1:+.0%} | {v['ce']:.3f} | "
+                     f"{v['final_loss']:.3f} | {v['train_s']:.0f} | {diff} |")
+    return lines + ([""] + [sw["note"]] if sw.get("note") else []) + [""]
 
 
 def render_train_steps(steps: dict) -> list[str]:
@@ -318,9 +369,9 @@ def render_gpu(g: dict) -> list[str]:
 
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
-           cmp: dict | None = None, judge: dict | None = None) -> str:
+           cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
-                                          ("judge modes", judge))
+                                          ("judge modes", judge), ("KD sweep", sweep))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -397,6 +448,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
                   f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
     if steps:
         lines += render_train_steps(steps)
+    if sweep:
+        lines += render_sweep(sweep)
     gpu = ROOT / "benchmarks" / "results" / "gpu_step.json"
     if gpu.exists():
         lines += render_gpu(json.loads(gpu.read_text()))
@@ -412,7 +465,7 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("generation", "steps", "compare", "judge", "default")
+SECTIONS = ("generation", "steps", "compare", "judge", "default", "sweep")
 
 
 def main() -> None:
@@ -420,6 +473,11 @@ def main() -> None:
     ap.add_argument("--skip-default", action="store_true", help="skip the full default run")
     ap.add_argument("--only", choices=SECTIONS,
                     help="re-measure one section; the others keep their last figures (BENCHMARKS.json)")
+    ap.add_argument("--default-run", type=Path,
+                    help="read the default run's figures from this finished run instead of running it again; "
+                         "the sweep trains on its teacher data (default: a fresh run's)")
+    ap.add_argument("--judge-modes", nargs="+", choices=JUDGE_MODES, default=list(JUDGE_MODES),
+                    help="judge modes the judge section measures (the others keep their last figures)")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
@@ -445,17 +503,28 @@ def main() -> None:
         if results["compare"]:
             results["compare"]["measured"] = now
     if "judge" in run:
-        results["judge"] = bench_judge(env)
+        results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"))
         if results["judge"]:
             results["judge"]["measured"] = now
     if "default" in run:
-        results["default"] = {**bench_default(env), "measured": now}
+        results["default"] = {**bench_default(env, args.default_run), "measured": now}
+    if "sweep" in run:
+        sweep_run = args.default_run or Path(os.environ.get("KD_RUNS_DIR", "runs")) / "default"
+        if (sweep_run / "manifest.json").exists():
+            results["sweep"] = {**bench_sweep(env, sweep_run), "measured": now}
+        else:
+            msg = (f"the sweep trains on a finished default run's data: {sweep_run} has none; "
+                   "run `make distill` first or pass --default-run")
+            if args.only:
+                raise SystemExit(msg)
+            print(f"skipped the KD sweep: {msg}")
     from distill.artifacts import write_json_atomic, write_text_atomic
 
     write_json_atomic(raw_file, results)
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
-                                             steps, results.get("compare"), results.get("judge")))
+                                             steps, results.get("compare"), results.get("judge"),
+                                             results.get("sweep")))
     print(f"wrote {args.out}")
 
 
