@@ -230,15 +230,31 @@ def _timed_copy(src, dst) -> float:
     return time.perf_counter() - t
 
 
-def decoding_bound(teacher_id: str, bandwidth_gbs: float) -> dict:
-    """Each decoding step reads every weight once: steps/s <= bandwidth / weight bytes."""
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """Best-of-N float32 matrix-product throughput of this machine through torch, in GFLOP/s."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def decoding_bound(teacher_id: str, bandwidth_gbs: float, gflops: float | None = None) -> dict:
+    """Each decoding step reads every weight once: steps/s <= bandwidth / weight bytes. Each
+    token costs 2 FLOPs per weight it multiplies (all but the input embedding, a lookup):
+    tokens/s <= matmul throughput / FLOPs per token, however many rows are in flight."""
     from safetensors import safe_open
 
     from teacher.hardware import engine_dtype
     from teacher.registry import get_teacher
 
     path = Path(get_teacher(teacher_id).model_path())
-    params = 0
+    params = embedding = 0
     for f in path.glob("*.safetensors"):
         with safe_open(f, "pt") as st:
             for k in st.keys():
@@ -246,9 +262,12 @@ def decoding_bound(teacher_id: str, bandwidth_gbs: float) -> dict:
                 for d in st.get_slice(k).get_shape():
                     n *= d
                 params += n
+                embedding += n if k.endswith("embed_tokens.weight") else 0
     weight_bytes = params * (2 if engine_dtype() == "bfloat16" else 4)
+    flops = 2 * (params - embedding)
     return {"params": params, "dtype": engine_dtype(), "weight_bytes": weight_bytes,
-            "steps_per_s_bound": bandwidth_gbs * 1e9 / weight_bytes}
+            "steps_per_s_bound": bandwidth_gbs * 1e9 / weight_bytes, "flops_per_token": flops,
+            **({"gflops": gflops, "tokens_per_s_compute_bound": gflops * 1e9 / flops} if gflops else {})}
 
 
 def bench_default(env: dict, run_dir: Path | None = None) -> dict:
@@ -265,7 +284,7 @@ def bench_default(env: dict, run_dir: Path | None = None) -> dict:
 def default_figures(run: Path, wall: float | None) -> dict:
     from eval.stats import paired_bootstrap
 
-    bandwidth = copy_bandwidth_gbs()
+    bandwidth, gflops = copy_bandwidth_gbs(), matmul_gflops()
     manifest = json.loads((run / "manifest.json").read_text())
     distilled = [t["teacher"] for t in manifest["config"]["teachers"] if t.get("distil", True)]
     evals = {t: _kl(run, t) for t in distilled}
@@ -275,10 +294,10 @@ def default_figures(run: Path, wall: float | None) -> dict:
     kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
     judge = json.loads((run / "judge" / "summary.json").read_text()) if (run / "judge" / "summary.json").exists() else {}
     comparison = json.loads((run / "compare" / "comparison.json").read_text())
-    generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth)}
+    generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth, gflops)}
                   for t in distilled}
     stages = manifest["stages"]
-    return {"bandwidth_gbs": bandwidth, "generation": generation,
+    return {"bandwidth_gbs": bandwidth, "gflops": gflops, "generation": generation,
             "process_s": wall if wall is not None else sum(st.get("wall_s", 0) for st in stages),
             "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "kd_minus_sft": kd_minus_sft, "shuffled_control": judge.get("shuffled_control"),
@@ -408,13 +427,16 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
             lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
                          f"{curve['spearman']:.2f} [{curve.get('spearman_low', float('nan')):.2f}, "
                          f"{curve.get('spearman_high', float('nan')):.2f}]")
-        lines += ["", f"### Generation against its memory-bandwidth bound (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s)", "",
+        lines += ["", f"### Generation against its bounds (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s, float32 "
+                      f"matrix products {default.get('gflops', float('nan')):.0f} GFLOP/s)", "",
                   "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "
-                  "tokens/s bound with every row in flight |", "| --- | --- | --- | --- | --- | --- |"]
+                  "tokens/s bound by bandwidth, every row in flight | tokens/s bound by compute |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for t, g in default["generation"].items():
             tps = g["generated_tokens"] / g["wall_s"] if g.get("wall_s") else float("nan")
             lines.append(f"| {t} | {g['params'] / 1e9:.2f}B × {g['dtype']} = {g['weight_bytes'] / 1e9:.1f} GB | {g['rows']} | "
-                         f"{tps:.1f} | {g['steps_per_s_bound']:.2f} | {g['steps_per_s_bound'] * g['rows']:.0f} |")
+                         f"{tps:.1f} | {g['steps_per_s_bound']:.2f} | {g['steps_per_s_bound'] * g['rows']:.0f} | "
+                         f"{g.get('tokens_per_s_compute_bound', float('nan')):.0f} |")
         lines.append("")
     if gen:
         p, r = gen["plain"], gen["ray"]
