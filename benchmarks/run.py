@@ -416,7 +416,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         drop = {t: 1 - v["after"] / v["before"] for t, v in default["kl"].items()}
         lines += ["", "Goals of the default run:", "",
                   *[f"- held-out KL of the {t} student falls by **{d:.0%}** (goal ≥ 30%)" for t, d in drop.items()],
-                  *[f"- {w} uses **{u:.0%}** of its prompts' elements (goal ≥ 60% for the distillation teacher)"
+                  *[f"- {w} uses **{u:.0%}** of its prompts' elements"
+                    + (" (goal ≥ 60% for the distillation teacher)" if w in default["kl"] else "")
                     for w, u in default["elements_used"].items() if u is not None]]
         c = default.get("shuffled_control")
         if c and c["pairs"]:

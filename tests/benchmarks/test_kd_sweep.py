@@ -45,6 +45,6 @@ def test_the_default_section_states_each_goal_and_the_generation_bounds():
     text = render(None, default, None, None, None, None)
     assert "**40.0 min** against the 20-minute budget" in text
     assert "held-out KL of the q student falls by **10%** (goal ≥ 30%)" in text
-    assert "q uses **70%** of its prompts' elements" in text and "s uses" not in text
+    assert "q uses **70%** of its prompts' elements (goal" in text and "s uses" not in text
     assert "in **100%** of 18 pairs" in text and "over 4 checkpoints: Spearman -0.40 [-1.00, 0.60]" in text
     assert "| q | 1.54B × float32 = 6.2 GB | 34 | 12.1 | 1.87 | 64 | 33 |" in text
