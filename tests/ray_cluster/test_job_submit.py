@@ -2,8 +2,12 @@
 team submits generation to its cluster."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,17 +22,44 @@ BIN = Path(sys.executable).parent
 
 @pytest.fixture
 def head(tmp_path):
+    """A Ray head of this test's own: `ray start --block` in its own session, stopped by
+    signalling that session, so nothing else's Ray on the machine is touched (never
+    `ray stop`, which stops every Ray on it)."""
     port, dash = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Jobs run the head's python: put this venv first, and let them find the built models.
     env.update(PATH=f"{BIN}:{env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
-    subprocess.run([str(BIN / "ray"), "start", "--head", "--port", str(port), "--dashboard-port", str(dash),
-                    "--num-cpus", "8", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-                    "--disable-usage-stats"], env=env, check=True, capture_output=True, timeout=180)
+    log = open(tmp_path / "ray-head.log", "w")
+    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--port", str(port),
+                             "--dashboard-port", str(dash), "--num-cpus", "8", "--node-ip-address", "127.0.0.1",
+                             "--dashboard-host", "127.0.0.1", "--disable-usage-stats"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
+        wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, tmp_path / "ray-head.log")
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True, timeout=120)
+        os.killpg(proc.pid, signal.SIGTERM)  # --block: the head stops its own processes on SIGTERM
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+def wait_for_dashboard(url: str, proc, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/api/version", timeout=5)
+            return
+        except urllib.error.HTTPError:  # it answered (with token auth on, 401): it is up
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"the Ray head's dashboard {url} did not answer in {timeout_s:.0f} s")
 
 
 def test_submitted_generation_job_writes_the_dataset(head, tmp_path):
