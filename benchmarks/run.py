@@ -220,14 +220,10 @@ def copy_bandwidth_gbs(mib: int = 512, repeats: int = 5) -> float:
 
     src = np.ones(mib * 2**20 // 8)
     dst = np.empty_like(src)
-    best = min(_timed_copy(src, dst) for _ in range(repeats))
-    return 2 * src.nbytes / best / 1e9
 
-
-def _timed_copy(src, dst) -> float:
-    t = time.perf_counter()
-    dst[...] = src
-    return time.perf_counter() - t
+    def copy():
+        dst[...] = src
+    return 2 * src.nbytes / _best_time(copy, repeats) / 1e9
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -236,12 +232,17 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm-up
+    return 2 * n**3 / _best_time(lambda: a @ b, repeats) / 1e9
+
+
+def _best_time(fn, repeats: int) -> float:
+    """The shortest of `repeats` timed calls: the least disturbed by a shared machine."""
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        a @ b
+        fn()
         best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return best
 
 
 def decoding_bound(teacher_id: str, bandwidth_gbs: float, gflops: float | None = None) -> dict:
