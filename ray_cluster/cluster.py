@@ -21,7 +21,11 @@ def connect() -> dict:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
+            # "local", not None: None joins whatever cluster /tmp/ray/ray_current_cluster last
+            # named (a stale file from any earlier `ray start` on the machine) and then
+            # refuses num_cpus.
             ray.init(
+                address="local",
                 num_cpus=max(LOCAL_LOGICAL_CPUS, os.cpu_count() or 1),
                 include_dashboard=False,
                 dashboard_host="127.0.0.1",

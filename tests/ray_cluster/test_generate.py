@@ -36,16 +36,20 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
     cmd = [sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m", "--out", str(out),
            "--n-train", "12", "--n-eval", "4", "--max-new-tokens", "24", "--shard-size", "4"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "first-run.log"
+    with open(log, "w") as sink:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=sink, stderr=sink)
     shard_dir = out / "smollm2-135m"
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(shard_dir.glob("*.parquet")):
         time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
+    except ProcessLookupError:  # it had already exited: the assertion below says why
+        pass
     proc.wait()
     written = sorted(p.name for p in shard_dir.glob("*.parquet"))
-    assert written, "no shard was written before the kill"
+    assert written, f"no shard was written before the kill (exit {proc.returncode}): {log.read_text()[-3000:]}"
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     stats = json.loads(done.stdout.strip().splitlines()[-1])

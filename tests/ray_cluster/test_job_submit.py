@@ -2,9 +2,11 @@
 team submits generation to its cluster."""
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -30,7 +32,11 @@ def head(tmp_path):
     # Jobs run the head's python: put this venv first, and let them find the built models.
     env.update(PATH=f"{BIN}:{env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
     log = open(tmp_path / "ray-head.log", "w")
-    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--port", str(port),
+    # Its own temp dir, so it never writes /tmp/ray/ray_current_cluster, which a later
+    # address-less ray.init anywhere on the machine would join. Short: Ray's socket paths
+    # must fit in 107 bytes.
+    temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")
+    proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", "--temp-dir", temp, "--port", str(port),
                              "--dashboard-port", str(dash), "--num-cpus", "8", "--node-ip-address", "127.0.0.1",
                              "--dashboard-host", "127.0.0.1", "--disable-usage-stats"],
                             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -45,6 +51,7 @@ def head(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def wait_for_dashboard(url: str, proc, log: Path, timeout_s: float = 180) -> None:
