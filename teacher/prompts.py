@@ -65,16 +65,19 @@ MORALS = [
     "courage is acting despite fear", "sharing doubles joy", "plan ahead for hard times",
     "forgiveness heals",
 ]
-# Instruction variants; each is filled from the same six elements.
+# Instruction variants; each is filled from the same six elements, and each asks for a length:
+# unbounded, the 1.5B teacher ran past 224 tokens on every held-out prompt and never reached
+# the resolution or the moral, so its fables scored 0% and 10% on those two elements.
+LENGTH = " Keep it under 150 words."
 VARIANTS = [
     "Write a short fable for children about a {trait} {character} in {setting}. "
-    "The conflict: {conflict}. It is resolved when {resolution}. End with the moral: \"{moral}\".",
+    "The conflict: {conflict}. It is resolved when {resolution}. End with the moral: \"{moral}\"." + LENGTH,
     "Tell a fable where the moral is \"{moral}\". The hero is a {trait} {character} who lives in "
-    "{setting}, where {conflict}. In the end, {resolution}.",
+    "{setting}, where {conflict}. In the end, {resolution}." + LENGTH,
     "Write a simple story in the style of Aesop. Main character: a {trait} {character}. Setting: "
-    "{setting}. Problem: {conflict}. Resolution: {resolution}. Moral: {moral}.",
+    "{setting}. Problem: {conflict}. Resolution: {resolution}. Moral: {moral}." + LENGTH,
     "Once upon a time, in {setting}, there was a {trait} {character}. Continue this fable: "
-    "{conflict}, and {resolution}. Finish with the lesson that {moral}.",
+    "{conflict}, and {resolution}. Finish with the lesson that {moral}." + LENGTH,
 ]
 ELEMENTS = ("character", "trait", "setting", "conflict", "resolution", "moral")
 
