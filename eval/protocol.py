@@ -251,11 +251,20 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
         return []
     tr = distilled[0]
     sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
-    history = artifacts.read_json(sdir / "train.json")["history"]
+    trained = artifacts.read_json(sdir / "train.json")
+    history = trained["history"]
     points = []
     for ck in sorted((sdir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
         step = int(ck.name.split("-")[1])
         label = f"{tr.teacher}-{tr.train.objective}@{step}"
+        loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
+        if step == trained["steps"]:
+            # The last checkpoint is the finished student: its fables (and their cached
+            # verdicts) are the student's own; no second merge or generation.
+            items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run_dir)]
+            points.append({"label": label, "step": step, "loss": loss,
+                           "items": [{**it, "role": "checkpoint"} for it in items]})
+            continue
         merged = run_dir / "judge" / "checkpoints" / ck.name
         if not (run_dir / "judge" / f"fables-{label}.json").exists() and not merged.exists():
             base, tok = build_initial_student(tr)
@@ -263,7 +272,6 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
             PeftModel.from_pretrained(base, ck).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
             os.replace(tmp, merged)
-        loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
         items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, merged, label)
         points.append({"label": label, "step": step, "loss": loss,
                        "items": [{**it, "role": "checkpoint"} for it in items]})

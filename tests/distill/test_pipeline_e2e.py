@@ -104,6 +104,11 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
     assert len(verdicts) == 12 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
     assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
+    # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
+    last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
+    fables_of = lambda m: sorted((v["prompt_id"], v["fable"]) for v in verdicts if v["model"] == m)  # noqa: E731
+    assert fables_of(last) == fables_of(student) != []
+    assert not (run_dir / "judge" / "checkpoints" / "checkpoint-4").exists()
     assert "## The judge" in (run_dir / "report.md").read_text()
     for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
         assert (run_dir / "judge" / f).stat().st_size > 0
