@@ -53,8 +53,7 @@ def test_teacher_datasets_hold_fables_with_topk_logprobs(tiny_run):
 
 def test_students_are_exported_and_kl_falls(tiny_run):
     run_dir, _ = tiny_run
-    assert not (run_dir / "students" / "gemma3-270m-kd").exists()  # distil = false: a teacher only
-    for teacher, objective in [("smollm2-135m", o) for o in ("kd", "sft")]:
+    for teacher, objective in [(t, o) for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")]:
         sdir = run_dir / "students" / f"{teacher}-{objective}"
         assert (sdir / "adapter" / "adapter_model.safetensors").exists()
         assert (sdir / "merged" / "model.safetensors").exists()
@@ -69,10 +68,10 @@ def test_students_are_exported_and_kl_falls(tiny_run):
 def test_report_and_manifest(tiny_run):
     run_dir, proc = tiny_run
     report = (run_dir / "report.md").read_text()
-    assert report.count("Held-out KL to the teacher fell") == 1
-    # the KD student next to the same student trained with plain cross-entropy
-    assert report.count("Distillation against plain fine-tuning") == 1
-    assert report.count("| SFT: CE on the teacher's text |") == 1
+    assert report.count("Held-out KL to the teacher fell") == 2
+    # the KD student next to the same student trained with plain cross-entropy, per teacher
+    assert report.count("Distillation against plain fine-tuning") == 2
+    assert report.count("| SFT: CE on the teacher's text |") == 2
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"ray", "peft", "transformers", "torch"} <= set(manifest["packages"])
     paths = {a["path"] for a in manifest["artifacts"]}
@@ -80,8 +79,7 @@ def test_report_and_manifest(tiny_run):
     assert all(a["bytes"] > 0 for a in manifest["artifacts"] if a["path"].endswith(".parquet"))
     stages = {(s["stage"], s["teacher"]) for s in manifest["stages"]}
     assert ("generate", "gemma3-270m") in stages and ("train-kd", "smollm2-135m") in stages
-    assert ("train-sft", "smollm2-135m") in stages and ("evaluate-sft", "smollm2-135m") in stages
-    assert not any(stage.startswith("train") and t == "gemma3-270m" for stage, t in stages)
+    assert ("train-sft", "gemma3-270m") in stages and ("evaluate-sft", "smollm2-135m") in stages
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
 
 
@@ -92,7 +90,7 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     summary = json.loads((run_dir / "judge" / "summary.json").read_text())
     teachers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")}
     writers = teachers | {f"{t} (shuffled)" for t in teachers} | {
-        f"smollm2-135m-{o}" for o in ("kd", "sft")}
+        f"{t}-{o}" for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")}
     assert set(summary["models"]) == writers
     control = summary["shuffled_control"]  # the judge's sanity figure: 2 teachers x 2 prompts
     assert control["pairs"] + control["failed"] == 4 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
@@ -104,7 +102,7 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     points = summary["score_vs_loss"]["points"]
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 8 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    assert len(verdicts) == 12 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
     assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
     # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
