@@ -262,17 +262,15 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
             # The last checkpoint is the finished student: its fables (and their cached
             # verdicts) are the student's own; no second merge or generation.
             items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run_dir)]
-            points.append({"label": label, "step": step, "loss": loss,
-                           "items": [{**it, "role": "checkpoint"} for it in items]})
-            continue
-        merged = run_dir / "judge" / "checkpoints" / ck.name
-        if not (run_dir / "judge" / f"fables-{label}.json").exists() and not merged.exists():
-            base, tok = build_initial_student(tr)
-            tmp = merged.with_name(merged.name + ".tmp")
-            PeftModel.from_pretrained(base, ck).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-            tok.save_pretrained(tmp)
-            os.replace(tmp, merged)
-        items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, merged, label)
+        else:
+            merged = run_dir / "judge" / "checkpoints" / ck.name
+            if not (run_dir / "judge" / f"fables-{label}.json").exists() and not merged.exists():
+                base, tok = build_initial_student(tr)
+                tmp = merged.with_name(merged.name + ".tmp")
+                PeftModel.from_pretrained(base, ck).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
+                tok.save_pretrained(tmp)
+                os.replace(tmp, merged)
+            items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, merged, label)
         points.append({"label": label, "step": step, "loss": loss,
                        "items": [{**it, "role": "checkpoint"} for it in items]})
     return points
