@@ -47,27 +47,23 @@ def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 
-def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, merged: Path | None = None,
-                            label: str | None = None) -> list[dict]:
+def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str | None = None,
+                            load_student=None) -> list[dict]:
     """`samples` completions per judged prompt by a student, at the judge temperature;
-    generated once and kept in judge/fables-<label>.json."""
+    generated once and kept in judge/fables-<label>.json. `load_student()` returns
+    (model, tokenizer); by default the exported students/<label>/merged."""
     from distill.schema import read_rows
 
     label = label or f"{tr.teacher}-{objective}"
-    merged = merged or run_dir / "students" / label / "merged"
     out = run_dir / "judge" / f"fables-{label}.json"
     prompts = heldout_prompts(read_rows(run_dir / "teachers" / tr.teacher, split="eval"))[: cfg.judge.prompts]
     if out.exists():
         texts = artifacts.read_json(out)
     else:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         from distill.schema import tokenizer_fingerprint
         from eval.samples import sample_fables
 
-        model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32, use_safetensors=True)
-        tok = AutoTokenizer.from_pretrained(merged)
+        model, tok = (load_student or (lambda: _load_merged(run_dir / "students" / label / "merged")))()
         ids = [r["prompt_token_ids"] for r in prompts]
         if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
             ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
@@ -77,6 +73,14 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, merged: Path
             texts[str(s)] = gen
         artifacts.write_json_atomic(out, texts)
     return [_item(r, label, objective, tr.teacher, int(s), texts[s][i]) for s in texts for i, r in enumerate(prompts)]
+
+
+def _load_merged(path: Path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True), \
+        AutoTokenizer.from_pretrained(path)
 
 
 def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:
@@ -263,14 +267,13 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
             # verdicts) are the student's own; no second merge or generation.
             items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run_dir)]
         else:
-            merged = run_dir / "judge" / "checkpoints" / ck.name
-            if not (run_dir / "judge" / f"fables-{label}.json").exists() and not merged.exists():
+            # Merged in memory: the checkpoint's fables file is the resumable result, and a
+            # merged copy on disk would cost a full-size model per checkpoint.
+            def load(ck=ck):
                 base, tok = build_initial_student(tr)
-                tmp = merged.with_name(merged.name + ".tmp")
-                PeftModel.from_pretrained(base, ck).merge_and_unload().save_pretrained(tmp, safe_serialization=True)
-                tok.save_pretrained(tmp)
-                os.replace(tmp, merged)
-            items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, merged, label)
+                return PeftModel.from_pretrained(base, ck).merge_and_unload(), tok
+
+            items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, label, load)
         points.append({"label": label, "step": step, "loss": loss,
                        "items": [{**it, "role": "checkpoint"} for it in items]})
     return points

@@ -108,7 +108,9 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
     fables_of = lambda m: sorted((v["prompt_id"], v["fable"]) for v in verdicts if v["model"] == m)  # noqa: E731
     assert fables_of(last) == fables_of(student) != []
-    assert not (run_dir / "judge" / "checkpoints" / "checkpoint-4").exists()
+    # Checkpoints are merged in memory: no full-size model per checkpoint on disk.
+    assert (run_dir / "judge" / "fables-smollm2-135m-kd@2.json").exists()
+    assert not (run_dir / "judge" / "checkpoints").exists()
     assert "## The judge" in (run_dir / "report.md").read_text()
     for f in ("report.md", "report.html", "scores.png", "age_groups.png", "score_vs_loss.png"):
         assert (run_dir / "judge" / f).stat().st_size > 0
