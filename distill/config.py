@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.train import TrainConfig
+from distill.train_config import TrainConfig
 from ray_cluster.generate import GenerationConfig
 from teacher.registry import get_teacher
 

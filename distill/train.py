@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,60 +18,8 @@ from transformers import Trainer, TrainingArguments
 from distill.data import Collator, RowDataset
 from distill.losses import kd_objective
 from distill.onpolicy import OnPolicy, Scorer
+from distill.train_config import TrainConfig
 from teacher.hardware import bf16_is_fast
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 40  # optimizer steps
-    batch_size: int = 4  # rows per micro-batch
-    grad_accum: int = 1  # micro-batches per optimizer step
-    lr: float = 1e-3  # peak LR (LoRA healing of a pruned student tolerates a high rate)
-    warmup_steps: int = 2
-    kd_weight: float = 0.9  # loss = kd_weight * top-k KL + (1 - kd_weight) * CE
-    objective: str = "kd"  # "kd" or "sft" (cross-entropy only, for comparison)
-    student_kind: str = "pruned"  # "pruned" teacher, "config" (small random model), or "checkpoint"
-    student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
-    student_checkpoint: str = ""  # HF folder or an embedded model's id (qwen2.5-coder-0.5b), for student_kind="checkpoint"
-    lora_r: int = 16  # LoRA rank on every linear layer; 0 = train all weights (for from-scratch students)
-    quantization: str = "none"  # "nf4": QLoRA, the frozen base in bitsandbytes 4-bit under the LoRA adapters
-    lora_alpha: int = 32
-    lora_dropout: float = 0.0
-    max_len: int = 512  # prompt + fable tokens per row
-    save_steps: int = 20  # checkpoint every N steps (resume point after a kill)
-    # Checkpoints kept on disk (the newest); 0 keeps all. The pipeline keeps all of the KD
-    # student's when judge.checkpoints is on: each is a point of score against loss.
-    keep_checkpoints: int = 2
-    # "auto": bf16 autocast where the hardware multiplies bf16 natively (teacher/hardware.py:
-    # about 2x faster on AVX512-BF16 CPUs, 300x slower where it is emulated), else fp32.
-    precision: str = "auto"
-    # On-policy distillation (TRL's GKD): this share of steps trains on completions the
-    # student samples itself, scored by the served teacher (OPENAI_BASE_URL or `make serve`).
-    on_policy: float = 0.0
-    on_policy_max_new_tokens: int = 64
-    # Drop training fables whose worst 40-word window a toxicity classifier scores above
-    # this (alt-profanity-check probability); 1.0 keeps everything. What is removed is reported.
-    max_toxicity: float = 1.0
-    logging_steps: int = 5
-    seed: int = 0
-
-    def __post_init__(self):
-        checks = {
-            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
-            "lr": 0 < self.lr < 1, "kd_weight": 0 <= self.kd_weight <= 1, "objective": self.objective in ("kd", "sft"),
-            "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
-            "lora_r": self.lora_r >= 0, "quantization": self.quantization in ("none", "nf4"), "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1, "keep_checkpoints": self.keep_checkpoints >= 0,
-            "precision": self.precision in ("auto", "bf16", "fp32"),
-            "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
-            "on_policy": 0 <= self.on_policy <= 1, "max_toxicity": 0 <= self.max_toxicity <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid train setting {bad[0]}={getattr(self, bad[0])!r}")
-        if self.on_policy and self.objective != "kd":
-            raise ValueError("on_policy > 0 needs objective='kd': the teacher's logprobs are the target")
-        if self.quantization == "nf4" and not self.lora_r:
-            raise ValueError("quantization='nf4' (QLoRA) trains LoRA adapters on a frozen 4-bit base: set lora_r > 0")
 
 
 def _on_policy(cfg: TrainConfig, scorer: Scorer | None, pad: int) -> OnPolicy | None:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from distill.schema import read_rows
+from teacher.engine import cpu_env
 
 from tests.conftest import ROOT, needs_models
 
@@ -150,8 +151,8 @@ def test_rerun_keeps_finished_work(tiny_run):
 VLLM_GENERATE = """
 import json, sys
 from vllm import LLM, SamplingParams
-from teacher.hardware import engine_dtype
-llm = LLM(model=sys.argv[1], dtype=engine_dtype(), max_model_len=256, seed=0)
+from teacher.hardware import engine_dtype, engine_eager
+llm = LLM(model=sys.argv[1], dtype=engine_dtype(), enforce_eager=engine_eager(), max_model_len=256, seed=0)
 out = llm.generate(["Once upon a time"], SamplingParams(max_tokens=12, temperature=0.0, logprobs=5))[0].outputs[0]
 print("RESULT", json.dumps({"text": out.text, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}))
 """
@@ -161,7 +162,7 @@ def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
     run_dir, _ = tiny_run
     merged = run_dir / "students" / "smollm2-135m-kd" / "merged"
     proc = subprocess.run([sys.executable, "-c", VLLM_GENERATE, str(merged)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"})
+                          timeout=600, env={**os.environ, **cpu_env(1)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # vLLM logs to stdout too: find the script's own line
     out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])
