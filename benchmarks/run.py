@@ -372,19 +372,32 @@ def render_train_steps(steps: dict) -> list[str]:
     return lines
 
 
-def render_gpu(g: dict) -> list[str]:
+def _gpu_spread(runs: list[tuple[str, dict]]) -> str:
+    if len(runs) < 2:
+        return ""
+    spread = {f: max(r["variants"][k][f] for _, r in runs) - min(r["variants"][k][f] for _, r in runs)
+              for k in ("kd-topk",) for f in ("time_vs_sft", "memory_vs_sft")}
+    return (f" Across the {len(runs)} runs KD top-20's time ratio spans {spread['time_vs_sft']:.2f} and its memory "
+            f"ratio {spread['memory_vs_sft']:.2f}: step-time differences that small are noise between runs.")
+
+
+def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
+    """One table over every kept run of the GPU check, so run-to-run noise is visible."""
     names = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
              "kd-dense": "KD, dense teacher logits (151,936 per token)"}
+    g = runs[0][1]
     lines = ["## Training step on a GPU (`bash benchmarks/gpu_check.sh`, lent machine)", "",
              f"{g['device']}, torch {g['torch']}: the default student's architecture (Qwen2.5-0.5B) built from its "
              f"config with random weights, bf16 autocast, LoRA r=16 on every linear layer, {g['rows']} × {g['seq']} "
              f"tokens, forward + backward through `distill.losses`, median of {g['steps']} steps after a warm-up, "
              "all variants in one process. Not part of `make bench` (CI and this laptop have no GPU); the check's "
-             "output is kept in benchmarks/results/.", "",
-             "| step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- |"]
-    for k, v in g["variants"].items():
-        lines.append(f"| {names[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | {v['peak_gib']:.1f} | "
-                     f"{v['memory_vs_sft']:.2f} |")
+             "output is kept in benchmarks/results/, one file per run. Ratios compare variants within one run."
+             + _gpu_spread(runs), "",
+             "| run | step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- | --- |"]
+    for name, run in runs:
+        for k, v in run["variants"].items():
+            lines.append(f"| {name} | {names[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | {v['peak_gib']:.1f} | "
+                         f"{v['memory_vs_sft']:.2f} |")
     return lines + [""]
 
 
@@ -474,9 +487,10 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_train_steps(steps)
     if sweep:
         lines += render_sweep(sweep)
-    gpu = ROOT / "benchmarks" / "results" / "gpu_step.json"
-    if gpu.exists():
-        lines += render_gpu(json.loads(gpu.read_text()))
+    gpu = sorted((ROOT / "benchmarks" / "results").glob("gpu_step*.json"))
+    if gpu:
+        lines += render_gpu([(p.stem.removeprefix("gpu_step-"), json.loads(p.read_text()))
+                             for p in gpu])
     if cmp:
         lines += ["## Teacher comparison (`python -m eval.compare`)", "",
                   f"The three real TinyFabulist teachers, {cmp['fables']} fables: toxicity (whole and windows), "
