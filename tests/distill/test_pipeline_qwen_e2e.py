@@ -30,16 +30,18 @@ def test_the_1_5b_teacher_writes_fables_in_the_students_token_map(qwen_run):
     from teacher.registry import get_teacher
 
     rows = read_rows(qwen_run / "teachers" / "qwen2.5-coder-1.5b")
-    assert len(rows) == 8 + 2 and all(len(r["topk_ids"]) == len(r["token_ids"]) > 0 for r in rows)
+    assert len(rows) == 4 + 2 and all(len(r["topk_ids"]) == len(r["token_ids"]) > 0 for r in rows)
     student_tok = AutoTokenizer.from_pretrained(get_teacher("qwen2.5-coder-0.5b").model_path())
     assert rows[0]["tokenizer_fingerprint"] == tokenizer_fingerprint(student_tok)  # logit KD applies
     assert "<|im_start|>assistant" in rows[0]["prompt_text"]  # the chat template, not a text frame
 
 
 def test_the_pretrained_student_learns_and_kd_stays_closer_to_the_teacher_than_sft(qwen_run):
-    """Three steps on eight short fables fit the training data, not the held-out set (measured:
+    """Three steps fit the training data, not the held-out set (measured with eight fables:
     held-out KL 0.592 -> 0.619 with KD, -> 0.897 with SFT). What is robust is that the training
-    loss falls and that KD keeps the student far closer to the teacher than SFT on the same data."""
+    loss falls (every step sees the same four fables: with batches that differ, the loss of one
+    batch against another's rose in a fresh-clone run) and that KD keeps the student far closer
+    to the teacher than SFT on the same data."""
     after = {}
     for objective in ("kd", "sft"):
         sdir = qwen_run / "students" / f"qwen2.5-coder-1.5b-{objective}"
