@@ -62,8 +62,9 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str |
     else:
         from distill.schema import tokenizer_fingerprint
         from eval.samples import sample_fables
+        from student.build import load_folder
 
-        model, tok = (load_student or (lambda: _load_merged(run_dir / "students" / label / "merged")))()
+        model, tok = (load_student or (lambda: load_folder(run_dir / "students" / label / "merged")))()
         ids = [r["prompt_token_ids"] for r in prompts]
         if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
             ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
@@ -73,14 +74,6 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str |
             texts[str(s)] = gen
         artifacts.write_json_atomic(out, texts)
     return [_item(r, label, objective, tr.teacher, int(s), texts[s][i]) for s in texts for i, r in enumerate(prompts)]
-
-
-def _load_merged(path: Path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True), \
-        AutoTokenizer.from_pretrained(path)
 
 
 def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:

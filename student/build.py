@@ -43,6 +43,15 @@ def prune_layers(model, n_keep: int):
     return model
 
 
+def load_folder(path, trust_remote_code: bool = False):
+    """(model, tokenizer) of an HF folder: float32 on CPU, weights from safetensors only."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    kw = {"trust_remote_code": trust_remote_code}
+    return (AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, use_safetensors=True, **kw),
+            AutoTokenizer.from_pretrained(path, **kw))
+
+
 def build_student(kind: str, teacher_path: str, layers: int | None = None, checkpoint: str | None = None,
                   trust_remote_code: bool = False):
     """Return (model, tokenizer) in float32 on CPU."""
@@ -54,8 +63,7 @@ def build_student(kind: str, teacher_path: str, layers: int | None = None, check
     if kind == "checkpoint":
         if not checkpoint:
             raise ValueError("student.kind='checkpoint' needs student.checkpoint")
-        model = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32, use_safetensors=True, **kw)
-        return model, AutoTokenizer.from_pretrained(checkpoint, **kw)
+        return load_folder(checkpoint, trust_remote_code)
     tok = AutoTokenizer.from_pretrained(teacher_path, **kw)
     if kind == "pruned":
         model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32, use_safetensors=True, **kw)

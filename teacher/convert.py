@@ -11,13 +11,17 @@ A folder that already passed its check (models/<id>/CHECKED) is reused.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib.util
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from teacher.gguf_parts import QWEN_CODER_05B, QWEN_CODER_15B, PartError, PartedGGUF, assemble
@@ -131,34 +135,20 @@ def conversion_workers() -> int:
 
 
 def convert_all(teachers: list[str], force: bool = False, workers: int = 1) -> None:
-    """Convert each teacher; with workers > 1 in separate processes, largest first. A failure
-    names its teacher."""
-    def named(t: str, e: Exception) -> Exception:
-        return type(e)(f"{t}: {e}") if isinstance(e, PartError) else e
-
-    if workers <= 1 or len(teachers) <= 1:
-        for t in teachers:
+    """Convert each teacher; with workers > 1 side by side in separate processes, largest
+    first, so the longest conversion starts at once. A missing or corrupt part names its teacher."""
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and len(teachers) > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
+            order = sorted(teachers, key=lambda t: -PARTED[t].size() if t in PARTED else 0)
+            jobs = {t: pool.submit(convert, t, force).result for t in order}
+        else:
+            jobs = {t: functools.partial(convert, t, force) for t in teachers}
+        for t, done in jobs.items():
             try:
-                convert(t, force)
+                done()
             except PartError as e:
-                raise named(t, e) from None
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    order = sorted(teachers, key=lambda t: -_gguf_size_hint(t))
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = {t: pool.submit(convert, t, force) for t in order}
-        for t, f in futures.items():
-            try:
-                f.result()
-            except PartError as e:
-                raise named(t, e) from None
-
-
-def _gguf_size_hint(teacher_id: str) -> int:
-    """Larger models first, so the longest conversion starts at once."""
-    return len(PARTED[teacher_id].parts) if teacher_id in PARTED else 0
+                raise PartError(f"{t}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
