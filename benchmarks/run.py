@@ -375,8 +375,8 @@ def render_train_steps(steps: dict) -> list[str]:
 def _gpu_spread(runs: list[tuple[str, dict]]) -> str:
     if len(runs) < 2:
         return ""
-    spread = {f: max(r["variants"][k][f] for _, r in runs) - min(r["variants"][k][f] for _, r in runs)
-              for k in ("kd-topk",) for f in ("time_vs_sft", "memory_vs_sft")}
+    kd = [r["variants"]["kd-topk"] for _, r in runs]
+    spread = {f: max(v[f] for v in kd) - min(v[f] for v in kd) for f in ("time_vs_sft", "memory_vs_sft")}
     return (f" Across the {len(runs)} runs KD top-20's time ratio spans {spread['time_vs_sft']:.2f} and its memory "
             f"ratio {spread['memory_vs_sft']:.2f}: step-time differences that small are noise between runs.")
 
