@@ -22,9 +22,27 @@ def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def remove_partial_writes(directory: Path, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files a killed writer left behind (`.<name>.<random>.tmp`).
+
+    Call it when a run resumes, before any writer of that folder starts: a SIGKILL
+    skips every `finally`, so only the next run can clean up."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    found = sorted((directory.rglob if recursive else directory.glob)(".*.tmp"))
+    for p in found:
+        p.unlink(missing_ok=True)
+    return found
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -256,6 +256,7 @@ def run(cfg: RunConfig) -> Path:
     if config_file.exists() and artifacts.read_json(config_file) != to_dict(cfg):
         raise ValueError(f"{run_dir} was started with a different configuration; pick another name (--name) or delete it")
     artifacts.write_json_atomic(config_file, to_dict(cfg))
+    artifacts.remove_partial_writes(run_dir, recursive=True)
     ledger = artifacts.Ledger(run_dir / "stages.json")
     t0 = time.perf_counter()
     stage_generate(cfg, run_dir, ledger)

@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from distill.artifacts import write_text_atomic
+from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.schema import tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
@@ -103,10 +103,7 @@ def _write_plan(out_dir: Path, plan: dict) -> None:
                 "use a new run name or delete that folder"
             )
         return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = plan_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(plan, indent=1))
-    tmp.replace(plan_file)
+    write_text_atomic(plan_file, json.dumps(plan, indent=1))
 
 
 class ShardWriter:
@@ -166,6 +163,7 @@ def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: Generat
     model_path = teacher.model_path()
     out_dir = Path(out_dir)
     shards = plan_shards(prompts, cfg)
+    remove_partial_writes(out_dir)
     _write_plan(out_dir, {"teacher": teacher.id, "model": teacher.hub_id, "config": asdict(cfg),
                           "shards": [[_key(t) for t in s] for s in shards]})
     pending = {i: s for i, s in enumerate(shards) if not (out_dir / f"{i:05d}.parquet").exists()}
