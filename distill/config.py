@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distill.train_config import TrainConfig
 from ray_cluster.generate import GenerationConfig
-from teacher.registry import get_teacher
+from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,11 @@ class TeacherRun:
     # false: the teacher only writes held-out fables, for the comparison and the judge; no
     # student is trained from it (and n_train may be 0).
     distil: bool = True
+    model: Teacher | None = None  # the teacher itself; None = the built-in one named `teacher`
+
+    def __post_init__(self):
+        if self.model is None:
+            object.__setattr__(self, "model", get_teacher(self.teacher))
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class RunConfig:
     # Also train the same student for the same steps with plain cross-entropy on the
     # teacher's text (SFT), so the report shows what the logits add.
     sft_baseline: bool = True
+    # Every hub teacher's revision must be a commit hash (production: the weights a report
+    # describes cannot move under it).
+    pin_revisions: bool = False
 
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""
@@ -134,10 +142,14 @@ def parse(raw: dict) -> RunConfig:
     _build(TrainConfig, train, "train")
     defaults = {"n_train": raw.pop("n_train", 64), "n_heldout": raw.pop("n_heldout", 16), "distil": True}
     runs = []
+    pinned = raw.get("pin_revisions", False)
+    if not isinstance(pinned, bool):
+        raise ValueError(f"setting pin_revisions={pinned!r} must be true or false")
     for tid in ids:
-        get_teacher(tid)
         over = dict(per_teacher.get(tid, {}))
         g, t = over.pop("generation", {}), over.pop("train", {})
+        declared = {k: over.pop(k) for k in MODEL_KEYS if k in over}
+        model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
         unknown = sorted(set(over) - set(defaults))
         if unknown:
             raise ValueError(f"unknown setting teacher.{tid}.{unknown[0]}")
@@ -146,6 +158,7 @@ def parse(raw: dict) -> RunConfig:
             raise ValueError(f"setting teacher.{tid}.distil={counts['distil']!r} must be true or false")
         runs.append(TeacherRun(
             teacher=tid, n_train=int(counts["n_train"]), n_heldout=int(counts["n_heldout"]), distil=counts["distil"],
+            model=model,
             generation=_build(GenerationConfig, _merge(gen, g), f"teacher.{tid}.generation"),
             train=_build(TrainConfig, _merge(train, t), f"teacher.{tid}.train"),
         ))
@@ -198,7 +211,8 @@ def from_dict(d: dict) -> RunConfig:
     """Inverse of to_dict: the configuration a run recorded in its config.json."""
     d = dict(d)
     teachers = [TeacherRun(t["teacher"], t["n_train"], t["n_heldout"], GenerationConfig(**t["generation"]),
-                           TrainConfig(**t["train"]), t.get("distil", True)) for t in d.pop("teachers")]
+                           TrainConfig(**t["train"]), t.get("distil", True),
+                           Teacher(**t["model"]) if t.get("model") else None) for t in d.pop("teachers")]
     return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**d.pop("eval", {})),
                         "judge": JudgeConfig(**d.pop("judge", {}))})
 

@@ -2,6 +2,7 @@
 
     python -m distill.pipeline --config configs/default.toml      # what `make distill` runs
     python -m distill.pipeline --config configs/tiny.toml --set train.steps=2 --name try
+    python -m distill.pipeline --config configs/production.toml --dry-run   # the plan, nothing loaded
 
 Stages per teacher: generate (Ray Data LLM + vLLM) -> train (LoRA student, top-k KD, and
 the SFT baseline) -> evaluate (held-out KL before/after, student fables); then the LLM
@@ -24,15 +25,22 @@ from pathlib import Path
 from distill import artifacts
 from distill.config import RunConfig, TeacherRun, load, to_dict
 from teacher.prompts import load_prompts, splits
-from teacher.registry import check_reachable, get_teacher
+from teacher.registry import check_reachable
 
 RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
 
 
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before long work starts."""
+    j = cfg.judge
+    if j.enabled and not (j.base_url or os.environ.get("OPENAI_BASE_URL")):
+        from teacher.registry import EMBEDDED
+
+        if j.model not in EMBEDDED:
+            raise ValueError(f"judge.model={j.model!r} is not an embedded model that can be served here, and no "
+                             "endpoint is set: export OPENAI_BASE_URL (and OPENAI_API_KEY) or set judge.base_url")
     for tr in cfg.teachers:
-        check_reachable(get_teacher(tr.teacher))  # raises with the fix (`make models`, HF_HOME) when missing
+        check_reachable(tr.model)  # raises with the fix (`make models`, HF_HOME) when missing
         if tr.train.student_kind == "checkpoint" and not Path(student_checkpoint(tr)).exists():
             raise FileNotFoundError(f"teacher.{tr.teacher}.train.student_checkpoint: {tr.train.student_checkpoint} not found")
         if tr.train.on_policy:
@@ -73,8 +81,8 @@ def build_initial_student(tr: TeacherRun):
     from student.build import build_student
 
     torch.manual_seed(tr.train.seed)
-    return build_student(tr.train.student_kind, get_teacher(tr.teacher).model_path(), tr.train.student_layers or None,
-                         student_checkpoint(tr) or None, tr.generation.trust_remote_code)
+    return build_student(tr.train.student_kind, tr.model.model_path(), tr.train.student_layers or None,
+                         student_checkpoint(tr) or None, tr.generation.trust_remote_code, tr.model.load_kwargs())
 
 
 def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
@@ -94,7 +102,7 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
             with ledger.stage("generate", tr.teacher) as st:
                 train, heldout = prompts_for(cfg, tr)
                 out = run_dir / "teachers" / tr.teacher
-                stats = generate(tr.teacher, train + heldout, out, tr.generation)
+                stats = generate(tr.model, train + heldout, out, tr.generation)
                 artifacts.write_json_atomic(out / "DONE", stats)
                 st.update({k: stats[k] for k in ("rows", "generated_tokens")})
     finally:
@@ -286,9 +294,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", help="run name (overrides the config's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a setting, e.g. --set train.steps=10 --set teacher.gemma3-270m.n_train=8")
+    ap.add_argument("--dry-run", action="store_true",
+                    help="print the plan (stages, resources, disk, GPU-hours) without loading any weights")
+    ap.add_argument("--assume-gen-tok-s", type=float, default=None, metavar="N",
+                    help="for --dry-run: generated tokens/s per GPU (default: distill/plan.py)")
     args = ap.parse_args(argv)
     try:
         cfg = load(args.config, args.set + ([f'name="{args.name}"'] if args.name else []))
+        if args.dry_run:
+            from distill import plan
+
+            print(plan.render(plan.build(cfg, args.assume_gen_tok_s or plan.GEN_TOKENS_PER_GPU_S)))
+            return 0
         preflight(cfg)
         run_dir = run(cfg)
     except (ValueError, FileNotFoundError) as e:

@@ -22,7 +22,7 @@ from distill.schema import tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
 from teacher.prompts import Prompt, splits
-from teacher.registry import check_reachable, get_teacher
+from teacher.registry import Teacher, check_reachable, get_teacher
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
     return run
 
 
-def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: GenerationConfig, run_pass=None) -> dict:
+def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: GenerationConfig, run_pass=None) -> dict:
     """Generate every missing shard of `prompts` for one teacher into out_dir. Returns stats.
 
     Rows the engine fails on are retried (cfg.retries more passes); rows that still fail,
@@ -159,7 +159,7 @@ def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: Generat
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
-    teacher = get_teacher(teacher_id)
+    teacher = teacher if isinstance(teacher, Teacher) else get_teacher(teacher)
     model_path = teacher.model_path()
     out_dir = Path(out_dir)
     shards = plan_shards(prompts, cfg)
@@ -172,7 +172,7 @@ def generate(teacher_id: str, prompts: list[Prompt], out_dir: Path, cfg: Generat
     if not pending:
         return stats
 
-    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code)
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code, **teacher.load_kwargs())
     fingerprint = tokenizer_fingerprint(tok)
     meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
             "vocab_size": max(len(tok), teacher.vocab_size)}

@@ -27,15 +27,33 @@ def keep_layers(n_layers: int, n_keep: int) -> list[int]:
     return sorted({round(i * (n_layers - 1) / (n_keep - 1)) for i in range(n_keep)})
 
 
+def decoder_layers(model) -> tuple[torch.nn.Module, str]:
+    """(parent, attribute) of the model's stack of decoder layers: `model.layers` in
+    Llama, Mistral, Qwen2, Gemma3; `transformer.h` in Falcon and GPT-2 style models."""
+    n = model.config.num_hidden_layers
+    for parent_name in ("model", "transformer", "gpt_neox", "decoder"):
+        parent = getattr(model, parent_name, None)
+        for attr in ("layers", "h", "blocks"):
+            stack = getattr(parent, attr, None)
+            if isinstance(stack, torch.nn.ModuleList) and len(stack) == n:
+                return parent, attr
+    arch = ", ".join(model.config.architectures or [type(model).__name__])
+    raise ValueError(f"student_kind='pruned' cannot find the decoder layers of {arch}; "
+                     "use student_kind='config' or 'checkpoint' for this teacher")
+
+
 def prune_layers(model, n_keep: int):
     """Drop decoder layers in place, keeping evenly spaced ones; fix the config to match."""
-    layers = model.model.layers
+    parent, attr = decoder_layers(model)
+    layers = getattr(parent, attr)
     keep = keep_layers(len(layers), n_keep)
-    model.model.layers = torch.nn.ModuleList([layers[i] for i in keep])
-    for new_idx, layer in enumerate(model.model.layers):
-        # The KV cache is indexed by layer_idx; stale indices break generation.
-        if hasattr(layer, "self_attn") and hasattr(layer.self_attn, "layer_idx"):
-            layer.self_attn.layer_idx = new_idx
+    setattr(parent, attr, torch.nn.ModuleList([layers[i] for i in keep]))
+    for new_idx, layer in enumerate(getattr(parent, attr)):
+        # The KV cache is indexed by layer_idx (self_attn in Llama, self_attention in
+        # Falcon); stale indices break generation.
+        for module in layer.modules():
+            if isinstance(getattr(module, "layer_idx", None), int):
+                module.layer_idx = new_idx
     cfg = model.config
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = [cfg.layer_types[i] for i in keep]
@@ -53,13 +71,14 @@ def load_folder(path, trust_remote_code: bool = False):
 
 
 def build_student(kind: str, teacher_path: str, layers: int | None = None, checkpoint: str | None = None,
-                  trust_remote_code: bool = False):
-    """Return (model, tokenizer) in float32 on CPU."""
+                  trust_remote_code: bool = False, teacher_load: dict | None = None):
+    """Return (model, tokenizer) in float32 on CPU. `teacher_load`: the teacher's pinned
+    revision, for a hub teacher (Teacher.load_kwargs)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     if kind not in STUDENT_KINDS:
         raise ValueError(f"student.kind='{kind}' is not one of {', '.join(STUDENT_KINDS)}")
-    kw = {"trust_remote_code": trust_remote_code}
+    kw = {"trust_remote_code": trust_remote_code, **(teacher_load or {})}
     if kind == "checkpoint":
         if not checkpoint:
             raise ValueError("student.kind='checkpoint' needs student.checkpoint")

@@ -7,21 +7,14 @@ import json
 import math
 import os
 
+from teacher import formats
 from teacher.hardware import engine_dtype, engine_eager
 from teacher.prompts import Prompt
 from teacher.registry import Teacher
 
-# Text-completion frame for base models: they continue text, they do not follow chats.
-COMPLETION_FRAME = "{instruction}\n\nHere is the fable.\n\n"
-
-
 def format_prompt(teacher: Teacher, prompt: Prompt, tokenizer) -> str:
-    """The exact prompt string the engine receives."""
-    if teacher.prompt_format == "chat":
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt.instruction}], tokenize=False, add_generation_prompt=True
-        )
-    return COMPLETION_FRAME.format(instruction=prompt.instruction)
+    """The exact prompt string the engine receives (teacher/formats.py)."""
+    return formats.render(teacher.prompt_format, prompt.instruction, tokenizer)
 
 
 def cpu_env(kv_cache_gib: int | str) -> dict[str, str]:
@@ -41,8 +34,12 @@ def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote
         "max_logprobs": max(top_k, 20),
         "logprobs_mode": "raw_logprobs",
         "trust_remote_code": trust_remote_code,
+        # Weights from safetensors only: vLLM's "auto" falls back to pickled .bin files.
+        "load_format": "safetensors",
         "seed": 0,
     }
+    if teacher.source == "hub":  # the pinned weights and the tokenizer of the same commit
+        kw.update(revision=teacher.revision, tokenizer_revision=teacher.revision)
     kw.update(teacher.engine)
     kw["max_model_len"] = min(kw["max_model_len"], max_model_len)
     return kw

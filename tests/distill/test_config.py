@@ -80,3 +80,29 @@ def test_unreadable_and_invalid_files(tmp_path):
     bad.write_text("name = [")
     with pytest.raises(ValueError, match="not valid TOML"):
         config.load(bad)
+
+
+def test_a_teacher_declared_in_the_config_travels_with_the_run(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "m" / "model.safetensors").write_bytes(b"")
+    f = tmp_path / "c.toml"
+    f.write_text(f"""name = "t"
+teachers = ["my-mistral", "falcon-7b-instruct"]
+pin_revisions = true
+[teacher.my-mistral]
+path = "{tmp_path / 'm'}"
+prompt_format = "mistral"
+n_train = 3
+[teacher.falcon-7b-instruct]
+revision = "{'b' * 40}"
+""")
+    cfg = config.load(f)
+    mine, falcon = (tr.model for tr in cfg.teachers)
+    assert (mine.source, mine.path, mine.prompt_format, cfg.teachers[0].n_train) == ("local", str(tmp_path / "m"), "mistral", 3)
+    assert falcon.revision == "b" * 40 and falcon.prompt_format == "falcon"
+    assert config.from_dict(config.to_dict(cfg)) == cfg  # what a resumed run reads from config.json
+    with pytest.raises(ValueError, match="teacher.falcon-7b-instruct.revision='main' must be a 40-character commit"):
+        config.load(f, ["teacher.falcon-7b-instruct.revision=\"main\""])
+    with pytest.raises(ValueError, match="setting pin_revisions='yes' must be true or false"):
+        config.load(f, ["pin_revisions=\"yes\""])

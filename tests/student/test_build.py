@@ -79,3 +79,28 @@ def test_converted_gemma_tokenizer_keeps_its_bos_rule():
 
     tok = AutoTokenizer.from_pretrained(get_teacher("gemma3-270m").model_path())
     assert tok("Once upon a time").input_ids[0] == tok.bos_token_id
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "falcon"])
+def test_each_production_architecture_prunes_and_generates_with_its_cache(arch):
+    from tests.tiny_models import build_model
+
+    model = build.prune_layers(build_model(arch, vocab=96, bos=1, eos=2).float(), 2)
+    parent, attr = build.decoder_layers(model)
+    assert (parent, attr) == ((model.transformer, "h") if arch == "falcon" else (model.model, "layers"))
+    assert len(getattr(parent, attr)) == model.config.num_hidden_layers == 2
+    idx = [m.layer_idx for layer in getattr(parent, attr) for m in layer.modules()
+           if isinstance(getattr(m, "layer_idx", None), int)]
+    assert idx and sorted(set(idx)) == [0, 1]
+    out = model.generate(torch.tensor([[1, 5, 7]]), max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert out.shape == (1, 7)
+
+
+def test_pruning_an_unknown_layout_names_the_architecture():
+    from types import SimpleNamespace
+
+    odd = torch.nn.Module()
+    odd.config = SimpleNamespace(num_hidden_layers=2, architectures=["OddForCausalLM"])
+    odd.stack = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
+    with pytest.raises(ValueError, match="cannot find the decoder layers of OddForCausalLM"):
+        build.prune_layers(odd, 1)

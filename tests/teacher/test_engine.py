@@ -46,3 +46,13 @@ def test_engine_kwargs_raise_max_logprobs_and_keep_remote_code_off():
     kw = engine.engine_kwargs(get_teacher("smollm2-135m"), top_k=50, max_model_len=512)
     assert kw["max_logprobs"] == 50 and kw["trust_remote_code"] is False
     assert kw["logprobs_mode"] == "raw_logprobs"
+    assert kw["load_format"] == "safetensors" and "revision" not in kw  # never a pickle; no hub revision
+
+
+def test_a_pinned_hub_teacher_passes_its_commit_to_vllm_for_weights_and_tokenizer():
+    from teacher.registry import declare
+
+    sha = "c" * 40
+    kw = engine.engine_kwargs(declare("llama2-7b-chat", {"revision": sha}), top_k=20, max_model_len=4096)
+    assert kw["revision"] == kw["tokenizer_revision"] == sha
+    assert kw["dtype"] == "bfloat16" and kw["max_model_len"] == 4096

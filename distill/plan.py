@@ -1,0 +1,166 @@
+"""What a run will do and cost, from its config alone: no weights are loaded.
+
+    python -m distill.pipeline --config configs/production.toml --dry-run
+
+Stages in order, the resources each asks for, the disk the stored top-k takes, and a
+GPU-hours estimate. Model sizes come from each teacher's config.json where one is on
+disk (a local folder, models/, or the hub cache; nothing is downloaded), else from the
+registry. Throughputs are stated assumptions, printed with the plan, not measurements
+of the cluster it will run on.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from distill.config import RunConfig, TeacherRun
+
+# Stored top-k: 1.94 bytes per (id, logprob) entry measured on SmolLM2's top-20 (BENCHMARKS.md,
+# storage section); rounded up.
+TOPK_BYTES_PER_ENTRY = 2.0
+# vLLM decoding a 7B-class model in bf16 on one H100 with a full batch: an assumption (vLLM does
+# not run on the lent GPU machine, so it is not measured here); override with --assume-gen-tok-s.
+GEN_TOKENS_PER_GPU_S = 2500.0
+# A LoRA KD step of Qwen2.5-0.5B (494M parameters), 8 x 512 tokens in 0.132 s on one H200
+# (benchmarks/results/gpu_step-2026-11-27.json): about 31,000 tokens/s; a student of P
+# parameters is taken to train at 31,000 x 494M / P tokens/s.
+TRAIN_TOKENS_PER_GPU_S_AT_05B = 31_000.0
+REFERENCE_PARAMS = 494e6
+
+
+def params_from_config(c: dict) -> tuple[int, float]:
+    """(layers, parameters) of a decoder-only transformer from its HF config, to within a few %."""
+    h = c.get("hidden_size") or c.get("n_embd")
+    layers = c.get("num_hidden_layers") or c.get("n_layer")
+    heads = c.get("num_attention_heads") or c.get("n_head")
+    kv = c.get("num_key_value_heads") or (1 if c.get("multi_query") else heads)
+    gated = c.get("model_type") not in ("falcon", "gpt2", "gpt_neox")
+    inter = c.get("intermediate_size") or c.get("ffn_hidden_size") or 4 * h
+    attn = 2 * h * h + 2 * h * (h * kv // heads)
+    mlp = (3 if gated else 2) * h * inter
+    embed = c["vocab_size"] * h * (1 if c.get("tie_word_embeddings", True) else 2)
+    return layers, float(layers * (attn + mlp) + embed)
+
+
+def _local_config(tr: TeacherRun) -> dict | None:
+    t = tr.model
+    try:
+        if t.source != "hub":
+            return json.loads((Path(t.model_path()) / "config.json").read_text())
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(t.hub_id, "config.json", revision=t.revision)
+        return json.loads(Path(hit).read_text()) if isinstance(hit, str) else None
+    except (OSError, ValueError):
+        return None
+
+
+def teacher_shape(tr: TeacherRun) -> dict:
+    c = _local_config(tr)
+    if c:
+        layers, params = params_from_config(c)
+        return {"layers": layers, "params": params, "from": "config.json"}
+    if tr.model.params_b and tr.model.layers:
+        return {"layers": tr.model.layers, "params": tr.model.params_b * 1e9, "from": "registry"}
+    return {"layers": 0, "params": 0.0, "from": "unknown"}
+
+
+def student_params(tr: TeacherRun, shape: dict) -> float:
+    """Parameters of the student as the config builds it (pruned: the kept share of the layers)."""
+    t = tr.train
+    if t.student_kind == "checkpoint" or not shape["layers"]:
+        return 0.0
+    kept = t.student_layers or max(1, shape["layers"] // (2 if t.student_kind == "pruned" else 4))
+    return shape["params"] * kept / shape["layers"]
+
+
+def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
+    stages, gpu_h, disk = [], 0.0, 0.0
+    for tr in cfg.teachers:
+        g, eng = tr.generation, tr.model.engine
+        tp = int(eng.get("tensor_parallel_size", 1))
+        rows = tr.n_train * g.train_samples + tr.n_heldout * g.eval_samples
+        tokens = rows * g.max_new_tokens  # an upper bound: fables may stop earlier
+        topk_bytes = tokens * g.top_k * TOPK_BYTES_PER_ENTRY
+        hours = tokens / gen_tok_s / 3600 * tp if tr.model.gpu_memory_gib else 0.0
+        shape = teacher_shape(tr)
+        stages.append({"stage": "generate", "teacher": tr.teacher, "model": tr.model.hub_id or tr.model.path,
+                       "revision": tr.model.revision if tr.model.source == "hub" else "", "rows": rows,
+                       "max_tokens": tokens, "topk_disk_bytes": topk_bytes,
+                       "resources": f"{tp} GPU x 1 engine ({tr.model.gpu_memory_gib:g} GiB)" if tr.model.gpu_memory_gib
+                       else "CPU engine", "teacher_params": shape["params"], "gpu_hours": hours})
+        gpu_h, disk = gpu_h + hours, disk + topk_bytes
+        for objective in cfg.objectives(tr):
+            t = tr.train
+            sp = student_params(tr, shape)
+            train_tokens = t.steps * t.batch_size * t.max_len
+            rate = TRAIN_TOKENS_PER_GPU_S_AT_05B * REFERENCE_PARAMS / sp if sp else 0.0
+            h = train_tokens / rate / 3600 if rate and tr.model.gpu_memory_gib else 0.0
+            stages.append({"stage": f"train-{objective}", "teacher": tr.teacher, "student": t.student_kind,
+                           "student_params": sp, "quantization": t.quantization, "lora_r": t.lora_r,
+                           "tokens": train_tokens, "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU",
+                           "gpu_hours": h})
+            stages.append({"stage": f"evaluate-{objective}", "teacher": tr.teacher, "rows": tr.n_heldout,
+                           "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU", "gpu_hours": 0.0})
+            gpu_h += h
+    j = cfg.judge
+    if j.enabled:
+        writers = sum(1 + len(cfg.objectives(tr)) for tr in cfg.teachers)
+        completions = j.prompts * j.samples * sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
+        h = completions * j.max_new_tokens / gen_tok_s / 3600 if any(tr.model.gpu_memory_gib for tr in cfg.teachers) else 0.0
+        where = j.base_url or ("OPENAI_BASE_URL" if j.model not in _embedded() else f"local vLLM server of {j.model}")
+        stages.append({"stage": "judge", "verdicts": j.prompts * j.samples * writers, "model": j.model, "endpoint": where,
+                       "mode": j.mode, "student_completions": completions, "resources": f"endpoint {where}",
+                       "gpu_hours": h})
+        gpu_h += h
+    stages.append({"stage": "compare", "resources": "CPU", "gpu_hours": 0.0})
+    stages.append({"stage": "report", "resources": "CPU", "gpu_hours": 0.0})
+    return {"name": cfg.name, "stages": stages, "topk_disk_bytes": disk, "gpu_hours": gpu_h,
+            "assumptions": {"generation_tokens_per_gpu_s": gen_tok_s,
+                            "train_tokens_per_gpu_s_at_0.5B": TRAIN_TOKENS_PER_GPU_S_AT_05B,
+                            "topk_bytes_per_entry": TOPK_BYTES_PER_ENTRY}}
+
+
+def _embedded() -> set[str]:
+    from teacher.registry import EMBEDDED
+
+    return set(EMBEDDED)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1000
+    return ""
+
+
+def render(plan: dict) -> str:
+    lines = [f"plan of run '{plan['name']}' (nothing loaded, nothing run)", ""]
+    for s in plan["stages"]:
+        who = f" [{s['teacher']}]" if s.get("teacher") else ""
+        detail = []
+        if s["stage"] == "generate":
+            rev = f"@{s['revision'][:12]}" if s["revision"] else ""
+            detail = [f"{s['model']}{rev}", f"{s['rows']} fables", f"<= {s['max_tokens']:,} tokens",
+                      f"top-k on disk ~{_size(s['topk_disk_bytes'])}"]
+            if s["teacher_params"]:
+                detail.append(f"teacher ~{s['teacher_params'] / 1e9:.1f}B")
+        elif s["stage"].startswith("train-"):
+            size = f" ~{s['student_params'] / 1e9:.2f}B" if s["student_params"] else ""
+            q = "QLoRA nf4" if s["quantization"] == "nf4" else "LoRA"
+            detail = [f"{s['student']} student{size}", f"{q} r={s['lora_r']}", f"{s['tokens']:,} tokens"]
+        elif s["stage"].startswith("evaluate-"):
+            detail = [f"{s['rows']} held-out prompts"]
+        elif s["stage"] == "judge":
+            detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']})",
+                      f"{s['student_completions']:,} student completions"]
+        gpu = f"  ~{s['gpu_hours']:.2f} GPU-h" if s["gpu_hours"] else ""
+        lines.append(f"  {s['stage']:<13}{who:<24} {s['resources']:<28} {', '.join(detail)}{gpu}")
+    a = plan["assumptions"]
+    lines += ["", f"stored top-k: ~{_size(plan['topk_disk_bytes'])}   GPU-hours: ~{plan['gpu_hours']:.2f}",
+              f"assumed: vLLM {a['generation_tokens_per_gpu_s']:,.0f} generated tokens/s per GPU; training "
+              f"{a['train_tokens_per_gpu_s_at_0.5B']:,.0f} tokens/s at 0.5B parameters, scaled by student size; "
+              f"{a['topk_bytes_per_entry']} bytes per stored top-k entry"]
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The production architectures end to end, at toy size: tiny random-weight Llama-2,
+Mistral and Falcon teachers (tests/tiny_models.py) declared by folder in
+configs/tiny-archs.toml, each with its family's prompt format, through the whole
+pipeline: vLLM generation with top-k logprobs on Ray, the pruned student, KD, held-out
+evaluation, the report; then each merged student in vLLM."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from transformers import AutoConfig, AutoTokenizer
+
+from distill.schema import read_rows
+from teacher.engine import cpu_env
+from tests.conftest import ROOT
+from tests.tiny_models import ARCHS, build_all
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def archs_run(tmp_path_factory):
+    models = build_all(tmp_path_factory.mktemp("tiny-archs"))
+    runs = tmp_path_factory.mktemp("runs")
+    sets = [a for t, p in models.items() for a in ("--set", f'teacher.{t}.path="{p}"')]
+    proc = subprocess.run([sys.executable, "-m", "distill.pipeline", "--config", "configs/tiny-archs.toml", *sets],
+                          cwd=ROOT, env={**os.environ, "KD_RUNS_DIR": str(runs)}, capture_output=True, text=True,
+                          timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return runs / "tiny-archs", models
+
+
+@pytest.mark.parametrize("teacher", list(ARCHS))
+def test_each_teacher_writes_with_its_own_format_bos_once_and_topk(archs_run, teacher):
+    run_dir, models = archs_run
+    tok = AutoTokenizer.from_pretrained(models[teacher])
+    rows = read_rows(run_dir / "teachers" / teacher)
+    assert len(rows) == 4 + 2
+    for r in rows:
+        assert len(r["topk_ids"]) == len(r["token_ids"]) > 0 and len(r["topk_ids"][0]) == 20
+        ids = list(r["prompt_token_ids"])  # as vLLM tokenized the prompt
+        assert ids == tok(r["prompt_text"]).input_ids
+        if tok.bos_token_id is None:  # Falcon: no BOS at all
+            assert r["prompt_text"].rstrip().endswith("Falcon:")
+        else:
+            assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    marker = {"llama2": "<</SYS>>", "mistral": "[INST] ", "falcon": "\nUser: "}[ARCHS[teacher][1]]
+    assert marker in rows[0]["prompt_text"]
+
+
+@pytest.mark.parametrize("teacher", list(ARCHS))
+def test_each_architecture_is_pruned_distilled_and_evaluated(archs_run, teacher):
+    run_dir, models = archs_run
+    sdir = run_dir / "students" / f"{teacher}-kd"
+    merged = AutoConfig.from_pretrained(sdir / "merged")
+    assert merged.architectures == AutoConfig.from_pretrained(models[teacher]).architectures
+    assert merged.num_hidden_layers == 2
+    train = json.loads((sdir / "train.json").read_text())
+    assert train["student_kind"] == "pruned" and train["steps"] == 2
+    ev = json.loads((sdir / "eval.json").read_text())
+    assert len(ev["after"]["per_fable"]) == 2 and ev["after"]["kl"] >= 0
+    assert teacher in (run_dir / "report.md").read_text()
+
+
+VLLM_EACH = """
+import gc, json, sys
+from vllm import LLM, SamplingParams
+from teacher.hardware import engine_dtype, engine_eager
+for path in sys.argv[1:]:
+    llm = LLM(model=path, dtype=engine_dtype(), enforce_eager=engine_eager(), max_model_len=256, seed=0)
+    out = llm.generate(["[INST] Tell a fable. [/INST]"], SamplingParams(max_tokens=8, temperature=0.0, logprobs=5))
+    out = out[0].outputs[0]
+    print("RESULT", json.dumps({"path": path, "tokens": len(out.token_ids), "logprobs": len(out.logprobs)}), flush=True)
+    del llm
+    gc.collect()
+"""
+
+
+def test_vllm_serves_every_merged_student(archs_run):
+    run_dir, _ = archs_run
+    folders = [str(run_dir / "students" / f"{t}-kd" / "merged") for t in ARCHS]
+    proc = subprocess.run([sys.executable, "-c", VLLM_EACH, *folders], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, **cpu_env(1)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [json.loads(l[len("RESULT "):]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
+    assert [r["path"] for r in results] == folders
+    assert all(r["tokens"] == 8 == r["logprobs"] for r in results)

@@ -1,0 +1,65 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from distill import config, plan
+from tests.conftest import ROOT
+
+
+def test_parameter_count_from_config_matches_the_published_sizes():
+    llama2 = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32, "num_attention_heads": 32,
+              "num_key_value_heads": 32, "intermediate_size": 11008, "vocab_size": 32000, "tie_word_embeddings": False}
+    mistral = {**llama2, "model_type": "mistral", "num_key_value_heads": 8, "intermediate_size": 14336}
+    falcon = {"model_type": "falcon", "hidden_size": 4544, "num_hidden_layers": 32, "num_attention_heads": 71,
+              "multi_query": True, "vocab_size": 65024}
+    for c, published in ((llama2, 6.74e9), (mistral, 7.24e9), (falcon, 6.92e9)):
+        layers, params = plan.params_from_config(c)
+        assert layers == 32 and abs(params - published) / published < 0.03
+
+
+def test_the_production_plan_prices_every_stage_without_loading_weights(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = config.load(ROOT / "configs/production.toml")
+    p = plan.build(cfg, gen_tok_s=2500)
+    names = [(s["stage"], s.get("teacher", "")) for s in p["stages"]]
+    for t in ("mistral-7b-instruct", "llama2-7b-chat", "falcon-7b-instruct"):
+        assert [n for n, who in names if who == t] == ["generate", "train-kd", "evaluate-kd", "train-sft", "evaluate-sft"]
+    gen = [s for s in p["stages"] if s["stage"] == "generate"]
+    # 20,000 training fables + 50 held-out x 10, 400 tokens each, top-20 at 2 bytes an entry
+    assert all(s["rows"] == 20500 and s["topk_disk_bytes"] == 20500 * 400 * 20 * 2.0 for s in gen)
+    assert all(len(s["revision"]) == 40 for s in gen)
+    assert p["topk_disk_bytes"] == sum(s["topk_disk_bytes"] for s in gen)
+    judge = next(s for s in p["stages"] if s["stage"] == "judge")
+    assert judge["verdicts"] == 50 * 10 * (3 + 6) and judge["endpoint"] == "OPENAI_BASE_URL"
+    assert p["gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in p["stages"]))
+    # halving the assumed throughput doubles the generation hours, nothing else
+    slow = plan.build(cfg, gen_tok_s=1250)
+    assert sum(s["gpu_hours"] for s in slow["stages"] if s["stage"] == "generate") == pytest.approx(
+        2 * sum(s["gpu_hours"] for s in gen))
+
+
+def test_dry_run_prints_the_plan_and_imports_no_model_code():
+    code = ("import sys, runpy; sys.argv = ['x', '--config', 'configs/production.toml', '--dry-run'];\n"
+            "try:\n    runpy.run_module('distill.pipeline', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print('LOADED', sorted(m for m in ('torch', 'vllm', 'ray', 'transformers') if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "mistralai/Mistral-7B-Instruct-v0.2@63a8b0818953" in out and "GPU-hours: ~" in out
+    assert "stored top-k: ~984.0 MB" in out and "QLoRA nf4 r=64" in out
+    assert out.strip().splitlines()[-1] == "LOADED []"
+
+
+def test_a_run_whose_judge_has_no_endpoint_stops_before_any_work(monkeypatch, tmp_path):
+    from distill.pipeline import preflight
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    f = tmp_path / "c.toml"
+    f.write_text('name = "j"\nteachers = ["falcon-7b-instruct"]\n[judge]\nmodel = "gpt-4o"\n')
+    cfg = config.load(f)
+    with pytest.raises(ValueError, match="judge.model='gpt-4o' is not an embedded model.*export OPENAI_BASE_URL"):
+        preflight(cfg)
