@@ -9,6 +9,13 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
 GPU        ?=
+# A venv set up with GPU=1 stays a GPU venv: later targets without GPU=1 keep its stack
+# instead of reinstalling the CPU one over it.
+ifeq ($(GPU),)
+  ifneq ($(wildcard $(VENV)/.setup-gpu),)
+    GPU := 1
+  endif
+endif
 CONFIG     ?= configs/default.toml
 RUN        ?= default
 # Optional extra index for torch wheels (e.g. PyTorch's CPU index) on machines without a local torch wheel.

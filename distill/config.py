@@ -162,8 +162,10 @@ def parse(raw: dict) -> RunConfig:
             generation=_build(GenerationConfig, _merge(gen, g), f"teacher.{tid}.generation"),
             train=_build(TrainConfig, _merge(train, t), f"teacher.{tid}.train"),
         ))
-    for tid in per_teacher:
-        if tid not in ids:
+    for tid, table in per_teacher.items():
+        # A table that declares a model (path or hub_id) is a registry entry, usable by a
+        # --set teachers=[...] that lists it; any other table for an unlisted id is a typo.
+        if tid not in ids and not {"path", "hub_id"} & set(table):
             raise ValueError(f"[teacher.{tid}] configures a teacher not listed in teachers")
     cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval"), "judge": judge}, "run")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):

@@ -73,6 +73,17 @@ def student_checkpoint(tr: TeacherRun) -> str:
     return TEACHERS[ck].model_path() if ck in TEACHERS else ck
 
 
+def student_tokenizer(tr: TeacherRun):
+    """The student's tokenizer without building the student (it is the teacher's unless the
+    student is a checkpoint of its own)."""
+    from transformers import AutoTokenizer
+
+    kw = {"trust_remote_code": tr.generation.trust_remote_code}
+    if tr.train.student_kind == "checkpoint":
+        return AutoTokenizer.from_pretrained(student_checkpoint(tr), **kw)
+    return AutoTokenizer.from_pretrained(tr.model.model_path(), **kw, **tr.model.load_kwargs())
+
+
 def build_initial_student(tr: TeacherRun):
     """The student as training starts from it; seeded, so a random-init student is rebuilt
     identically when evaluation needs its 'before' state."""
@@ -133,30 +144,43 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
             rows, removed = filter_toxic(rows, tcfg.max_toxicity)
             if not rows:
                 raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
-        model, tok = build_initial_student(tr)
+        tok = student_tokenizer(tr)
         if objective == "kd":
             check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
         elif tokenizer_fingerprint(tok) != rows[0]["tokenizer_fingerprint"]:
             rows = retokenize(rows, tok)  # sequence-level distillation into another tokenizer family
-        n_layers = model.config.num_hidden_layers
-        if tcfg.quantization == "nf4":
-            with tempfile.TemporaryDirectory(dir=run_dir) as d:
-                model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code)
-        if tcfg.lora_r:
-            model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
-        total = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        scorer = None
-        if tcfg.on_policy:
-            from distill.onpolicy import endpoint_scorer
 
-            scorer = endpoint_scorer(tr.teacher, tr.generation.top_k)
-        result = train(model, tok, rows, out, tcfg, scorer=scorer)
-        paths = export(model, tok, out, full_precision_base=lambda: build_initial_student(tr)[0])
-        summary = {**result, "objective": objective, "student_kind": tcfg.student_kind, "student_layers": n_layers,
-                   "quantization": tcfg.quantization, "params": total, "trainable_params": trainable,
-                   "rows": len(rows), "removed_as_toxic": removed,
-                   **{k: str(v) for k, v in paths.items()}}
+        def build():  # seeded (build_initial_student): every Ray Train worker builds the same student
+            model, tok = build_initial_student(tr)
+            if tcfg.quantization == "nf4":
+                with tempfile.TemporaryDirectory(dir=run_dir) as d:
+                    model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code)
+            if tcfg.lora_r:
+                model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
+            return model, tok
+
+        def finish(model, tok, result):
+            paths = export(model, tok, out, full_precision_base=lambda: build_initial_student(tr)[0])
+            result.update({"student_layers": model.config.num_hidden_layers,
+                           "params": sum(p.numel() for p in model.parameters()),
+                           "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+                           **{k: str(v) for k, v in paths.items()}})
+
+        if tcfg.workers > 1:
+            from distill.train_ray import train_on_ray
+
+            result = train_on_ray(build, rows, out, tcfg, finish)
+        else:
+            scorer = None
+            if tcfg.on_policy:
+                from distill.onpolicy import endpoint_scorer
+
+                scorer = endpoint_scorer(tr.teacher, tr.generation.top_k)
+            model, tok = build()
+            result = train(model, tok, rows, out, tcfg, scorer=scorer)
+            finish(model, tok, result)
+        summary = {**result, "objective": objective, "student_kind": tcfg.student_kind,
+                   "quantization": tcfg.quantization, "rows": len(rows), "removed_as_toxic": removed}
         artifacts.write_json_atomic(out / "train.json", summary)
         st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
 
@@ -288,8 +312,8 @@ def run(cfg: RunConfig) -> Path:
     return run_dir
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="distil the configured teachers into students")
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m distill.pipeline", description="distil the configured teachers into students")
     ap.add_argument("--config", default="configs/default.toml")
     ap.add_argument("--name", help="run name (overrides the config's)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -298,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="print the plan (stages, resources, disk, GPU-hours) without loading any weights")
     ap.add_argument("--assume-gen-tok-s", type=float, default=None, metavar="N",
                     help="for --dry-run: generated tokens/s per GPU (default: distill/plan.py)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         cfg = load(args.config, args.set + ([f'name="{args.name}"'] if args.name else []))
         if args.dry_run:

@@ -68,10 +68,13 @@ class KDTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, scorer: Scorer | None = None) -> dict:
+def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, scorer: Scorer | None = None,
+          prepare=None) -> dict:
     """Train `model` (already wrapped with LoRA) on rows; resumes from the newest checkpoint.
 
-    `scorer` (the served teacher, see distill.onpolicy) is needed when cfg.on_policy > 0."""
+    `scorer` (the served teacher, see distill.onpolicy) is needed when cfg.on_policy > 0.
+    `prepare`: applied to the Trainer before training (Ray Train's prepare_trainer in a
+    distributed worker, where the Trainer runs DDP over the process group Ray set up)."""
     out_dir = Path(out_dir)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     args = TrainingArguments(
@@ -101,6 +104,8 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
         kd_weight=cfg.kd_weight if cfg.objective == "kd" else 0.0,
         on_policy=_on_policy(cfg, scorer, pad),
     )
+    if prepare is not None:
+        trainer = prepare(trainer)
     ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
@@ -110,4 +115,6 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
         "train_runtime_s": result.metrics.get("train_runtime"),
         "history": history,
         "final_loss": history[-1]["loss"] if history else math.nan,
+        "workers": args.world_size,
+        "effective_batch": cfg.batch_size * cfg.grad_accum * args.world_size,
     }

@@ -40,6 +40,10 @@ class TrainConfig:
     max_toxicity: float = 1.0
     logging_steps: int = 5
     seed: int = 0
+    # Ray Train workers (distill/train_ray.py): 1 trains in the pipeline's process; N > 1 runs
+    # a TorchTrainer of N DDP workers (NCCL on GPUs, gloo on CPU), each taking batch_size rows
+    # per micro-batch, so the effective batch is batch_size x grad_accum x workers.
+    workers: int = 1
 
     def __post_init__(self):
         checks = {
@@ -49,12 +53,14 @@ class TrainConfig:
             "lora_r": self.lora_r >= 0, "quantization": self.quantization in ("none", "nf4"), "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1, "keep_checkpoints": self.keep_checkpoints >= 0,
             "precision": self.precision in ("auto", "bf16", "fp32"),
             "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
-            "on_policy": 0 <= self.on_policy <= 1, "max_toxicity": 0 <= self.max_toxicity <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
+            "workers": self.workers >= 1, "on_policy": 0 <= self.on_policy <= 1, "max_toxicity": 0 <= self.max_toxicity <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid train setting {bad[0]}={getattr(self, bad[0])!r}")
         if self.on_policy and self.objective != "kd":
             raise ValueError("on_policy > 0 needs objective='kd': the teacher's logprobs are the target")
+        if self.workers > 1 and self.on_policy:
+            raise ValueError("on_policy > 0 runs in one process: set workers = 1")
         if self.quantization == "nf4" and not self.lora_r:
             raise ValueError("quantization='nf4' (QLoRA) trains LoRA adapters on a frozen 4-bit base: set lora_r > 0")

@@ -42,14 +42,22 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def engine_bundles(teacher, gpus: float) -> list[dict]:
-    """Placement bundles for one vLLM engine: one GPU per tensor-parallel rank on a GPU
-    cluster; a single CPU bundle otherwise (the default bundle asks for a GPU and a CPU-only
-    cluster then waits forever)."""
+def engine_bundles(teacher, gpus: float, remote: bool | None = None) -> list[dict]:
+    """Placement bundles for one vLLM engine: one GPU per tensor-parallel rank for a teacher
+    that needs GPUs (gpu_memory_gib > 0), a single CPU bundle for a CPU teacher.
+
+    The GPU request stands even when the cluster has no GPU yet: on a cluster (RAY_ADDRESS)
+    it is what makes the autoscaler start a GPU worker. A local head has no autoscaler, so
+    there a shortfall is an error rather than a wait that never ends."""
     tp = int(teacher.engine.get("tensor_parallel_size", 1))
-    if teacher.gpu_memory_gib and gpus >= tp:
-        return [{"GPU": 1, "CPU": 1}] * tp
-    return [{"CPU": 1}]
+    if not teacher.gpu_memory_gib:
+        return [{"CPU": 1}]
+    remote = bool(os.environ.get("RAY_ADDRESS")) if remote is None else remote
+    if gpus < tp and not remote:
+        raise ValueError(f"teacher '{teacher.id}' needs {tp} GPU(s) (tensor_parallel_size={tp}) and this local Ray "
+                         f"head has {gpus:g}; run on a GPU machine or cluster (RAY_ADDRESS), or set "
+                         f"teacher.{teacher.id}.gpu_memory_gib = 0 to run it on CPU")
+    return [{"GPU": 1, "CPU": 1}] * tp
 
 
 def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,

@@ -15,3 +15,8 @@ def have_models() -> bool:
 
 needs_models = pytest.mark.skipif(not have_models(), reason="embedded teachers not built; run `make models`")
 needs_shared = pytest.mark.skipif(not (SHARED / "data" / "tinyfabulist").exists(), reason="../shared is absent")
+
+# A synchronous vllm.LLM with its engine core in the calling process: on CPU the default
+# spawns an engine-core and a worker process, each re-importing vllm and torch (measured:
+# 32 s to start a tiny model that way, 4 s in-process). The model loader is the same.
+VLLM_IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}

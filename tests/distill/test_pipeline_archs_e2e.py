@@ -14,7 +14,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 from distill.schema import read_rows
 from teacher.engine import cpu_env
-from tests.conftest import ROOT
+from tests.conftest import ROOT, VLLM_IN_PROCESS
 from tests.tiny_models import ARCHS, build_all
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +59,7 @@ def test_each_architecture_is_pruned_distilled_and_evaluated(archs_run, teacher)
     assert merged.num_hidden_layers == 2
     train = json.loads((sdir / "train.json").read_text())
     assert train["student_kind"] == "pruned" and train["steps"] == 2
+    assert train["workers"] == (2 if teacher == "tiny-mistral" else 1)  # tiny-mistral: Ray Train, DDP
     ev = json.loads((sdir / "eval.json").read_text())
     assert len(ev["after"]["per_fable"]) == 2 and ev["after"]["kl"] >= 0
     assert teacher in (run_dir / "report.md").read_text()
@@ -82,7 +83,7 @@ def test_vllm_serves_every_merged_student(archs_run):
     run_dir, _ = archs_run
     folders = [str(run_dir / "students" / f"{t}-kd" / "merged") for t in ARCHS]
     proc = subprocess.run([sys.executable, "-c", VLLM_EACH, *folders], cwd=ROOT, capture_output=True, text=True,
-                          timeout=900, env={**os.environ, **cpu_env(1)})
+                          timeout=900, env={**os.environ, **cpu_env(1), **VLLM_IN_PROCESS})
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [json.loads(l[len("RESULT "):]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert [r["path"] for r in results] == folders

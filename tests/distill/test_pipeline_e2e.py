@@ -15,7 +15,7 @@ import pytest
 from distill.schema import read_rows
 from teacher.engine import cpu_env
 
-from tests.conftest import ROOT, needs_models
+from tests.conftest import ROOT, VLLM_IN_PROCESS, needs_models
 
 pytestmark = [pytest.mark.e2e, needs_models]
 
@@ -170,7 +170,7 @@ def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
     run_dir, _ = tiny_run
     merged = run_dir / "students" / "smollm2-135m-kd" / "merged"
     proc = subprocess.run([sys.executable, "-c", VLLM_GENERATE, str(merged)], cwd=ROOT, capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **cpu_env(1)})
+                          timeout=600, env={**os.environ, **cpu_env(1), **VLLM_IN_PROCESS})
     assert proc.returncode == 0, proc.stderr[-3000:]
     # vLLM logs to stdout too: find the script's own line
     out = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT ")][-1][len("RESULT "):])

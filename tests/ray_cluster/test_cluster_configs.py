@@ -1,5 +1,5 @@
 """The cluster configs cannot run here (no cloud, no Kubernetes); check them with what
-can: Ray's own autoscaler schema, and the job's own argument parser and registry."""
+can: Ray's own autoscaler schema, KubeRay's CRD schema, and the pipeline's own parser."""
 
 import shlex
 
@@ -22,23 +22,72 @@ def test_ray_up_config_passes_rays_schema():
         validate_config(prepare_config(config))
 
 
-def test_rayjob_runs_the_generation_module_on_enough_gpu():
-    from ray_cluster.generate import build_parser
+def test_ray_up_gpu_workers_are_what_the_engines_ask_for_and_run_the_installed_ray():
+    from ray_cluster.cluster import engine_bundles
     from teacher.registry import get_teacher
 
+    config = yaml.safe_load((CONFIGS / "cluster-aws.yaml").read_text())
+    worker = config["available_node_types"]["gpu_worker"]
+    assert worker["resources"]["GPU"] >= 1 and worker["max_workers"] >= 1
+    # A GPU teacher's engine asks for GPUs even before the cluster has one: that demand is
+    # what the autoscaler answers with a gpu_worker. A CPU teacher asks for none.
+    bundles = engine_bundles(get_teacher("llama2-7b-chat"), gpus=0, remote=True)
+    assert bundles == [{"GPU": 1, "CPU": 1}]
+    assert all(set(b) <= set(worker["resources"]) and b["GPU"] <= worker["resources"]["GPU"] for b in bundles)
+    assert engine_bundles(get_teacher("smollm2-135m"), gpus=0) == [{"CPU": 1}]
+    # setup_commands build ~/fable-kd/.venv; every ray start must be that venv's ray.
+    assert "make setup GPU=1" in " ".join(config["setup_commands"])
+    for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert ".venv/bin/ray " in cmd and "fable-kd/.venv/bin:$PATH" in cmd or cmd.endswith("ray stop")
+    assert config["file_mounts"] == {"/home/ubuntu/fable-kd": "."}
+
+
+def test_a_gpu_teacher_on_a_local_cpu_head_is_refused_not_left_waiting():
+    from ray_cluster.cluster import engine_bundles
+    from teacher.registry import get_teacher
+
+    with pytest.raises(ValueError, match="teacher 'falcon-7b-instruct' needs 1 GPU.*this local Ray head has 0"):
+        engine_bundles(get_teacher("falcon-7b-instruct"), gpus=0, remote=False)
+
+
+def rayjob_schema() -> dict:
+    crd = yaml.safe_load((CONFIGS / "kuberay" / "ray.io_rayjobs.yaml").read_text())
+    [v1] = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    return v1["schema"]["openAPIV3Schema"]
+
+
+def test_rayjob_passes_the_kuberay_crd_schema():
+    import jsonschema
+
     job = yaml.safe_load((CONFIGS / "rayjob.yaml").read_text())
-    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
-    argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "ray_cluster.generate"]
+    schema = rayjob_schema()
+    jsonschema.validate(job, schema)
+    job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] = "two"
+    with pytest.raises(jsonschema.ValidationError, match="'two' is not of type 'integer'"):
+        jsonschema.validate(job, schema)
+
+
+def test_rayjob_runs_the_whole_pipeline_from_its_image_with_the_token_on_the_driver():
+    from distill import config
+    from distill.pipeline import build_parser
+
+    job = yaml.safe_load((CONFIGS / "rayjob.yaml").read_text())
+    spec = job["spec"]
+    argv = shlex.split(spec["entrypoint"])
+    assert argv[:3] == ["python", "-m", "distill.pipeline"]
     args = build_parser().parse_args(argv[3:])
-    teachers = [get_teacher(t) for t in args.teacher]
-    assert {t.id for t in teachers} == {"mistral-7b-instruct", "llama2-7b-chat", "falcon-7b-instruct"}
-    [workers] = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    container = workers["template"]["spec"]["containers"][0]
-    gpus = int(container["resources"]["limits"]["nvidia.com/gpu"])
-    gib = float(next(e["value"] for e in container["env"] if e["name"] == "GPU_MEMORY_GIB"))
-    for t in teachers:
-        tp = t.engine["tensor_parallel_size"]
-        assert gpus >= tp and gib * tp >= t.gpu_memory_gib
-    assert workers["replicas"] * gpus >= sum(t.engine["tensor_parallel_size"] for t in teachers)
-    assert job["spec"]["rayClusterSpec"]["rayVersion"] == __import__("ray").__version__
+    cfg = config.load(ROOT / args.config)
+    assert {tr.teacher for tr in cfg.teachers} == {"mistral-7b-instruct", "llama2-7b-chat", "falcon-7b-instruct"}
+    runtime_env = yaml.safe_load(spec["runtimeEnvYAML"])
+    assert "working_dir" not in runtime_env  # the code is in the image, not on a volume nothing fills
+    assert (ROOT / "ray_cluster" / "Dockerfile").read_text().count("COPY") == 1
+    head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    env = {e["name"] for e in head["env"]}
+    assert {"HF_TOKEN", "OPENAI_API_KEY"} <= env  # the driver loads the gated Llama-2 tokenizer and calls the judge
+    assert all("value" not in e for e in head["env"])  # secrets by reference only
+    # The driver trains on the head's GPU; the teachers run one after another, so workers
+    # start at zero and only the autoscaler adds them.
+    assert int(head["resources"]["limits"]["nvidia.com/gpu"]) >= 1
+    [workers] = spec["rayClusterSpec"]["workerGroupSpecs"]
+    assert workers["minReplicas"] == workers["replicas"] == 0 and spec["rayClusterSpec"]["enableInTreeAutoscaling"]
+    assert spec["rayClusterSpec"]["rayVersion"] == __import__("ray").__version__

@@ -1,5 +1,5 @@
 """`ray job submit` against a local head (`ray start --head`, token auth on), the way a
-team submits generation to its cluster."""
+team submits the pipeline to its cluster."""
 
 import os
 import shutil
@@ -69,18 +69,30 @@ def wait_for_dashboard(url: str, proc, log: Path, timeout_s: float = 180) -> Non
     raise TimeoutError(f"the Ray head's dashboard {url} did not answer in {timeout_s:.0f} s")
 
 
-def test_submitted_generation_job_writes_the_dataset(head, tmp_path):
+def test_the_whole_pipeline_runs_as_one_submitted_job(head, tmp_path):
+    """`ray job submit ... -- python -m distill.pipeline`: generation on the cluster's engine,
+    then training, evaluation and the report in the job's driver."""
+    import json
+
     from distill.schema import read_rows
 
     address, env = head
-    out = tmp_path / "jobs"
+    runs = tmp_path / "runs"
+    runtime_env = json.dumps({"env_vars": {"KD_RUNS_DIR": str(runs)}})
     proc = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
-         "python", "-m", "ray_cluster.generate", "--teacher", "smollm2-135m", "--out", str(out),
-         "--n-train", "6", "--n-eval", "2", "--max-new-tokens", "16", "--shard-size", "4"],
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--working-dir", str(ROOT),
+         "--runtime-env-json", runtime_env, "--",
+         "python", "-m", "distill.pipeline", "--config", "configs/tiny.toml", "--name", "job",
+         "--set", 'teachers=["smollm2-135m"]', "--set", "n_train=4", "--set", "n_heldout=2",
+         "--set", "generation.max_new_tokens=16", "--set", "train.steps=2", "--set", "sft_baseline=false",
+         "--set", "judge.enabled=false"],
         env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "succeeded" in proc.stdout
-    rows = read_rows(out / "smollm2-135m")
-    assert len(rows) == 8 and len({r["prompt_id"] for r in rows}) == 8
-    assert all(len(r["topk_ids"]) == len(r["token_ids"]) > 0 for r in rows)
+    run = runs / "job"
+    rows = read_rows(run / "teachers" / "smollm2-135m")
+    assert len(rows) == 4 + 2 and all(len(r["topk_ids"]) == len(r["token_ids"]) > 0 for r in rows)
+    stages = [s["stage"] for s in json.loads((run / "stages.json").read_text())]
+    assert stages == ["generate", "train-kd", "evaluate-kd", "compare", "report"]
+    assert (run / "students" / "smollm2-135m-kd" / "merged" / "model.safetensors").exists()
+    assert "smollm2-135m" in (run / "report.md").read_text()
