@@ -192,6 +192,7 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
     from distill.data import retokenize
     from distill.schema import read_rows, tokenizer_fingerprint
     from eval.samples import sample_fables
+    from teacher.hardware import on_accelerator
 
     student_dir = run_dir / "students" / f"{tr.teacher}-{objective}"
     out = student_dir / "eval.json"
@@ -220,10 +221,12 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
             before = artifacts.read_json(before_file)
         else:
             base, btok = build_initial_student(tr)
+            base = on_accelerator(base)
             before = {**_metrics(base, _pad_id(btok), heldout, tr.train.max_len, cross), "samples": samples_of(base, btok)}
             del base
             artifacts.write_json_atomic(before_file, before)
-        merged = AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32, use_safetensors=True)
+        merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32,
+                                                                     use_safetensors=True))
         after = _metrics(merged, _pad_id(tok), heldout, tr.train.max_len, cross)
         samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
                    for r, s in zip(picks, samples_of(merged, tok))]

@@ -89,6 +89,9 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
         save_steps=cfg.save_steps,
         save_total_limit=cfg.keep_checkpoints or None,
         bf16=cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast()),
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        # Non-reentrant: works with frozen (LoRA) bases without making inputs require grad.
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         report_to=["tensorboard"],
         use_cpu=not torch.cuda.is_available(),
         remove_unused_columns=False,

@@ -31,6 +31,9 @@ class TrainConfig:
     # "auto": bf16 autocast where the hardware multiplies bf16 natively (teacher/hardware.py:
     # about 2x faster on AVX512-BF16 CPUs, 300x slower where it is emulated), else fp32.
     precision: str = "auto"
+    # Recompute activations in the backward pass: less memory for longer rows or bigger
+    # batches at about a third more compute (transformers' gradient_checkpointing).
+    gradient_checkpointing: bool = False
     # On-policy distillation (TRL's GKD): this share of steps trains on completions the
     # student samples itself, scored by the served teacher (OPENAI_BASE_URL or `make serve`).
     on_policy: float = 0.0

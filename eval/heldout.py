@@ -23,8 +23,9 @@ def heldout_metrics(model, pad_id: int, rows: list[dict], max_len: int = 512, ba
     per_fable = []
     for i in range(0, len(data), batch_size):
         idx = range(i, min(i + batch_size, len(data)))
-        b = collate([data[j] for j in idx])
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+        b = {k: v.to(model.device) for k, v in collate([data[j] for j in idx]).items()}
+        # Metrics in float32 whatever the model's dtype (bf16 on a GPU).
+        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
         for r, j in enumerate(idx):
             sel = b["kd_mask"][r].bool()
             k = float(sel.sum())

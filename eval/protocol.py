@@ -63,8 +63,10 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str |
         from distill.schema import tokenizer_fingerprint
         from eval.samples import sample_fables
         from student.build import load_folder
+        from teacher.hardware import on_accelerator
 
         model, tok = (load_student or (lambda: load_folder(run_dir / "students" / label / "merged")))()
+        model = on_accelerator(model)
         ids = [r["prompt_token_ids"] for r in prompts]
         if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
             ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]

@@ -17,8 +17,8 @@ def sample_fables(model, tokenizer, prompt_token_ids: list[list[int]], max_new_t
     for i in range(0, len(prompt_token_ids), batch_size):
         batch = prompt_token_ids[i : i + batch_size]
         L = max(len(p) for p in batch)
-        ids = torch.tensor([[pad] * (L - len(p)) + list(p) for p in batch])
-        attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in batch])
+        ids = torch.tensor([[pad] * (L - len(p)) + list(p) for p in batch], device=model.device)
+        attn = torch.tensor([[0] * (L - len(p)) + [1] * len(p) for p in batch], device=model.device)
         gen = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=max_new_tokens,
                              do_sample=temperature > 0, temperature=temperature if temperature > 0 else None,
                              top_p=1.0, top_k=0, pad_token_id=pad)

@@ -52,3 +52,14 @@ def engine_eager() -> bool:
 def engine_dtype() -> str:
     """vLLM's dtype for models that do not pin one (the embedded teachers)."""
     return "bfloat16" if bf16_is_fast() else "float32"
+
+
+def on_accelerator(model):
+    """A model for evaluation and sampling on the fastest device here: the GPU in bf16 where
+    there is one (training ran there too), else unchanged (CPU, the dtype it was loaded in).
+    Callers move their inputs to `model.device`."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return model
+    return model.to(device="cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)

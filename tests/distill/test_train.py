@@ -1,5 +1,6 @@
 """Training with the real transformers Trainer + peft on a tiny model and synthetic teacher rows."""
 
+import dataclasses
 import math
 
 import pytest
@@ -94,3 +95,14 @@ def test_sft_objective_is_cross_entropy_only(tmp_path):
     result = T.train(tiny_student(), Tok(), teacher_rows(), tmp_path, cfg)
     h = result["history"][0]
     assert h["loss"] == pytest.approx(h["train_ce"], rel=2e-3) and "train_kd" not in h  # no KL computed at all
+
+
+def test_gradient_checkpointing_trades_compute_and_changes_no_step(tmp_path):
+    cfg = T.TrainConfig(steps=3, batch_size=4, lr=1e-2, save_steps=100, logging_steps=1, max_len=32, precision="fp32")
+    plain, ckpt = tiny_student(), tiny_student()
+    a = T.train(plain, Tok(), teacher_rows(), tmp_path / "a", cfg)
+    b = T.train(ckpt, Tok(), teacher_rows(), tmp_path / "b", dataclasses.replace(cfg, gradient_checkpointing=True))
+    assert ckpt.base_model.model.model.gradient_checkpointing and not plain.base_model.model.model.gradient_checkpointing
+    assert [h["loss"] for h in b["history"]] == pytest.approx([h["loss"] for h in a["history"]], rel=1e-5)
+    for name, w in lora_weights(plain).items():
+        torch.testing.assert_close(lora_weights(ckpt)[name], w, atol=1e-6, rtol=1e-5)
