@@ -381,24 +381,40 @@ def _gpu_spread(runs: list[tuple[str, dict]]) -> str:
             f"ratio {spread['memory_vs_sft']:.2f}: step-time differences that small are noise between runs.")
 
 
+GPU_SHAPES = {
+    "qwen2.5-0.5b": "the default student's architecture (Qwen2.5-0.5B, 151,936-token vocabulary), LoRA r=16 on "
+                    "every linear layer in every variant",
+    "llama2-7b": "Llama-2-7B's shape (6.7B parameters, 32,000-token vocabulary), every weight trained, then "
+                 "LoRA r=16 on every linear layer (the lora- rows)",
+}
+GPU_STEPS = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
+             "kd-dense": "KD, dense teacher logits", "lora-sft": "LoRA, plain cross-entropy",
+             "lora-kd-topk": "LoRA, KD, teacher top-20"}
+
+
 def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
-    """One table over every kept run of the GPU check, so run-to-run noise is visible."""
-    names = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
-             "kd-dense": "KD, dense teacher logits (151,936 per token)"}
-    g = runs[0][1]
+    """One table per model shape over every kept run of the GPU check, so run-to-run noise
+    is visible. Runs from before shapes were recorded measured the Qwen2.5-0.5B shape."""
     lines = ["## Training step on a GPU (`bash benchmarks/gpu_check.sh`, lent machine)", "",
-             f"{g['device']}, torch {g['torch']}: the default student's architecture (Qwen2.5-0.5B) built from its "
-             f"config with random weights, bf16 autocast, LoRA r=16 on every linear layer, {g['rows']} × {g['seq']} "
-             f"tokens, forward + backward through `distill.losses`, median of {g['steps']} steps after a warm-up, "
-             "all variants in one process. Not part of `make bench` (CI and this laptop have no GPU); the check's "
-             "output is kept in benchmarks/results/, one file per run. Ratios compare variants within one run."
-             + _gpu_spread(runs), "",
-             "| run | step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- | --- |"]
-    for name, run in runs:
-        for k, v in run["variants"].items():
-            lines.append(f"| {name} | {names[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | {v['peak_gib']:.1f} | "
-                         f"{v['memory_vs_sft']:.2f} |")
-    return lines + [""]
+             "Built from a config with random weights, bf16, forward + backward through `distill.losses`, median of "
+             "the steps after a warm-up, all variants in one process. Not part of `make bench` (CI and this laptop "
+             "have no GPU); the check's output is kept in benchmarks/results/, one file per run. Ratios compare "
+             "variants within one run, against its first (cross-entropy) step.", ""]
+    for shape, text in GPU_SHAPES.items():
+        mine = [(n, r) for n, r in runs if r.get("shape", "qwen2.5-0.5b") == shape]
+        if not mine:
+            lines += [f"{text[0].upper() + text[1:]}: not measured yet (no GPU machine since it was added).", ""]
+            continue
+        g = mine[0][1]
+        lines += [f"{text[0].upper() + text[1:]}; {g['device']}, torch {g['torch']}, {g['rows']} × {g['seq']} tokens."
+                  + _gpu_spread(mine), "",
+                  "| run | step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- | --- |"]
+        for name, run in mine:
+            for k, v in run["variants"].items():
+                lines.append(f"| {name} | {GPU_STEPS[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | "
+                             f"{v['peak_gib']:.1f} | {v['memory_vs_sft']:.2f} |")
+        lines.append("")
+    return lines
 
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
