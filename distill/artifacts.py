@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from importlib import metadata
@@ -70,17 +71,21 @@ def list_artifacts(run_dir: Path) -> list[dict]:
 
 
 class Ledger:
-    """Wall time and outcome of each stage, kept across reruns of the same run."""
+    """Wall time and outcome of each stage, kept across reruns of the same run. Stages may
+    run in threads (teachers generating at once): entries are appended under a lock."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.stages: list[dict] = []
+        self._lock = threading.Lock()
 
     @contextmanager
     def stage(self, name: str, teacher: str = ""):
         entry = {"stage": name, "teacher": teacher, "status": "ran"}
-        t0 = time.perf_counter()
+        start, t0 = time.time(), time.perf_counter()
         yield entry  # the stage may set status="skipped" and add figures
         entry["wall_s"] = round(time.perf_counter() - t0, 2)
-        self.stages.append(entry)
-        write_json_atomic(self.path, self.stages)
+        entry["started"] = round(start, 2)  # epoch seconds: shows which stages overlapped
+        with self._lock:
+            self.stages.append(entry)
+            write_json_atomic(self.path, self.stages)

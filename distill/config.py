@@ -103,6 +103,9 @@ class RunConfig:
     # Every hub teacher's revision must be a commit hash (production: the weights a report
     # describes cannot move under it).
     pin_revisions: bool = False
+    # Teachers generating at once (each its own Ray Data LLM job); Ray places their engines
+    # as resources allow and queues the rest. 1 = one teacher after another.
+    parallel_teachers: int = 1
 
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""
@@ -168,6 +171,8 @@ def parse(raw: dict) -> RunConfig:
         if tid not in ids and not {"path", "hub_id"} & set(table):
             raise ValueError(f"[teacher.{tid}] configures a teacher not listed in teachers")
     cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval"), "judge": judge}, "run")
+    if not isinstance(cfg.parallel_teachers, int) or cfg.parallel_teachers < 1:
+        raise ValueError(f"setting parallel_teachers={cfg.parallel_teachers!r} must be a whole number >= 1")
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
         raise ValueError(f"setting name={cfg.name!r} must be letters, digits, '.', '_' or '-'")
     for r in runs:

@@ -107,15 +107,25 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
                 st["status"] = "skipped"
     if not todo:
         return
+    def one(tr: TeacherRun) -> None:
+        with ledger.stage("generate", tr.teacher) as st:
+            train, heldout = prompts_for(cfg, tr)
+            out = run_dir / "teachers" / tr.teacher
+            stats = generate(tr.model, train + heldout, out, tr.generation)
+            artifacts.write_json_atomic(out / "DONE", stats)
+            st.update({k: stats[k] for k in ("rows", "generated_tokens")})
+
     connect()
     try:
-        for tr in todo:
-            with ledger.stage("generate", tr.teacher) as st:
-                train, heldout = prompts_for(cfg, tr)
-                out = run_dir / "teachers" / tr.teacher
-                stats = generate(tr.model, train + heldout, out, tr.generation)
-                artifacts.write_json_atomic(out / "DONE", stats)
-                st.update({k: stats[k] for k in ("rows", "generated_tokens")})
+        if cfg.parallel_teachers > 1 and len(todo) > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(max_workers=cfg.parallel_teachers) as pool:
+                for done in [pool.submit(one, tr) for tr in todo]:
+                    done.result()  # the first failure, once every teacher has stopped
+        else:
+            for tr in todo:
+                one(tr)
     finally:
         # Free the engines' memory before training on the same machine.
         shutdown()

@@ -88,8 +88,8 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
         stages.append({"stage": "generate", "teacher": tr.teacher, "model": tr.model.hub_id or tr.model.path,
                        "revision": tr.model.revision if tr.model.source == "hub" else "", "rows": rows,
                        "max_tokens": tokens, "topk_disk_bytes": topk_bytes,
-                       "resources": f"{tp} GPU x 1 engine ({tr.model.gpu_memory_gib:g} GiB)" if tr.model.gpu_memory_gib
-                       else "CPU engine", "teacher_params": shape["params"], "gpu_hours": hours})
+                       "resources": f"{tp} GPU x {g.replicas} engine(s) ({tr.model.gpu_memory_gib:g} GiB)"
+                       if tr.model.gpu_memory_gib else f"CPU x {g.replicas} engine(s)", "teacher_params": shape["params"], "gpu_hours": hours})
         gpu_h, disk = gpu_h + hours, disk + topk_bytes
         for objective in cfg.objectives(tr):
             t = tr.train

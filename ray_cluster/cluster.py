@@ -61,7 +61,7 @@ def engine_bundles(teacher, gpus: float, remote: bool | None = None) -> list[dic
 
 
 def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,
-                            gpus: float, **extra):
+                            gpus: float, replicas: int = 1, **extra):
     """Ray Data LLM settings shared by every batch job over one teacher engine.
 
     Rows arrive already formatted or tokenized, so the chat-template, tokenize and
@@ -77,7 +77,9 @@ def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch
         model_source=model_path,
         engine_kwargs=engine_kwargs,
         batch_size=batch_size,
-        concurrency=1,
+        # (n, n): a fixed pool of n engines. A bare n is an autoscaling pool of 1..n, which a
+        # short job never grows past its first engine.
+        concurrency=(replicas, replicas),
         placement_group_config={"bundles": engine_bundles(teacher, gpus)},
         runtime_env={"env_vars": engine.cpu_env(kv_cache_gib)},
         chat_template_stage=False,

@@ -38,6 +38,10 @@ class GenerationConfig:
     max_model_len: int = 1024
     kv_cache_gib: int = 2  # CPU engines: RAM reserved for the KV cache
     retries: int = 1  # extra passes over rows the engine failed on, before recording them as failed
+    # Data-parallel engine replicas of the teacher (Ray Data LLM's concurrency): each is a
+    # whole engine with its own placement group, so Ray puts them where resources are, on
+    # as many nodes as it takes.
+    replicas: int = 1
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -47,7 +51,7 @@ class GenerationConfig:
             "train_samples": self.train_samples >= 1, "eval_samples": self.eval_samples >= 1,
             "shard_size": self.shard_size >= 1, "batch_size": self.batch_size >= 1,
             "max_model_len": self.max_model_len > self.max_new_tokens, "kv_cache_gib": self.kv_cache_gib >= 1,
-            "retries": self.retries >= 0,
+            "retries": self.retries >= 0, "replicas": self.replicas >= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -68,7 +72,7 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
 
     config = engine_processor_config(
         teacher, model_path, engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
-        cfg.batch_size, cfg.kv_cache_gib, gpus,
+        cfg.batch_size, cfg.kv_cache_gib, gpus, replicas=cfg.replicas,
         # A failing row comes back with its error instead of aborting the whole job.
         should_continue_on_error=True,
     )
@@ -231,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--eval-samples", type=int, default=1)
     ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--replicas", type=int, default=1, help="data-parallel engine replicas per teacher")
+    ap.add_argument("--batch-size", type=int, default=32, help="rows per Ray Data batch (the unit an engine takes)")
     ap.add_argument("--prompts", help="JSONL of training prompts instead of combinatorial ones")
     return ap
 
@@ -242,7 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         for t in teachers:
             check_reachable(t)
         cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
-                               eval_samples=args.eval_samples, shard_size=args.shard_size)
+                               eval_samples=args.eval_samples, shard_size=args.shard_size,
+                               replicas=args.replicas, batch_size=args.batch_size)
         train, ev = splits(args.n_train, args.n_eval, args.seed, args.prompts)
         for t in teachers:
             stats = generate(t.id, train + ev, Path(args.out) / t.id, cfg)

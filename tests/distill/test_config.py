@@ -67,6 +67,9 @@ def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_trai
     ("n_heldout=80", "n_heldout"),
     ('name="a b"', "setting name="),
     ("teacher.falcon-7b-instruct.n_train=3", "not listed in teachers"),
+    ("parallel_teachers=0", "setting parallel_teachers=0 must be a whole number >= 1"),
+    ("generation.replicas=0", "replicas=0"),
+    ("train.workers=0", "workers=0"),
 ])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):

@@ -50,6 +50,14 @@ def test_each_teacher_writes_with_its_own_format_bos_once_and_topk(archs_run, te
     assert marker in rows[0]["prompt_text"]
 
 
+def test_the_three_teachers_generated_at_once(archs_run):
+    run_dir, _ = archs_run
+    gen = [s for s in json.loads((run_dir / "stages.json").read_text()) if s["stage"] == "generate"]
+    assert sorted(s["teacher"] for s in gen) == sorted(ARCHS) and {s["status"] for s in gen} == {"ran"}
+    # parallel_teachers = 3: every generation stage started before any had finished
+    assert max(s["started"] for s in gen) < min(s["started"] + s["wall_s"] for s in gen)
+
+
 @pytest.mark.parametrize("teacher", list(ARCHS))
 def test_each_architecture_is_pruned_distilled_and_evaluated(archs_run, teacher):
     run_dir, models = archs_run

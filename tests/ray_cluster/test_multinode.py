@@ -1,0 +1,162 @@
+"""Generation on a local multi-node Ray cluster, started by the test on 127.0.0.1: a head
+and two worker nodes, each `ray start` with its own raylet and CPU resources, the way a
+cluster of machines looks to Ray. Two engine replicas (generation.replicas = 2) run on two
+nodes; one worker node is killed mid-job; after a replacement node joins, a rerun of the
+same command ends with every prompt exactly once."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, needs_models
+from tests.ray_cluster.test_job_submit import BIN, wait_for_dashboard
+from tests.ray_cluster.test_serve import free_port
+
+pytestmark = [pytest.mark.e2e, needs_models]
+
+# Runs as its own driver: which engine replicas are alive, on which node (by its
+# node-manager port, which the test chose per node), and their worker processes.
+ENGINES = r"""
+import json, sys
+import ray
+from ray.util.state import list_actors
+ray.init(log_to_driver=False)
+ports = {n["NodeID"]: n["NodeManagerPort"] for n in ray.nodes() if n["Alive"]}
+alive = [{"port": ports.get(a.node_id), "pid": a.pid}
+         for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+         if "vLLMEngineStageUDF" in (a.repr_name or "")]
+print("ENGINES " + json.dumps(alive))
+"""
+
+
+
+class Cluster:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.temp = tempfile.mkdtemp(prefix="kdmn-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+        self.port, self.dash = free_port(), free_port()
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+        self.env.update(PATH=f"{BIN}:{self.env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.ports: dict[str, int] = {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        self.ports[name] = free_port()
+        log = open(self.tmp / f"ray-{name}.log", "w")
+        self.procs[name] = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--block", "--node-ip-address", "127.0.0.1", "--disable-usage-stats",
+             "--node-manager-port", str(self.ports[name]), *args],
+            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def add_worker(self, name: str) -> None:
+        # One at a time: two raylets starting together on one machine race for a socket name.
+        self.start(name, ["--address", f"127.0.0.1:{self.port}", "--num-cpus", "1"])
+        self.wait_nodes(len([p for p in self.procs.values() if p.poll() is None]))
+
+    def wait_nodes(self, n: int, timeout_s: float = 120) -> None:
+        code = "import ray; ray.init(log_to_driver=False); print('NODES', sum(x['Alive'] for x in ray.nodes()))"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            out = self.driver(code, timeout=60).stdout
+            if f"NODES {n}" in out:
+                return
+            time.sleep(2)
+        raise TimeoutError(f"the cluster did not reach {n} live nodes")
+
+    def driver(self, code: str, timeout: float = 120):
+        return subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                              env={**self.env, "RAY_ADDRESS": f"127.0.0.1:{self.port}"})
+
+    def engines(self) -> list[dict]:
+        """The live engine replicas: their node (by node-manager port) and the rows each has
+        finished, from the batches the engine stage logs (nodes on one machine share the
+        head's session log folder)."""
+        out = self.driver(ENGINES).stdout
+        engines = json.loads([l for l in out.splitlines() if l.startswith("ENGINES ")][-1][len("ENGINES "):])
+        logs = Path(self.temp) / "session_latest" / "logs"
+        for e in engines:
+            text = "".join(p.read_text(errors="replace") for p in logs.glob(f"worker-*-{e['pid']}.*"))
+            e["rows"] = sum(int(n) for n in re.findall(r"Elapsed time for batch \w+ with size (\d+)", text))
+        return engines
+
+    def kill(self, name: str) -> None:
+        os.killpg(self.procs[name].pid, signal.SIGKILL)  # the node's raylet and every worker on it
+        self.procs[name].wait()
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):  # workers first, the head last
+            proc = self.procs[name]
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # --block: the node stops its own processes
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+        subprocess.run(["rm", "-rf", self.temp])
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path)
+    try:
+        # The head keeps one CPU, for Ray Data's pre/post-processing tasks; each worker has
+        # one, so two engine replicas (one CPU bundle each) cannot share a node.
+        c.start("head", ["--head", "--port", str(c.port), "--dashboard-port", str(c.dash), "--num-cpus", "1",
+                         "--temp-dir", c.temp, "--dashboard-host", "127.0.0.1"])
+        wait_for_dashboard(f"http://127.0.0.1:{c.dash}", c.procs["head"], tmp_path / "ray-head.log")
+        c.add_worker("w1")
+        c.add_worker("w2")
+        yield c
+    finally:
+        c.stop()
+
+
+def test_replicas_on_two_nodes_and_a_lost_node_costs_no_prompt(cluster, tmp_path):
+    from distill.schema import read_rows
+
+    out = tmp_path / "gen"
+    cmd = [sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m", "--out", str(out),
+           "--n-train", "28", "--n-eval", "4", "--max-new-tokens", "48", "--shard-size", "4", "--batch-size", "1",
+           "--replicas", "2"]
+    env = {**cluster.env, "RAY_ADDRESS": f"127.0.0.1:{cluster.port}"}
+    with open(tmp_path / "first-run.log", "w") as log:
+        first = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
+    # Both replicas up, on two different nodes, and each has finished rows.
+    deadline, engines = time.monotonic() + 600, []
+    while time.monotonic() < deadline and first.poll() is None:
+        engines = cluster.engines()
+        if len({e["port"] for e in engines if e["rows"] > 0}) >= 2:
+            break
+        time.sleep(5)
+    busy = {e["port"] for e in engines if e["rows"] > 0}
+    assert len(busy) >= 2, f"rows did not come from two nodes: {engines}; {(tmp_path / 'first-run.log').read_text()[-2000:]}"
+    # Lose a worker node that holds an engine, mid-job.
+    victim = next(n for n in ("w1", "w2") if cluster.ports[n] in busy)
+    assert first.poll() is None, "the job ended before a node could be lost mid-job"
+    cluster.kill(victim)
+    try:
+        first.wait(timeout=90)  # it may fail on the lost node, or wait for resources that never come
+    except subprocess.TimeoutExpired:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    written = sorted(p.name for p in (out / "smollm2-135m").glob("*.parquet"))
+    # Either Ray Data carried on without the node or the job died with it; a replacement node
+    # joins (what a cluster's autoscaler does) and the same command runs again.
+    cluster.add_worker("w3")
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stats = json.loads(done.stdout.strip().splitlines()[-1])
+    assert stats["shards"] == 8 and stats["shards_done_before"] == len(written)
+    rows = read_rows(out / "smollm2-135m")
+    keys = [(r["prompt_id"], r["sample_index"]) for r in rows]
+    assert len(keys) == 32 == len(set(keys))
+    assert not list((out / "smollm2-135m").glob(".*tmp"))
