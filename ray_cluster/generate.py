@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +24,12 @@ from ray_cluster.cluster import engine_processor_config
 from teacher import engine
 from teacher.prompts import Prompt, splits
 from teacher.registry import Teacher, check_reachable, get_teacher
+
+# Held while a teacher's job imports and loads (its tokenizer, its Ray Data LLM processor):
+# with several teachers generating at once (parallel_teachers), two threads importing
+# through transformers' lazy module raced ("cannot import name 'AutoTokenizer'"). The
+# generation itself runs outside it.
+_LOADING = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,9 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
 
     def run(items: list[dict]):
         cluster = connect()
-        yield from _processor(teacher, model_path, cfg, cluster["gpus"])(ray.data.from_items(items)).iter_rows()
+        with _LOADING:
+            processor = _processor(teacher, model_path, cfg, cluster["gpus"])
+        yield from processor(ray.data.from_items(items)).iter_rows()
 
     return run
 
@@ -160,8 +169,9 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
 
     Rows the engine fails on are retried (cfg.retries more passes); rows that still fail,
     or whose prompt cannot fit the context, are recorded with their reason."""
-    from tqdm import tqdm
-    from transformers import AutoTokenizer
+    with _LOADING:
+        from tqdm import tqdm
+        from transformers import AutoTokenizer
 
     teacher = teacher if isinstance(teacher, Teacher) else get_teacher(teacher)
     model_path = teacher.model_path()
@@ -176,22 +186,23 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
     if not pending:
         return stats
 
-    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code, **teacher.load_kwargs())
-    fingerprint = tokenizer_fingerprint(tok)
-    meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
-            "vocab_size": max(len(tok), teacher.vocab_size)}
-    writer = ShardWriter(out_dir, pending, meta)
-    items = []
-    for i, shard in pending.items():
-        for t in shard:
-            p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
-            text = engine.format_prompt(teacher, p, tok)
-            n = len(tok(text).input_ids)
-            if n >= cfg.max_model_len:
-                writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
-                stats["failed"] += 1
-                continue
-            items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})
+    with _LOADING:  # loading and prompt formatting import lazily (chat templates)
+        tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code, **teacher.load_kwargs())
+        fingerprint = tokenizer_fingerprint(tok)
+        meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
+                "vocab_size": max(len(tok), teacher.vocab_size)}
+        writer = ShardWriter(out_dir, pending, meta)
+        items = []
+        for i, shard in pending.items():
+            for t in shard:
+                p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
+                text = engine.format_prompt(teacher, p, tok)
+                n = len(tok(text).input_ids)
+                if n >= cfg.max_model_len:
+                    writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
+                    stats["failed"] += 1
+                    continue
+                items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})
 
     texts = {it["task"]: it["prompt_text"] for it in items}
     run_pass = run_pass or ray_pass(teacher, model_path, cfg)
