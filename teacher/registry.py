@@ -153,7 +153,6 @@ TEACHERS: dict[str, Teacher] = {
     ]
 }
 
-SOURCES = ("pypi-gguf", "hub", "local")
 COMMIT = re.compile(r"[0-9a-f]{40}")
 # The keys of a [teacher.<id>] table that describe the model (the rest describe the run).
 MODEL_KEYS = ("path", "hub_id", "revision", "family", "prompt_format", "vocab_size", "license", "engine",
@@ -190,8 +189,8 @@ def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
                        prompt_format="chat", vocab_size=0, license="unknown")
     values = dict(table)
     if "path" in values:
-        values.update(source="local", hub_id=values.get("hub_id", base.hub_id if base.id in TEACHERS else ""),
-                      path=str(Path(values["path"]).expanduser().resolve()))
+        # hub_id stays the base's: a built-in teacher's upstream id, "" for a new one
+        values.update(source="local", path=str(Path(values["path"]).expanduser().resolve()))
     elif "hub_id" in values:
         values.update(source="hub", path="")
     if not isinstance(values.get("engine", {}), dict):
