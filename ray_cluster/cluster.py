@@ -42,37 +42,45 @@ def shutdown() -> None:
         ray.shutdown()
 
 
-def engine_bundles(teacher, gpus: float, remote: bool | None = None) -> list[dict]:
+def engine_bundles(teacher, gpus: float, remote: bool | None = None, resources: dict | None = None) -> list[dict]:
     """Placement bundles for one vLLM engine: one GPU per tensor-parallel rank for a teacher
-    that needs GPUs (gpu_memory_gib > 0), a single CPU bundle for a CPU teacher.
+    that needs GPUs (gpu_memory_gib > 0), a single CPU bundle for a CPU teacher. `resources`
+    (generation.engine_resources) are added to every bundle: custom resources that only
+    some nodes have pin the engines to those nodes, one engine per unit.
 
     The GPU request stands even when the cluster has no GPU yet: on a cluster (RAY_ADDRESS)
     it is what makes the autoscaler start a GPU worker. A local head has no autoscaler, so
     there a shortfall is an error rather than a wait that never ends."""
     tp = int(teacher.engine.get("tensor_parallel_size", 1))
+    extra = dict(resources or {})
     if not teacher.gpu_memory_gib:
-        return [{"CPU": 1}]
+        return [{"CPU": 1, **extra}]
     remote = bool(os.environ.get("RAY_ADDRESS")) if remote is None else remote
     if gpus < tp and not remote:
         raise ValueError(f"teacher '{teacher.id}' needs {tp} GPU(s) (tensor_parallel_size={tp}) and this local Ray "
                          f"head has {gpus:g}; run on a GPU machine or cluster (RAY_ADDRESS), or set "
                          f"teacher.{teacher.id}.gpu_memory_gib = 0 to run it on CPU")
-    return [{"GPU": 1, "CPU": 1}] * tp
+    return [{"GPU": 1, "CPU": 1, **extra} for _ in range(tp)]
 
 
 def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,
-                            gpus: float, replicas: int = 1, **extra):
+                            gpus: float, replicas: int = 1, resources: dict | None = None,
+                            replica_wait_s: int = 0, **extra):
     """Ray Data LLM settings shared by every batch job over one teacher engine.
 
     Rows arrive already formatted or tokenized, so the chat-template, tokenize and
     detokenize stages (one actor each) are off; one tqdm bar per job replaces Ray Data's
-    per-operator progress log."""
+    per-operator progress log. With replica_wait_s > 0 no row is sent until every replica
+    is up (else the first engine up takes the whole queue of a short job), and a cluster
+    that cannot place them all within that time fails instead of running on fewer."""
     import ray
     from ray.data.llm import vLLMEngineProcessorConfig
 
     from teacher import engine
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.wait_for_min_actors_s = replica_wait_s if replica_wait_s > 0 else -1
     return vLLMEngineProcessorConfig(
         model_source=model_path,
         engine_kwargs=engine_kwargs,
@@ -80,7 +88,7 @@ def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch
         # (n, n): a fixed pool of n engines. A bare n is an autoscaling pool of 1..n, which a
         # short job never grows past its first engine.
         concurrency=(replicas, replicas),
-        placement_group_config={"bundles": engine_bundles(teacher, gpus)},
+        placement_group_config={"bundles": engine_bundles(teacher, gpus, resources=resources)},
         runtime_env={"env_vars": engine.cpu_env(kv_cache_gib)},
         chat_template_stage=False,
         tokenize_stage=False,

@@ -15,7 +15,7 @@ import json
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
@@ -49,6 +49,13 @@ class GenerationConfig:
     # whole engine with its own placement group, so Ray puts them where resources are, on
     # as many nodes as it takes.
     replicas: int = 1
+    # Extra Ray resources each engine bundle asks for, e.g. {teacher_node = 1}: a custom
+    # resource that only some nodes declare (`ray start --resources`) keeps the engines on
+    # those nodes, one replica per unit.
+    engine_resources: dict = field(default_factory=dict)
+    # Seconds to wait for every replica to start before any row is sent; a cluster that
+    # cannot place them all in time fails with the reason. 0 = start with the first engine up.
+    replica_wait_s: int = 1800
     trust_remote_code: bool = False
 
     def __post_init__(self):
@@ -58,11 +65,19 @@ class GenerationConfig:
             "train_samples": self.train_samples >= 1, "eval_samples": self.eval_samples >= 1,
             "shard_size": self.shard_size >= 1, "batch_size": self.batch_size >= 1,
             "max_model_len": self.max_model_len > self.max_new_tokens, "kv_cache_gib": self.kv_cache_gib >= 1,
-            "retries": self.retries >= 0, "replicas": self.replicas >= 1,
+            "retries": self.retries >= 0, "replicas": self.replicas >= 1, "replica_wait_s": self.replica_wait_s >= 0,
+            "engine_resources": isinstance(self.engine_resources, dict) and all(
+                isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and v > 0
+                for k, v in self.engine_resources.items()),
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"invalid generation setting {bad[0]}={getattr(self, bad[0])!r}")
+
+
+# How a job runs, not what it generates: a resumed job may change them (more replicas on a
+# bigger cluster) and still continue the same plan.
+EXECUTION_SETTINGS = ("replicas", "engine_resources", "replica_wait_s", "batch_size", "retries")
 
 
 def plan_shards(prompts: list[Prompt], cfg: GenerationConfig) -> list[list[dict]]:
@@ -79,7 +94,8 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
 
     config = engine_processor_config(
         teacher, model_path, engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
-        cfg.batch_size, cfg.kv_cache_gib, gpus, replicas=cfg.replicas,
+        cfg.batch_size, cfg.kv_cache_gib, gpus, replicas=cfg.replicas, resources=cfg.engine_resources,
+        replica_wait_s=cfg.replica_wait_s,
         # A failing row comes back with its error instead of aborting the whole job.
         should_continue_on_error=True,
     )
@@ -98,7 +114,11 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
         )
         return {"task": row["task"], "row": json.dumps(out), "error": ""}
 
-    return build_processor(config, preprocess=pre, postprocess=post)
+    # pre and post only reshape rows: a fraction of a CPU each, so they never hold the CPU
+    # an engine replica's placement group is waiting for.
+    light = {"num_cpus": 0.25}
+    return build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs=light,
+                           postprocess_map_kwargs=light)
 
 
 def _key(t: dict) -> str:
@@ -159,7 +179,15 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
         cluster = connect()
         with _LOADING:
             processor = _processor(teacher, model_path, cfg, cluster["gpus"])
-        yield from processor(ray.data.from_items(items)).iter_rows()
+        try:
+            yield from processor(ray.data.from_items(items)).iter_rows()
+        except ray.exceptions.GetTimeoutError as e:
+            have = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:") and "memory" not in k}
+            raise RuntimeError(
+                f"{teacher.id}: {cfg.replicas} engine replica(s) did not all start within {cfg.replica_wait_s} s "
+                f"(generation.replica_wait_s); each needs the resources {cfg.engine_resources or 'CPU/GPU only'} "
+                f"on top of its CPU/GPU bundle, and the cluster has {have}: lower "
+                f"generation.replicas, add nodes, or wait longer ({e})") from None
 
     return run
 
@@ -178,7 +206,8 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
     out_dir = Path(out_dir)
     shards = plan_shards(prompts, cfg)
     remove_partial_writes(out_dir)
-    _write_plan(out_dir, {"teacher": teacher.id, "model": teacher.hub_id, "config": asdict(cfg),
+    what = {k: v for k, v in asdict(cfg).items() if k not in EXECUTION_SETTINGS}
+    _write_plan(out_dir, {"teacher": teacher.id, "model": teacher.hub_id, "config": what,
                           "shards": [[_key(t) for t in s] for s in shards]})
     pending = {i: s for i, s in enumerate(shards) if not (out_dir / f"{i:05d}.parquet").exists()}
     stats = {"teacher": teacher.id, "shards": len(shards), "shards_done_before": len(shards) - len(pending),
@@ -248,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--replicas", type=int, default=1, help="data-parallel engine replicas per teacher")
     ap.add_argument("--batch-size", type=int, default=32, help="rows per Ray Data batch (the unit an engine takes)")
+    ap.add_argument("--engine-resources", type=json.loads, default={},
+                    help='JSON of extra Ray resources per engine bundle, e.g. \'{"teacher_node": 1}\'')
+    ap.add_argument("--replica-wait-s", type=int, default=GenerationConfig.replica_wait_s,
+                    help="seconds to wait for every replica before sending rows (0: do not wait)")
     ap.add_argument("--prompts", help="JSONL of training prompts instead of combinatorial ones")
     return ap
 
@@ -260,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
             check_reachable(t)
         cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
                                eval_samples=args.eval_samples, shard_size=args.shard_size,
-                               replicas=args.replicas, batch_size=args.batch_size)
+                               replicas=args.replicas, batch_size=args.batch_size,
+                               engine_resources=args.engine_resources, replica_wait_s=args.replica_wait_s)
         train, ev = splits(args.n_train, args.n_eval, args.seed, args.prompts)
         for t in teachers:
             stats = generate(t.id, train + ev, Path(args.out) / t.id, cfg)

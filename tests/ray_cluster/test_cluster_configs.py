@@ -42,6 +42,20 @@ def test_ray_up_gpu_workers_are_what_the_engines_ask_for_and_run_the_installed_r
     assert config["file_mounts"] == {"/home/ubuntu/fable-kd": "."}
 
 
+def test_engine_resources_go_into_every_bundle_of_an_engine():
+    import dataclasses
+
+    from ray_cluster.cluster import engine_bundles
+    from teacher.registry import get_teacher
+
+    llama = get_teacher("llama2-7b-chat")
+    tp2 = dataclasses.replace(llama, engine={**llama.engine, "tensor_parallel_size": 2})
+    assert engine_bundles(tp2, gpus=0, remote=True, resources={"teacher_node": 1}) == [
+        {"GPU": 1, "CPU": 1, "teacher_node": 1}] * 2
+    assert engine_bundles(get_teacher("smollm2-135m"), gpus=0, resources={"teacher_node": 1}) == [
+        {"CPU": 1, "teacher_node": 1}]
+
+
 def test_a_gpu_teacher_on_a_local_cpu_head_is_refused_not_left_waiting():
     from ray_cluster.cluster import engine_bundles
     from teacher.registry import get_teacher

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -25,6 +26,62 @@ def test_plan_covers_every_row_once_in_fixed_shards():
 def test_invalid_generation_settings_are_named(field, value):
     with pytest.raises(ValueError, match=f"{field}="):
         GenerationConfig(**{field: value, "max_new_tokens": 160})
+
+
+@pytest.mark.parametrize("resources", [{"CPU": 1}, {"GPU": 1}, {"teacher_node": 0}, {"teacher_node": "one"}, ["x"]])
+def test_engine_resources_must_be_custom_and_positive(resources):
+    with pytest.raises(ValueError, match="engine_resources="):
+        GenerationConfig(engine_resources=resources)
+
+
+def fake_engine(items):
+    """The engine faked at its boundary: rows in the shape the Ray Data LLM postprocess
+    hands back ({task, row, error})."""
+    from teacher import engine
+
+    for it in items:
+        task = json.loads(it["task"])
+        wire = [{5: {"logprob": -0.1, "rank": 1}, 6: {"logprob": -2.5, "rank": 2}}] * 3
+        row = engine.schema_row(task, task["sample_index"], it["prompt_text"], [1, 2], "a fable", [5, 5, 5],
+                                wire, 2, "smollm2-135m", {}, task["fingerprint"])
+        yield {"task": it["task"], "row": json.dumps(row), "error": ""}
+
+
+@needs_models
+def test_a_resumed_job_may_change_how_it_runs_but_not_what_it_generates(tmp_path):
+    from ray_cluster.generate import generate
+
+    train, ev = make_splits(6, 2)
+    cfg = GenerationConfig(shard_size=4, max_new_tokens=8, max_model_len=256)
+    first = generate("smollm2-135m", train + ev, tmp_path, cfg, run_pass=fake_engine)
+    (tmp_path / "00001.parquet").unlink()
+    # More replicas, pinned engines, bigger batches: the same plan, so only the lost shard runs.
+    bigger = dataclasses.replace(cfg, replicas=4, engine_resources={"teacher_node": 1}, batch_size=64, retries=3)
+    again = generate("smollm2-135m", train + ev, tmp_path, bigger, run_pass=fake_engine)
+    assert (first["rows"], again["rows"], again["shards_done_before"]) == (8, 4, 1)
+    with pytest.raises(ValueError, match="different generation plan"):
+        generate("smollm2-135m", train + ev, tmp_path, dataclasses.replace(cfg, top_k=5), run_pass=fake_engine)
+
+
+@pytest.mark.e2e
+@needs_models
+def test_replicas_the_cluster_cannot_place_fail_with_the_reason(tmp_path):
+    """Real Ray Data LLM on a local head: two replicas that each need a resource no node
+    has. Nothing is generated; the error names the setting, the demand and the cluster."""
+    code = (
+        "import sys; from pathlib import Path; from ray_cluster.generate import GenerationConfig, generate; "
+        "from teacher.prompts import make_splits; tr, ev = make_splits(2, 1); "
+        "generate('smollm2-135m', tr + ev, Path(sys.argv[1]), GenerationConfig(shard_size=4, max_new_tokens=8, "
+        "max_model_len=256, replicas=2, engine_resources={'teacher_node': 1}, replica_wait_s=5))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: smollm2-135m: 2 engine replica(s) did not all start within 5 s"), last
+    assert "{'teacher_node': 1}" in last and "'CPU': " in last and "generation.replicas" in last
+    assert not list(tmp_path.glob("*.parquet"))
 
 
 @pytest.mark.e2e
@@ -62,13 +119,9 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
 
 @needs_models
 def test_failed_rows_are_retried_then_recorded_never_dropped(tmp_path):
-    """The engine is faked at its boundary: results in the shape the Ray Data LLM
-    postprocess hands back ({task, row, error})."""
-    import dataclasses
-
+    """The engine is faked at its boundary (fake_engine), failing some rows."""
     from distill.schema import read_rows
     from ray_cluster.generate import generate
-    from teacher import engine
 
     train, ev = make_splits(6, 2)
     too_long = dataclasses.replace(train[0], prompt_id="f" * 16, instruction="word " * 400)
@@ -84,11 +137,8 @@ def test_failed_rows_are_retried_then_recorded_never_dropped(tmp_path):
             key = f"{task['prompt_id']}/{task['sample_index']}"
             if key == broken or (key == flaky and len(calls) == 1):
                 yield {"task": it["task"], "row": "", "error": "EngineCore encountered an issue"}
-                continue
-            wire = [{5: {"logprob": -0.1, "rank": 1}, 6: {"logprob": -2.5, "rank": 2}}] * 3
-            row = engine.schema_row(task, task["sample_index"], it["prompt_text"], [1, 2], "a fable", [5, 5, 5],
-                                    wire, 2, "smollm2-135m", {}, task["fingerprint"])
-            yield {"task": it["task"], "row": json.dumps(row), "error": ""}
+            else:
+                yield from fake_engine([it])
 
     stats = generate("smollm2-135m", prompts, tmp_path, cfg, run_pass=fake_pass)
     assert calls == [8, 2]  # the long prompt never reached the engine; two rows retried
