@@ -31,19 +31,35 @@ def _on_policy(cfg: TrainConfig, scorer: Scorer | None, pad: int) -> OnPolicy | 
 
 
 class KDTrainer(Trainer):
-    """Trainer whose loss is the KD objective; logs its KD and CE parts."""
+    """Trainer whose loss is the KD objective; logs its KD and CE parts.
+
+    The loss of an optimizer step is the mean over every KD position of the step: each
+    micro-batch's sum is divided by the count over all micro-batches of the step (and all
+    DDP ranks), as transformers does for its own causal-LM loss, so grad_accum x batch
+    gives the update one batch of that size gives."""
 
     def __init__(self, *args, kd_weight: float, on_policy: OnPolicy | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_weight = kd_weight
         self.on_policy = on_policy
         self._parts: dict[str, list[float]] = defaultdict(list)
+        # The Trainer divides a step's loss by grad_accum itself unless it believes the model
+        # normalises by num_items_in_batch, which it guesses from forward(**kwargs). This loss
+        # always does (compute_loss), whatever the model's signature.
+        self.model_accepts_loss_kwargs = True
+
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor:
+        """The step's KD positions: kd_mask summed over its micro-batches (and ranks)."""
+        n = sum(b["kd_mask"].sum() for b in batch_samples).to(device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            n = self.accelerator.gather(n).sum()
+        return n
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        kd_weight = self.kd_weight
+        kd_weight, rebatched = self.kd_weight, False
         if self.on_policy and self.on_policy.use_now(self.state.global_step):
             # Pure KD on the student's own samples: CE would reinforce whatever it wrote.
-            inputs, kd_weight = self.on_policy.rebatch(model, inputs), 1.0
+            inputs, kd_weight, rebatched = self.on_policy.rebatch(model, inputs), 1.0, True
             self._parts["on_policy"].append(1.0)
         elif self.on_policy:
             self._parts["on_policy"].append(0.0)
@@ -58,7 +74,15 @@ class KDTrainer(Trainer):
         for k in ("kd", "ce"):
             if k in parts:
                 self._parts[k].append(float(parts[k].detach()))
-        return (parts["loss"], out) if return_outputs else parts["loss"]
+        loss = parts["loss"]
+        if num_items_in_batch is not None:
+            if rebatched:  # the student's own samples: not the positions the step counted
+                loss = loss / self.current_gradient_accumulation_steps
+            else:  # this micro-batch's sum over the step's count (the parts are means)
+                loss = loss * mask.sum() / num_items_in_batch
+                if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                    loss = loss * self.accelerator.num_processes  # DDP averages the ranks' gradients
+        return (loss, out) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         for k, v in self._parts.items():

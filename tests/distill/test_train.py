@@ -20,11 +20,11 @@ def tiny_student():
     return apply_lora(LlamaForCausalLM(cfg), r=4, alpha=8, dropout=0.0)
 
 
-def teacher_rows(n=8, T_=6, K=4, V=48):
+def teacher_rows(n=8, T_=6, K=4, V=48, lengths=None):
     g = torch.Generator().manual_seed(1)
     rows = []
     for i in range(n):
-        logits = torch.randn(T_, V, generator=g) * 3
+        logits = torch.randn(lengths[i] if lengths else T_, V, generator=g) * 3
         lp = logits.log_softmax(-1)
         top = lp.topk(K, dim=-1)
         rows.append({"prompt_id": f"p{i}", "prompt_token_ids": [1, 2 + i % 5],
@@ -88,6 +88,26 @@ def test_killed_training_resumes_from_its_checkpoint_with_the_same_result(tmp_pa
     assert a.keys() == b.keys()
     for n in a:
         assert torch.allclose(a[n], b[n], atol=1e-5), n
+
+
+@pytest.mark.parametrize("objective", ["kd", "sft"])
+def test_gradient_accumulation_gives_the_update_of_the_whole_batch(tmp_path, objective):
+    """grad_accum=2 x batch 2 against batch 4 on the same 4 rows, one optimizer step. The
+    fables differ in length (3 and 11 tokens per micro-batch pair), so a mean of the two
+    micro-batch means would weight the short fables more than one batch of 4 does."""
+    rows = teacher_rows(n=4, lengths=[2, 9, 1, 10])
+    base = T.TrainConfig(steps=1, lr=5e-2, warmup_steps=0, save_steps=100, logging_steps=1, max_len=32,
+                         precision="fp32", objective=objective)
+    whole, accumulated = tiny_student(), tiny_student()
+    a = T.train(whole, Tok(), rows, tmp_path / "whole", dataclasses.replace(base, batch_size=4, grad_accum=1))
+    b = T.train(accumulated, Tok(), rows, tmp_path / "acc", dataclasses.replace(base, batch_size=2, grad_accum=2))
+    assert a["effective_batch"] == b["effective_batch"] == 4
+    assert b["history"][0]["loss"] == pytest.approx(a["history"][0]["loss"], rel=1e-5)
+    start = lora_weights(tiny_student())
+    for name, w in lora_weights(whole).items():
+        moved = lora_weights(accumulated)[name]
+        torch.testing.assert_close(moved, w, atol=1e-6, rtol=1e-5)
+    assert any(not torch.equal(w, start[n]) for n, w in lora_weights(whole).items())  # the step did move them
 
 
 def test_sft_objective_is_cross_entropy_only(tmp_path):
