@@ -197,7 +197,7 @@ def _f(x, fmt=".2f") -> str:
 
 
 def render(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
-    from eval.judge_report import _plt, to_html
+    from eval.judge_report import _plt, inert, to_html
 
     plt = _plt()
     names = list(result["writers"])
@@ -244,7 +244,7 @@ def render(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
     lines += ["", "## The most toxic windows", ""]
     for n in names:
         for wst in w[n]["toxicity"]["worst"][:2]:
-            lines.append(f"- **{n}** ({wst['prob']:.2f}): {' '.join(wst['window'].split())[:300]}")
+            lines.append(f"- **{inert(n)}** ({wst['prob']:.2f}): {inert(wst['window'], 300)}")
     lines += ["", f"Computed in {result['timing_s']['total']:.1f} s (embeddings {result['timing_s']['embedding']:.1f} s)."]
     md = "\n".join(lines) + "\n"
     artifacts.write_text_atomic(out / "report.md", md)

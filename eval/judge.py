@@ -27,6 +27,8 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from distill.redact import redact
+
 RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
 # G-Eval weights each score by the judge's probabilities over the scale's values, read at the
 # token where it wrote the score: every value must be one token, so a scale of single digits.
@@ -180,7 +182,7 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
 
 
 def _clip(s: str, n: int = 120) -> str:
-    s = " ".join(s.split())
+    s = " ".join(redact(s).split())  # before clipping: a clipped key is still a key
     return s if len(s) <= n else s[:n] + "…"
 
 
@@ -289,7 +291,8 @@ class Judge:
             return {"verdict": None, "reason": f"request failed: {type(e).__name__}: {_clip(str(e))}", "raw": None,
                     "judge": settings, "cached": False}
         verdict, reason = parse_verdict(raw, self.rubric)
-        record = {"verdict": asdict(verdict) if verdict else None, "reason": reason, "raw": raw, "judge": settings}
+        record = {"verdict": asdict(verdict) if verdict else None, "reason": reason,
+                  "raw": redact(raw) if isinstance(raw, str) else raw, "judge": settings}
         if verdict and self.mode in ("geval", "ensemble"):
             weighted = weighted_scores(tokens or [], self.rubric)
             if weighted is None:

@@ -80,10 +80,19 @@ def _ci(s: dict) -> str:
     return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s["mean"] == s["mean"] else "n/a"
 
 
-def _cell(text: str, n: int = 500) -> str:
+def inert(text: str, n: int | None = None) -> str:
+    """Model output (or a user's label) as markdown text that stays text: one line, clipped
+    to n characters, with <, > and & escaped, so no renderer turns it into live HTML."""
+    import html
+
     text = " ".join(str(text).split())
-    text = text if len(text) <= n else text[:n] + " …"
-    return text.replace("|", "\\|")
+    if n is not None and len(text) > n:
+        text = text[:n] + " …"
+    return html.escape(text, quote=False)
+
+
+def _cell(text: str, n: int = 500) -> str:
+    return inert(text, n).replace("|", "\\|")
 
 
 def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
@@ -194,9 +203,14 @@ def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
 
 
 def to_html(md: str, title: str) -> str:
+    """HTML of a report. Raw HTML in the markdown is escaped, not passed through (commonmark
+    passes it by default): the reports quote fables, and fables are model output."""
+    import html
+
     from markdown_it import MarkdownIt
 
-    body = MarkdownIt("commonmark").enable("table").render(md)
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(md)
+    title = html.escape(title)
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 6px;vertical-align:top}"
              "img{max-width:100%}")

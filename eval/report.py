@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from distill.artifacts import read_json, write_text_atomic
+from eval.judge_report import inert
 
 
 def machine() -> str:
@@ -15,11 +16,6 @@ def machine() -> str:
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
     return f"{platform.machine()}, {os.cpu_count()} CPU cores, {gpu}, Python {platform.python_version()}"
-
-
-def _clip(text: str, n: int = 700) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[:n] + " …"
 
 
 OBJECTIVE_NAMES = {"kd": "KD: top-k KL + CE", "sft": "SFT: CE on the teacher's text"}
@@ -103,9 +99,9 @@ def side_by_side(cfg, tr, run_dir: Path) -> list[str]:
     lines = ["### Fables on held-out prompts", "", "| prompt | teacher | " + " | ".join(cols) + " |",
              "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
     for i, s in enumerate(first["samples"][:3]):
-        cells = [_clip(s["instruction"], 200), _clip(s["teacher"], 500)]
-        cells += [_clip(before[i], 500)] if before else []
-        cells += [_clip(ev["samples"][i]["student"], 500) for ev in evals.values()]
+        cells = [inert(s["instruction"], 200), inert(s["teacher"], 500)]
+        cells += [inert(before[i], 500)] if before else []
+        cells += [inert(ev["samples"][i]["student"], 500) for ev in evals.values()]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines + [""]
 

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
+from distill.redact import redact
 from distill.schema import tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
@@ -107,7 +108,7 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
     def post(row):
         task = json.loads(row["task"])
         if row.get("__inference_error__"):
-            return {"task": row["task"], "row": "", "error": str(row["__inference_error__"])[:2000]}
+            return {"task": row["task"], "row": "", "error": redact(str(row["__inference_error__"]))[:2000]}
         out = engine.schema_row(
             task, task["sample_index"], row["prompt"], row["prompt_token_ids"], row["generated_text"],
             row["generated_tokens"], row["logprobs"], cfg.top_k, teacher.id, sampling, task["fingerprint"],

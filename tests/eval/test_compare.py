@@ -9,6 +9,7 @@ from distill.schema import write_table_atomic
 from eval.compare import main
 from tests.conftest import SHARED, needs_shared
 from tests.distill.test_schema import a_row
+from tests.eval.test_protocol import live_html
 
 TF = SHARED / "data" / "tinyfabulist"
 TEACHERS = {"mistral": "mistral-7b-instruct-v0.3", "llama": "llama-3.1-8b-instruct", "falcon": "falcon3-7b-instruct"}
@@ -17,7 +18,7 @@ JUDGES = {"mistral": "gpt-4o", "llama": "gpt-4o", "falcon": "o3-mini"}
 
 def test_jsonl_with_a_field_mapping_and_a_dataset_folder(tmp_path):
     a = tmp_path / "a.jsonl"
-    a.write_text("\n".join(json.dumps({"id": str(i), "story": f"The kind fox number {i} helped a crow in the forest."})
+    a.write_text("\n".join(json.dumps({"id": str(i), "story": f"The kind fox number {i} <script>alert({i})</script> helped a crow in the forest."})
                            for i in range(4)) + "\n")
     ds = tmp_path / "ds"
     rows = [{**a_row(i), "prompt_id": str(i), "text": f"A proud crow {i} sang on a tall pine near the river.",
@@ -29,7 +30,9 @@ def test_jsonl_with_a_field_mapping_and_a_dataset_folder(tmp_path):
     assert result["writers"]["foxes"]["fables"] == 4 and result["writers"]["crows"]["faithfulness"]["character"] == 1.0
     pair = result["pairs"][0]
     assert pair["aligned"] == 4 and 0 <= pair["rouge_l"] <= 1
-    assert (out / "report.md").exists() and (out / "writers.png").stat().st_size > 0 and (out / "report.html").exists()
+    assert (out / "report.md").exists() and (out / "writers.png").stat().st_size > 0
+    page = (out / "report.html").read_text()
+    assert live_html(page) == [] and "&lt;script&gt;alert(" in page  # quoted fables stay text
 
 
 def test_bad_inputs_end_in_one_clear_message(tmp_path, capsys):

@@ -100,7 +100,11 @@ class FakeChat(BaseHTTPRequestHandler):
         logprobs = None
         if isinstance(reply, tuple):  # (content, logprobs content) in the OpenAI wire format
             reply, logprobs = reply[0], {"content": reply[1]}
-        if isinstance(reply, int):
+        if reply == 401:  # a server that quotes the key it was sent, without "Bearer "
+            key = self.headers["Authorization"].removeprefix("Bearer ")
+            data, code = json.dumps({"error": {"message": f"Incorrect API key provided: {key}. Check your key.",
+                                               "type": "invalid_request_error"}}).encode(), 401
+        elif isinstance(reply, int):
             data, code = json.dumps({"error": {"message": "overloaded", "type": "server_error"}}).encode(), reply
         else:
             data, code = json.dumps({
@@ -160,6 +164,16 @@ def test_a_request_that_keeps_failing_is_a_failure_not_a_crash(chat_server):
     FakeChat.replies = [500, 500]
     rec = Judge(make_client(chat_server, max_retries=1), "m", Rubric.load()).judge("p", "f")
     assert rec["verdict"] is None and rec["reason"].startswith("request failed: InternalServerError")
+
+
+@pytest.mark.parametrize("key", ["sk-proj-" + "Ab3" * 16, "a-local-server-secret-12345"])
+def test_an_endpoint_that_echoes_the_key_records_no_key(chat_server, tmp_path, monkeypatch, key):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    FakeChat.replies = [401]
+    rec = Judge(make_client(chat_server, max_retries=0), "m", Rubric.load()).judge("p", "f")
+    assert rec["verdict"] is None and rec["reason"].startswith("request failed: AuthenticationError")
+    assert "Incorrect API key provided: [REDACTED]" in rec["reason"]
+    assert key[:8] not in json.dumps(rec)  # not even the part a clip would have kept
 
 
 def test_aggregate_counts_and_means(tmp_path):

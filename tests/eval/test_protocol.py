@@ -37,6 +37,40 @@ def test_failures_are_counted_and_left_out_of_the_means(tmp_path):
     assert "<table>" in (tmp_path / "report.html").read_text()
 
 
+PLANTED = 'Once a fox <script>alert("x")</script> met a crow <img src=x onerror="alert(1)"> & left.'
+
+
+def live_html(page: str) -> list[str]:
+    """Every element or attribute in an HTML page that would run code or fetch something
+    (the reports' own images are local PNG plots)."""
+    from html.parser import HTMLParser
+
+    found = []
+
+    class Finder(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            local_plot = tag == "img" and str(dict(attrs).get("src", "")).endswith(".png") and "/" not in dict(attrs)["src"]
+            found.extend([f"<{tag}>"] * (tag in ("script", "img", "iframe", "object") and not local_plot))
+            found.extend(f"{tag}[{k}]" for k, _ in attrs if k.startswith("on"))
+
+    Finder().feed(page)
+    return found
+
+
+def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
+    row = {**judged("s", [8, 6, 8, 6]), "fable": PLANTED}
+    summary = {"models": summarize([row], Rubric.load().names), "criteria": Rubric.load().names,
+               "age_groups": dict(Rubric.load().age_groups), "score_vs_loss": {"points": []},
+               "judge": {"model": "j", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0, "structured": True},
+               "protocol": {"prompts": 1, "samples": 1, "temperature": 1.0}}
+    md = write_judge_report(tmp_path, summary, [row]).read_text()
+    page = (tmp_path / "report.html").read_text()
+    assert live_html(page) == [] and "<script" not in md and "<img" not in md
+    # Still there, as text a reader sees.
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "onerror=" in page
+    assert live_html(f"<p>{PLANTED}</p>") == ["<script>", "<img>", "img[onerror]"]  # the finder finds them
+
+
 def test_heldout_prompts_keep_first_sample_in_writing_order():
     rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
     assert [(r["prompt_id"], r["sample_index"]) for r in heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
