@@ -130,15 +130,44 @@ def _as_int(v) -> int | None:
     return None
 
 
+# Bounds checked before any parsing: a verdict is a few hundred characters and one level of
+# JSON; a reply far past either is not one, and parsing it could exhaust the recursion
+# limit or Python's 4,300-digit integer limit.
+MAX_REPLY_CHARS = 20_000
+MAX_JSON_DEPTH = 8
+
+
+def json_depth(text: str) -> int:
+    """How deep {} and [] nest in text, brackets inside JSON strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            escaped, in_string = (not escaped and ch == "\\"), in_string and (escaped or ch != '"')
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "}]":
+            depth = max(depth - 1, 0)
+    return deepest
+
+
 def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdict | None, str]:
     """A judge's reply -> (verdict, "ok") or (None, why it is not one).
 
     Accepted: the JSON object alone, with prose around it, or in a ``` fence. Refused, with
     the reason: no JSON, truncated or malformed JSON, a JSON error message, a missing
-    score, a score of the wrong type or outside the scale, an unknown age group."""
+    score, a score of the wrong type or outside the scale, an age group that is not exactly
+    one letter of the rubric's, a reply too long or too deeply nested to be a verdict."""
     rubric = rubric or Rubric.load()
     if text is None or not text.strip():
         return None, "empty reply"
+    if len(text) > MAX_REPLY_CHARS:
+        return None, f"reply of {len(text)} characters, longer than any verdict (limit {MAX_REPLY_CHARS})"
+    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
+        return None, f"JSON nested {depth} deep; a verdict is one object (limit {MAX_JSON_DEPTH})"
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
     start = body.find("{")
@@ -147,7 +176,7 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
         try:  # a JSON array where an object was asked for (prose with brackets falls through)
             arr, _ = json.JSONDecoder().raw_decode(body[bracket:])
             return None, f"JSON is a list, not an object ({len(arr)} items)"
-        except json.JSONDecodeError:
+        except ValueError:  # JSONDecodeError, or a number past Python's digit limit
             pass
     if start < 0:
         if _ERRORISH.search(text):
@@ -159,6 +188,8 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
         if body.count("{") > body.count("}") or e.pos >= len(body[start:].rstrip()) - 1:
             return None, "truncated JSON (the reply ends before the object closes)"
         return None, f"malformed JSON: {e.msg} at char {e.pos}"
+    except ValueError as e:  # an integer past Python's digit limit
+        return None, f"malformed JSON: {_clip(str(e))}"
     if not any(n in obj for n in rubric.names) and ("error" in obj or "message" in obj):
         return None, f"an error message instead of a verdict: {_clip(json.dumps(obj))}"
     scores = {}
@@ -173,12 +204,12 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
         scores[n] = v
     age = obj.get("age_group")
     letters = [k for k, _ in rubric.age_groups]
-    if not isinstance(age, str) or not age.strip():
+    if age is None or (isinstance(age, str) and not age.strip()):
         return None, "missing age_group"
-    a = age.strip()
-    if a[0].upper() not in letters or (len(a) > 1 and a[1].isalpha()):
-        return None, f"age_group {age!r} is not one of {', '.join(letters)}"
-    return Verdict(scores, a[0].upper()), "ok"
+    a = age.strip().upper() if isinstance(age, str) else None
+    if a not in letters:  # "B-C", "A or B", "E+" and "B (4 to 7)" name no single group
+        return None, f"age_group {_clip(str(age), 40)!r} is not exactly one of {', '.join(letters)}"
+    return Verdict(scores, a), "ok"
 
 
 def _clip(s: str, n: int = 120) -> str:

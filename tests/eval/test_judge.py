@@ -7,7 +7,7 @@ from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eval.judge import Judge, Rubric, VerdictCache, main, parse_verdict
@@ -27,7 +27,7 @@ def test_a_clean_verdict_parses():
     "Here is my evaluation:\n" + json.dumps(GOOD) + "\nI hope this helps!",  # text around the JSON
     "```json\n" + json.dumps(GOOD, indent=2) + "\n```",  # fenced
     "Sure.\n```\n" + json.dumps(GOOD) + "\n```\nDone.",  # fenced without a language
-    json.dumps({**GOOD, "grammar": "8", "plot": 7.0, "age_group": "B (4 to 7)"}),  # numeric string, integral float
+    json.dumps({**GOOD, "grammar": "8", "plot": 7.0, "age_group": " b "}),  # numeric string, integral float, case
 ])
 def test_accepted_variants(text):
     v, why = parse_verdict(text)
@@ -48,8 +48,14 @@ def test_accepted_variants(text):
     (json.dumps({**GOOD, "grammar": 11}), "score grammar=11 outside 1..10"),
     (json.dumps({**GOOD, "consistency": 0}), "score consistency=0 outside 1..10"),
     (json.dumps({k: v for k, v in GOOD.items() if k != "age_group"}), "missing age_group"),
-    (json.dumps({**GOOD, "age_group": "Z"}), "age_group 'Z' is not one of A, B, C, D, E"),
-    (json.dumps({**GOOD, "age_group": "Baby"}), "is not one of"),
+    (json.dumps({**GOOD, "age_group": "Z"}), "age_group 'Z' is not exactly one of A, B, C, D, E"),
+    *[(json.dumps({**GOOD, "age_group": a}), "is not exactly one of")
+      for a in ["Baby", "A or B", "B-C", "C, D", "E+", "B (4 to 7)", "BB", 2, ["B"]]],
+    (json.dumps({**GOOD, "age_group": " "}), "missing age_group"),
+    ('{"grammar": ' + "9" * 5000 + "}", "malformed JSON"),  # past Python's 4,300-digit limit
+    ("[" * 5000 + "]" * 5000, "JSON nested 5000 deep"),
+    ('{"a": ' * 50 + "1" + "}" * 50, "JSON nested 50 deep"),
+    (json.dumps({**GOOD, "note": "x" * 30_000}), "longer than any verdict"),
     ("Error: rate limit exceeded, please retry later.", "an error message instead of a verdict"),
     ("I'm sorry, I cannot evaluate this content.", "an error message instead of a verdict"),
     ('{"error": {"message": "model overloaded", "code": 503}}', "an error message instead of a verdict"),
@@ -58,7 +64,14 @@ def test_accepted_variants(text):
 ])
 def test_refused_with_a_reason(text, reason):
     v, why = parse_verdict(text)
-    assert v is None and reason in why
+    assert v is None and reason in why, why
+
+
+def test_brackets_inside_strings_are_not_nesting():
+    from eval.judge import json_depth
+
+    assert json_depth(json.dumps({**GOOD, "note": "[[[[{{{{[[[[ \\\" ]]]]"})) == 1
+    assert parse_verdict(json.dumps({**GOOD, "note": "{" * 40}))[1] == "ok"
 
 
 def test_a_criterion_is_added_by_editing_the_rubric(tmp_path):
@@ -338,3 +351,32 @@ def test_ensemble_gate_never_ranks_an_unreadable_text_above_a_readable_one(loss,
     readable = ensemble_verdict(worst, min(loss, gate), rubric, gate)
     unreadable = ensemble_verdict(best, gate + 0.01 + loss, rubric, gate)
     assert overall_score({"verdict": readable}) >= overall_score({"verdict": unreadable})
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8) | st.sampled_from(["B", 8, "8"]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["grammar", "creativity", "consistency", "plot", "age_group", "error"]) | st.text(max_size=5),
+        inner, max_size=6),
+    max_leaves=30)
+
+
+@given(reply=st.one_of(
+    st.text(max_size=300),
+    JSONISH.map(lambda o: json.dumps(o, allow_nan=True)),
+    st.builds(lambda o, pre, cut: (pre + json.dumps({**GOOD, **o}))[:cut],
+              st.dictionaries(st.sampled_from(list(GOOD)), JSONISH, max_size=3), st.text(max_size=20),
+              st.integers(1, 400)),
+    st.builds(lambda d, n: "[" * d + "9" * n + "]" * d, st.integers(0, 3000), st.integers(0, 6000)),
+))
+@settings(max_examples=400, deadline=None)
+def test_any_reply_is_a_verdict_in_range_or_a_reason_never_an_exception(reply):
+    rubric = Rubric.load()
+    v, why = parse_verdict(reply, rubric)
+    assert isinstance(why, str) and why
+    if v is None:
+        assert why != "ok"
+    else:
+        assert why == "ok" and set(v.scores) == set(rubric.names)
+        assert all(type(x) is int and rubric.low <= x <= rubric.high for x in v.scores.values())
+        assert v.age_group in dict(rubric.age_groups)
