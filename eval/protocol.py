@@ -195,7 +195,7 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
         cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
     jc = cfg.judge
     rubric = rubric_for(jc)
-    cache = VerdictCache(run_dir / "judge" / "cache.sqlite")
+    cache = VerdictCache(run_dir / "judge" / "cache.sqlite", recover_from=run_dir / "judge" / "verdicts.jsonl")
     server_log = run_dir / "judge" / "server.log"
     with contextlib.ExitStack() as stack:
         endpoint = None
