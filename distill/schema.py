@@ -31,6 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from distill.artifacts import fsync_path
+
 ELEMENT_COLUMNS = ["character", "trait", "setting", "conflict", "resolution", "moral"]
 
 SCHEMA = pa.schema(
@@ -179,7 +181,9 @@ def write_table_atomic(rows: list[dict], path: Path, metadata: dict | None = Non
         pq.write_table(table, tmp, compression="zstd", compression_level=ZSTD_LEVEL,
                        use_dictionary=[f"{c}.list.element" for c in _id_columns(vocab_size)],
                        column_encoding={"topk_lp_q.list.element": "BYTE_STREAM_SPLIT"})
+        fsync_path(Path(tmp))
         os.replace(tmp, path)
+        fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

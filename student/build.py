@@ -9,6 +9,7 @@ themselves (a fingerprint of every token and id), not their sizes.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import torch
@@ -154,25 +155,47 @@ def is_4bit(model) -> bool:
 
 
 def export(model, tokenizer, out_dir: Path, full_precision_base=None) -> dict[str, Path]:
-    """Write the adapter (for a LoRA model) and a merged safetensors model (what vLLM
-    and transformers load).
+    """Write the student: `merged/`, a safetensors model that vLLM and transformers load;
+    for a LoRA student also `adapter/` and `base/`, the (pruned) model the adapter was
+    trained on, so that the adapter loads anywhere:
 
-    A QLoRA adapter is merged into `full_precision_base()` (the same student in fp32),
-    not into the 4-bit weights: the merged model is then an ordinary checkpoint."""
+        base = AutoModelForCausalLM.from_pretrained("<student>/base")
+        model = PeftModel.from_pretrained(base, "<student>/adapter")
+
+    A QLoRA adapter is merged into `full_precision_base()` (the same student in fp32), not
+    into the 4-bit weights: the merged model and the base are then ordinary checkpoints.
+    Everything is written into a temporary folder and renamed into place at the end
+    (distill.artifacts.staged_folders): a killed export leaves none of these folders."""
     from peft import PeftModel
 
+    from distill.artifacts import staged_folders
+
     out_dir = Path(out_dir)
-    paths = {"merged": out_dir / "merged"}
-    full = model
-    if isinstance(model, PeftModel):
-        paths["adapter"] = out_dir / "adapter"
-        model.save_pretrained(paths["adapter"], safe_serialization=True)
-        if is_4bit(model):
-            if full_precision_base is None:
-                raise ValueError("exporting a QLoRA student needs its full-precision base")
-            full = PeftModel.from_pretrained(full_precision_base(), paths["adapter"]).merge_and_unload()
-        else:
-            full = copy.deepcopy(model).merge_and_unload()
-    full.save_pretrained(paths["merged"], safe_serialization=True)
-    tokenizer.save_pretrained(paths["merged"])
-    return paths
+    names = ["merged"]
+    with staged_folders(out_dir) as stage:
+        full = model
+        if isinstance(model, PeftModel):
+            names += ["adapter", "base"]
+            if is_4bit(model):
+                if full_precision_base is None:
+                    raise ValueError("exporting a QLoRA student needs its full-precision base")
+                base = full_precision_base()
+            else:
+                base = copy.deepcopy(model).unload()  # LoRA never changes the base's weights
+            base.save_pretrained(stage / "base", safe_serialization=True)
+            tokenizer.save_pretrained(stage / "base")
+            model.save_pretrained(stage / "adapter", safe_serialization=True)
+            _name_base(stage / "adapter", out_dir / "base")
+            full = PeftModel.from_pretrained(base, stage / "adapter").merge_and_unload()
+        full.save_pretrained(stage / "merged", safe_serialization=True)
+        tokenizer.save_pretrained(stage / "merged")
+    return {n: out_dir / n for n in names}
+
+
+def _name_base(adapter_dir: Path, base_dir: Path) -> None:
+    """Point the adapter's config at the base saved beside it; peft records whatever the
+    model was loaded from (the unpruned teacher's folder, for a pruned student)."""
+    cfg_file = adapter_dir / "adapter_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["base_model_name_or_path"] = str(base_dir.resolve())
+    cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))

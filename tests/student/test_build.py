@@ -31,26 +31,83 @@ def test_pruned_model_runs_forward_and_cached_generation():
     assert out.shape == (1, 7)
 
 
-def test_lora_trains_only_adapters_and_export_merges(tmp_path):
-    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+def word_tokenizer():
     from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
 
-    model = build.apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.0)
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")))
+
+
+def test_lora_trains_only_adapters_and_the_export_loads_anywhere(tmp_path):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    # A pruned student: the adapter fits its 3 layers, not the 6-layer model it came from.
+    model = build.apply_lora(build.prune_layers(tiny_llama(), 3), r=4, alpha=8, dropout=0.0)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
-    # make the adapter non-trivial, then check the merged model computes the same function
+    # make the adapter non-trivial, then check every exported form computes the same function
     for n, p in model.named_parameters():
         if "lora_B" in n:
             torch.nn.init.normal_(p, std=0.1)
-    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")))
-    paths = build.export(model, tok, tmp_path)
+    paths = build.export(model, word_tokenizer(), tmp_path)
+    assert sorted(paths) == ["adapter", "base", "merged"] and not list(tmp_path.glob(".*"))
     assert (paths["adapter"] / "adapter_model.safetensors").exists()
-    assert (paths["merged"] / "model.safetensors").exists()
-    merged = AutoModelForCausalLM.from_pretrained(paths["merged"], use_safetensors=True)
+    assert not list(tmp_path.rglob("*.bin")) and not list(tmp_path.rglob("*.pt"))
     ids = torch.tensor([[1, 2, 3, 4]])
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(model(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4)
+        want = model(input_ids=ids).logits
+        merged = AutoModelForCausalLM.from_pretrained(paths["merged"], use_safetensors=True)
+        base = AutoModelForCausalLM.from_pretrained(paths["base"], use_safetensors=True)
+        assert base.config.num_hidden_layers == 3
+        adapted = PeftModel.from_pretrained(base, paths["adapter"])
+        by_name = AutoPeftModelForCausalLM.from_pretrained(paths["adapter"])  # base from adapter_config.json
+        for other in (merged, adapted, by_name):
+            torch.testing.assert_close(other(input_ids=ids).logits, want, atol=1e-4, rtol=1e-4)
+        bare = AutoModelForCausalLM.from_pretrained(paths["base"], use_safetensors=True)  # peft wrapped `base` in place
+        assert not torch.allclose(bare(input_ids=ids).logits, want, atol=1e-3)  # the adapter matters
+
+
+EXPORT_THEN_HANG = """
+import sys, time
+from pathlib import Path
+from student import build
+from tests.student.test_build import tiny_llama, word_tokenizer
+tok = word_tokenizer()
+save = tok.save_pretrained
+def save_then_hang(path, *a, **k):
+    save(path, *a, **k)
+    if Path(path).name == "merged":  # the last write: weights and all are on disk, unrenamed
+        print("HANGING", flush=True)
+        time.sleep(600)
+tok.save_pretrained = save_then_hang
+model = build.apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.0)
+build.export(model, tok, Path(sys.argv[1]))
+"""
+
+
+def test_a_killed_export_leaves_nothing_that_counts_as_done(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from distill.artifacts import remove_partial_writes
+    from tests.conftest import ROOT
+
+    out = tmp_path / "student"
+    proc = subprocess.Popen([sys.executable, "-c", EXPORT_THEN_HANG, str(out)], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout.readline().strip() == "HANGING"
+    [stage] = out.glob(".stage.*.tmp")
+    assert (stage / "merged" / "model.safetensors").exists() and (stage / "adapter").is_dir()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert [p.name for p in out.iterdir()] == [stage.name]  # no adapter/, base/ or merged/ to mistake for done
+    assert remove_partial_writes(tmp_path, recursive=True) == [stage] and not list(out.iterdir())
+    paths = build.export(build.apply_lora(tiny_llama(), r=4, alpha=8, dropout=0.0), word_tokenizer(), out)
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "base", "merged"] == sorted(paths)
 
 
 @needs_models
