@@ -35,7 +35,7 @@ class Collator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         B = len(items)
         L = max(len(x["input_ids"]) for x in items)
-        K = len(items[0]["topk_ids"][0])
+        K = max((len(x["topk_ids"][0]) for x in items if x["topk_ids"]), default=1)  # a fable may be empty
         input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
         attention = torch.zeros((B, L), dtype=torch.long)
         labels = torch.zeros((B, L), dtype=torch.long)

@@ -165,28 +165,111 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=True).encode()).hexdigest()[:16]
 
 
+def row_problem(row: dict) -> str | None:
+    """Why a row's top-k cannot be trusted, or None: one list of K ids and K logprobs per
+    generated token, logprobs not NaN, rank 1 finite, each list in descending order (-inf,
+    a token outside the sampling support, may trail). Checked before a shard is written and
+    after one is read."""
+    T = len(row["token_ids"])
+    for name in ("topk_ids", "topk_logprobs", "token_logprobs"):
+        if len(row[name]) != T:
+            return f"{name} has {len(row[name])} entries for {T} generated tokens"
+    if not T:
+        return None
+    try:
+        ids, lp = np.asarray(row["topk_ids"], dtype=np.int64), np.asarray(row["topk_logprobs"], dtype=np.float64)
+    except (ValueError, TypeError):
+        return "top-k lists of unequal length"
+    if ids.ndim != 2 or ids.shape != lp.shape or ids.shape[1] == 0:
+        return f"top-k ids {ids.shape} and logprobs {lp.shape} are not the same T x K"
+    if np.isnan(lp).any() or np.isnan(np.asarray(row["token_logprobs"], dtype=np.float64)).any():
+        return "NaN logprob"
+    if not np.isfinite(lp[:, 0]).all() or np.isposinf(lp).any():
+        return "a rank-1 logprob that is not finite"
+    with np.errstate(invalid="ignore"):  # -inf - -inf: two trailing tokens outside the support
+        rising = np.diff(lp, axis=1) > 1e-4
+    if rising.any():
+        t = int(np.argwhere(rising)[0][0])
+        return f"top-k logprobs out of order at token {t}: {lp[t].round(3).tolist()}"
+    return None
+
+
+CORRUPT_FIX = "delete it and rerun the same command: generation regenerates missing shards"
+
+
+def content_digest(table: pa.Table, meta: dict) -> str:
+    """SHA-256 of a shard's stored values and the metadata that decodes them. Page checksums
+    cover the data pages only; this also catches damage to the footer (where the metadata
+    lives) or to a page header that would change what is read."""
+    h = hashlib.sha256(json.dumps({k: v for k, v in meta.items() if k != "content_sha256"}, sort_keys=True).encode())
+    for name in table.column_names:
+        h.update(name.encode())
+        h.update(json.dumps(table.column(name).to_pylist(), separators=(",", ":")).encode())
+    return h.hexdigest()
+
+
 def write_table_atomic(rows: list[dict], path: Path, metadata: dict | None = None, vocab_size: int | None = None) -> None:
-    """Write logical rows as one compact Parquet file; readers see the whole file or none of it."""
+    """Write logical rows as one compact Parquet file; readers see the whole file or none of it.
+    Every data page carries a CRC checksum, verified on read."""
+    for r in rows:
+        if (problem := row_problem(r)) is not None:
+            raise ValueError(f"row {r.get('prompt_id')}/{r.get('sample_index')} for {path}: {problem}")
     if vocab_size is None:  # callers that know the tokenizer pass its size
         vocab_size = max([256] + [max(max(t) for t in r["topk_ids"]) + 1 for r in rows if r["topk_ids"]])
     cols, codec = encode_topk(rows, vocab_size)
     schema = storage_schema(vocab_size)
     plain = {n: [r[n] for r in rows] for n in schema.names if n not in cols}
     table = pa.table({n: pa.array((plain | cols)[n], schema.field(n).type) for n in schema.names}, schema=schema)
-    table = table.replace_schema_metadata({b"kd": json.dumps({**(metadata or {}), **codec}).encode()})
+    meta = {**(metadata or {}), **codec}
+    meta["content_sha256"] = content_digest(table, meta)
+    table = table.replace_schema_metadata({b"kd": json.dumps(meta).encode()})
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd", compression_level=ZSTD_LEVEL,
                        use_dictionary=[f"{c}.list.element" for c in _id_columns(vocab_size)],
-                       column_encoding={"topk_lp_q.list.element": "BYTE_STREAM_SPLIT"})
+                       column_encoding={"topk_lp_q.list.element": "BYTE_STREAM_SPLIT"}, write_page_checksum=True)
         fsync_path(Path(tmp))
         os.replace(tmp, path)
         fsync_path(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _read_shard(f: Path) -> list[dict]:
+    """One shard's rows; ValueError saying what is wrong with it (a damaged file can fail
+    anywhere in Arrow or in decoding, so every failure is caught here, once)."""
+    try:
+        table = pq.read_table(f, page_checksum_verification=True)
+        meta = json.loads((table.schema.metadata or {}).get(b"kd", b"{}"))
+    except Exception as e:  # noqa: BLE001 - Arrow raises OSError, ArrowInvalid, ArrowNotImplementedError, ...
+        raise ValueError(f"not a readable shard ({type(e).__name__}: {str(e)[:300]})") from None
+    if not isinstance(meta, dict) or "id_bytes" not in meta or "content_sha256" not in meta:
+        raise ValueError("no top-k codec metadata or content checksum (written by an older version?)")
+    try:
+        intact = content_digest(table, meta) == meta["content_sha256"]
+    except Exception as e:  # noqa: BLE001 - a damaged column can fail to materialise
+        raise ValueError(f"columns do not read back ({type(e).__name__}: {str(e)[:300]})") from None
+    if not intact:
+        raise ValueError("stored values do not match the shard's content checksum")
+    names = [n for n in SCHEMA.names if n not in _STORED] + ["topk_k", "topk_lp_q"] + _id_columns(meta["vocab_size"])
+    missing = set(names) - set(table.column_names)
+    if missing:
+        raise ValueError(f"missing columns {sorted(missing)}")
+    try:
+        ids, lps = decode_topk(table, meta)
+        plain = table.select([n for n in SCHEMA.names if n not in _STORED]).to_pylist()
+    except Exception as e:  # noqa: BLE001 - damaged codec metadata or columns fail in numpy or Arrow
+        raise ValueError(f"top-k columns do not decode ({type(e).__name__}: {str(e)[:300]})") from None
+    if len(ids) != len(plain):
+        raise ValueError(f"{len(ids)} top-k rows for {len(plain)} rows")
+    for r, i, l in zip(plain, ids, lps):
+        r["topk_ids"], r["topk_logprobs"] = i, l
+        if (problem := row_problem(r)) is not None:
+            raise ValueError(f"row {r['prompt_id']}/{r['sample_index']}: {problem}")
+    return plain
 
 
 def read_rows(directory: Path, split: str | None = None) -> list[dict]:
@@ -197,20 +280,9 @@ def read_rows(directory: Path, split: str | None = None) -> list[dict]:
     rows: list[dict] = []
     for f in files:
         try:
-            table = pq.read_table(f)
-        except (pa.ArrowInvalid, OSError) as e:
-            raise ValueError(f"{f}: not a readable Parquet file ({e})") from None
-        meta = json.loads((table.schema.metadata or {}).get(b"kd", b"{}"))
-        if "id_bytes" not in meta:
-            raise ValueError(f"{f}: no top-k codec metadata (written by an older version?); regenerate it")
-        names = [n for n in SCHEMA.names if n not in _STORED] + ["topk_k", "topk_lp_q"] + _id_columns(meta["vocab_size"])
-        missing = set(names) - set(table.column_names)
-        if missing:
-            raise ValueError(f"{f}: missing columns {sorted(missing)}")
-        ids, lps = decode_topk(table, meta)
-        for r, i, l in zip(table.select([n for n in SCHEMA.names if n not in _STORED]).to_pylist(), ids, lps):
-            r["topk_ids"], r["topk_logprobs"] = i, l
-            rows.append(r)
+            rows += _read_shard(f)
+        except ValueError as e:
+            raise ValueError(f"{f}: {e}; {CORRUPT_FIX}") from None
     if split is not None:
         rows = [r for r in rows if r["split"] == split]
     return rows

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.redact import redact
-from distill.schema import tokenizer_fingerprint, write_table_atomic
+from distill.schema import row_problem, tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
 from teacher.prompts import Prompt, splits
@@ -147,9 +147,15 @@ class ShardWriter:
         self.rows: dict[int, list[dict]] = {i: [] for i in pending}
         self.failed: dict[int, list[dict]] = {i: [] for i in pending}
 
-    def add(self, shard: int, row: dict) -> None:
+    def add(self, shard: int, row: dict) -> bool:
+        """Keep a finished row; False when its top-k cannot be trusted (then it is recorded
+        as a failure with the reason, like a row the engine failed on)."""
+        if (problem := row_problem(row)) is not None:
+            self.fail(shard, row, f"invalid teacher output: {problem}")
+            return False
         self.rows[shard].append(row)
         self._maybe_write(shard)
+        return True
 
     def fail(self, shard: int, task: dict, reason: str) -> None:
         self.failed[shard].append({"prompt_id": task["prompt_id"], "sample_index": task["sample_index"], "reason": reason})
@@ -253,9 +259,11 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
                         bar.update(1)
                     continue
                 row = json.loads(r["row"])
-                writer.add(task["shard"], row)
-                stats["rows"] += 1
-                stats["generated_tokens"] += len(row["token_ids"])
+                if writer.add(task["shard"], row):
+                    stats["rows"] += 1
+                    stats["generated_tokens"] += len(row["token_ids"])
+                else:
+                    stats["failed"] += 1
                 bar.update(1)
             items = retry
     stats["wall_s"] = time.perf_counter() - t0

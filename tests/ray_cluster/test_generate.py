@@ -127,7 +127,7 @@ def test_failed_rows_are_retried_then_recorded_never_dropped(tmp_path):
     too_long = dataclasses.replace(train[0], prompt_id="f" * 16, instruction="word " * 400)
     prompts = train + ev + [too_long]
     cfg = GenerationConfig(shard_size=4, max_new_tokens=8, max_model_len=256, retries=1)
-    flaky, broken = f"{train[1].prompt_id}/0", f"{train[2].prompt_id}/0"
+    flaky, broken, nan = f"{train[1].prompt_id}/0", f"{train[2].prompt_id}/0", f"{train[3].prompt_id}/0"
     calls = []
 
     def fake_pass(items):
@@ -137,15 +137,22 @@ def test_failed_rows_are_retried_then_recorded_never_dropped(tmp_path):
             key = f"{task['prompt_id']}/{task['sample_index']}"
             if key == broken or (key == flaky and len(calls) == 1):
                 yield {"task": it["task"], "row": "", "error": "EngineCore encountered an issue"}
+            elif key == nan:  # a row that came back, with a NaN in its top-k
+                [r] = fake_engine([it])
+                row = json.loads(r["row"])
+                row["topk_logprobs"][1][0] = float("nan")
+                yield {**r, "row": json.dumps(row)}
             else:
                 yield from fake_engine([it])
 
     stats = generate("smollm2-135m", prompts, tmp_path, cfg, run_pass=fake_pass)
     assert calls == [8, 2]  # the long prompt never reached the engine; two rows retried
-    assert stats["rows"] == 7 and stats["failed"] == 2
+    assert stats["rows"] == 6 and stats["failed"] == 3
     rows = read_rows(tmp_path)
-    assert sorted(r["prompt_id"] for r in rows) == sorted(p.prompt_id for p in train + ev if f"{p.prompt_id}/0" != broken)
+    assert sorted(r["prompt_id"] for r in rows) == sorted(p.prompt_id for p in train + ev
+                                                          if f"{p.prompt_id}/0" not in (broken, nan))
     failures = [f for p in sorted(tmp_path.glob("*.failures.json")) for f in json.loads(p.read_text())]
     reasons = {f["prompt_id"]: f["reason"] for f in failures}
-    assert set(reasons) == {train[2].prompt_id, "f" * 16}
+    assert set(reasons) == {train[2].prompt_id, train[3].prompt_id, "f" * 16}
     assert "after 2 attempts" in reasons[train[2].prompt_id] and "max_model_len is 256" in reasons["f" * 16]
+    assert reasons[train[3].prompt_id] == "invalid teacher output: NaN logprob"
