@@ -47,6 +47,8 @@ class Collator:
             n, s, T = len(x["input_ids"]), x["start"], len(x["labels"])
             input_ids[b, :n] = torch.tensor(x["input_ids"])
             attention[b, :n] = 1
+            if not T:
+                continue
             labels[b, s : s + T] = torch.tensor(x["labels"])
             mask[b, s : s + T] = 1
             topk_ids[b, s : s + T] = torch.tensor(x["topk_ids"])
