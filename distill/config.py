@@ -13,6 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.settings import SettingError, build, check_ranges, type_problem
 from distill.train_config import TrainConfig
 from ray_cluster.generate import GenerationConfig
 from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
@@ -25,8 +26,9 @@ class EvalConfig:
     temperature: float = 1.0
 
     def __post_init__(self):
-        if self.student_samples < 0 or self.max_new_tokens < 1 or self.temperature < 0:
-            raise ValueError(f"invalid eval settings {dataclasses.asdict(self)}")
+        check_ranges(self, {"student_samples": (self.student_samples >= 0, "must be >= 0"),
+                            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
+                            "temperature": (self.temperature >= 0, "must be >= 0")})
 
 
 @dataclass(frozen=True)
@@ -62,13 +64,15 @@ class JudgeConfig:
     shuffled_control: bool = True
 
     def __post_init__(self):
-        ok = {"prompts": self.prompts >= 1, "samples": self.samples >= 1, "temperature": self.temperature >= 0,
-              "max_tokens": self.max_tokens >= 16, "workers": self.workers >= 1, "retries": self.retries >= 0,
-              "max_new_tokens": self.max_new_tokens >= 1, "judge_temperature": self.judge_temperature >= 0,
-              "mode": self.mode in ("form", "geval", "ensemble"), "max_text_loss": self.max_text_loss > 0}
-        bad = [k for k, v in ok.items() if not v]
-        if bad:
-            raise ValueError(f"invalid judge setting {bad[0]}={getattr(self, bad[0])!r}")
+        check_ranges(self, {
+            "prompts": (self.prompts >= 1, "must be >= 1"), "samples": (self.samples >= 1, "must be >= 1"),
+            "temperature": (self.temperature >= 0, "must be >= 0"), "max_tokens": (self.max_tokens >= 16, "must be >= 16"),
+            "workers": (self.workers >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
+            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
+            "judge_temperature": (self.judge_temperature >= 0, "must be >= 0"),
+            "mode": (self.mode in ("form", "geval", "ensemble"), "must be 'form', 'geval' or 'ensemble'"),
+            "max_text_loss": (self.max_text_loss > 0, "must be > 0"),
+        })
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,15 @@ class RunConfig:
     # as resources allow and queues the rest. 1 = one teacher after another.
     parallel_teachers: int = 1
 
+    def __post_init__(self):
+        check_ranges(self, {
+            # A path component of runs/<name>: no separators, and not "." or "..".
+            "name": (bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", self.name)),
+                     "must be 1-100 letters, digits, '.', '_' or '-', not starting with '.' or '-'"),
+            "seed": (self.seed >= 0, "must be >= 0"), "eval_prompts": (self.eval_prompts >= 1, "must be >= 1"),
+            "parallel_teachers": (self.parallel_teachers >= 1, "must be >= 1"),
+        })
+
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""
         if not tr.distil:
@@ -115,86 +128,103 @@ class RunConfig:
         return [main] + (["sft"] if self.sft_baseline and main != "sft" else [])
 
 
-def _build(cls, values: dict, where: str):
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"unknown setting {where}.{unknown[0]} (known: {', '.join(sorted(known))})")
-    try:
-        return cls(**values)
-    except TypeError as e:
-        raise ValueError(f"bad value in [{where}]: {e}") from None
-    except ValueError as e:
-        raise ValueError(f"[{where}] {e}") from None
+# Per-teacher settings besides [teacher.<id>.generation], [teacher.<id>.train] and the model keys.
+TEACHER_COUNTS = {"n_train": (int, 64), "n_heldout": (int, 16), "distil": (bool, True)}
 
 
-def _merge(base: dict, over: dict) -> dict:
-    return {**base, **over}
+def _table(raw: dict, key: str, where: str = "") -> dict:
+    value = raw.pop(key, {})
+    if not isinstance(value, dict):
+        raise SettingError(f"{where}{key}", f"expected a table of settings, got {value!r:.60}")
+    return value
 
 
 def parse(raw: dict) -> RunConfig:
+    """A RunConfig from a config file's tables, or SettingError naming the first bad setting."""
     raw = dict(raw)
-    gen, train, ev = raw.pop("generation", {}), raw.pop("train", {}), raw.pop("eval", {})
-    judge = _build(JudgeConfig, raw.pop("judge", {}), "judge")
-    per_teacher = raw.pop("teacher", {})
+    gen, train, ev = _table(raw, "generation"), _table(raw, "train"), _table(raw, "eval")
+    judge = build(JudgeConfig, _table(raw, "judge"), "judge")
+    per_teacher = _table(raw, "teacher")
     ids = raw.pop("teachers", [])
+    if not isinstance(ids, list) or not all(isinstance(t, str) and t for t in ids):
+        raise SettingError("teachers", f"expected a list of teacher ids, got {ids!r:.60}")
     if not ids:
-        raise ValueError("setting teachers is empty: name at least one teacher")
+        raise SettingError("teachers", "is empty: name at least one teacher")
+    if len(set(ids)) != len(ids):
+        raise SettingError("teachers", f"lists a teacher twice: {ids}")
     # Check the shared sections on their own first, so an error names the section the user wrote.
-    _build(GenerationConfig, gen, "generation")
-    _build(TrainConfig, train, "train")
-    defaults = {"n_train": raw.pop("n_train", 64), "n_heldout": raw.pop("n_heldout", 16), "distil": True}
-    runs = []
+    build(GenerationConfig, gen, "generation")
+    build(TrainConfig, train, "train")
+    defaults = {k: raw.pop(k, default) for k, (_, default) in TEACHER_COUNTS.items() if k != "distil"}
+    for k, v in defaults.items():
+        if (why := type_problem(int, v)) or (why := None if v >= 0 else f"{v} must be >= 0"):
+            raise SettingError(k, why)
     pinned = raw.get("pin_revisions", False)
-    if not isinstance(pinned, bool):
-        raise ValueError(f"setting pin_revisions={pinned!r} must be true or false")
+    if (why := type_problem(bool, pinned)) is not None:
+        raise SettingError("pin_revisions", why)
+    for tid, table in per_teacher.items():
+        if not isinstance(table, dict):
+            raise SettingError(f"teacher.{tid}", f"expected a table of settings, got {table!r:.60}")
+    runs = []
     for tid in ids:
+        where = f"teacher.{tid}"
         over = dict(per_teacher.get(tid, {}))
-        g, t = over.pop("generation", {}), over.pop("train", {})
+        g, t = _table(over, "generation", f"{where}."), _table(over, "train", f"{where}.")
         declared = {k: over.pop(k) for k in MODEL_KEYS if k in over}
-        model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
-        unknown = sorted(set(over) - set(defaults))
-        if unknown:
-            raise ValueError(f"unknown setting teacher.{tid}.{unknown[0]}")
-        counts = _merge(defaults, over)
-        if not isinstance(counts["distil"], bool):
-            raise ValueError(f"setting teacher.{tid}.distil={counts['distil']!r} must be true or false")
+        if tid not in TEACHERS and not {"path", "hub_id"} & set(declared):
+            raise SettingError("teachers", f"unknown teacher '{tid}': known teachers are {', '.join(TEACHERS)}; "
+                                           f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
+        try:
+            model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
+        except SettingError as e:
+            raise e.under(where) from None
+        counts = {**defaults, "distil": True}
+        for k, v in over.items():
+            if k not in TEACHER_COUNTS:
+                raise SettingError(f"{where}.{k}", f"unknown setting (known: {', '.join(sorted(TEACHER_COUNTS))}, "
+                                                   f"{', '.join(MODEL_KEYS)}, generation, train)")
+            if (why := type_problem(TEACHER_COUNTS[k][0], v)) is not None:
+                raise SettingError(f"{where}.{k}", why)
+            counts[k] = v
         runs.append(TeacherRun(
-            teacher=tid, n_train=int(counts["n_train"]), n_heldout=int(counts["n_heldout"]), distil=counts["distil"],
-            model=model,
-            generation=_build(GenerationConfig, _merge(gen, g), f"teacher.{tid}.generation"),
-            train=_build(TrainConfig, _merge(train, t), f"teacher.{tid}.train"),
+            teacher=tid, n_train=counts["n_train"], n_heldout=counts["n_heldout"], distil=counts["distil"], model=model,
+            generation=build(GenerationConfig, {**gen, **g}, f"{where}.generation"),
+            train=build(TrainConfig, {**train, **t}, f"{where}.train"),
         ))
     for tid, table in per_teacher.items():
         # A table that declares a model (path or hub_id) is a registry entry, usable by a
         # --set teachers=[...] that lists it; any other table for an unlisted id is a typo.
         if tid not in ids and not {"path", "hub_id"} & set(table):
-            raise ValueError(f"[teacher.{tid}] configures a teacher not listed in teachers")
-    cfg = _build(RunConfig, {**raw, "teachers": runs, "eval": _build(EvalConfig, ev, "eval"), "judge": judge}, "run")
-    if not isinstance(cfg.parallel_teachers, int) or cfg.parallel_teachers < 1:
-        raise ValueError(f"setting parallel_teachers={cfg.parallel_teachers!r} must be a whole number >= 1")
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", cfg.name):
-        raise ValueError(f"setting name={cfg.name!r} must be letters, digits, '.', '_' or '-'")
+            raise SettingError(f"teacher.{tid}", "configures a teacher not listed in teachers")
+    cfg = build(RunConfig, {**raw, "teachers": runs, "eval": build(EvalConfig, ev, "eval"), "judge": judge}, "")
     for r in runs:
-        if r.n_train < int(r.distil) or not 1 <= r.n_heldout <= cfg.eval_prompts:
-            raise ValueError(f"teacher.{r.teacher}: n_train must be >= 1 (>= 0 with distil = false) and n_heldout "
-                             f"within 1..{cfg.eval_prompts}")
+        if r.n_train < int(r.distil):
+            raise SettingError(f"teacher.{r.teacher}.n_train", f"{r.n_train} must be >= 1 (>= 0 with distil = false)")
+        if not 1 <= r.n_heldout <= cfg.eval_prompts:
+            raise SettingError(f"teacher.{r.teacher}.n_heldout", f"{r.n_heldout} must be within 1..{cfg.eval_prompts} "
+                                                                 "(eval_prompts)")
     return cfg
 
 
 def _set(raw: dict, dotted: str) -> None:
-    """Apply one `--set a.b=value` override; the value is parsed as TOML (so 5, 1e-3, "x", [..])."""
+    """Apply one `--set a.b=value` override; the value is parsed as TOML (so 5, 1e-3, "x", [..]),
+    and anything that is not TOML is taken as a string (the type check then refuses it
+    where a string is not a setting's type)."""
     key, sep, value = dotted.partition("=")
-    if not sep:
-        raise ValueError(f"--set {dotted!r}: expected key=value")
+    parts = key.strip().split(".")
+    if not sep or not all(parts):
+        raise SettingError(key or dotted, "--set expects key=value, e.g. --set train.steps=10")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
         parsed = value
+    except ValueError as e:  # valid TOML Python will not hold: an integer of thousands of digits
+        raise SettingError(key, f"value cannot be read: {e}") from None
     node = raw
-    parts = key.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise SettingError(".".join(parts[: i + 1]), f"is a value ({node!r:.40}), not a table of settings")
     node[parts[-1]] = parsed
 
 
@@ -202,9 +232,9 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     try:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as e:
-        raise ValueError(f"config file {path} cannot be read: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"config file {path} is not valid TOML: {e}") from None
+        raise SettingError("", f"config file {path} cannot be read: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, ValueError) as e:  # ValueError: an integer Python will not hold
+        raise SettingError("", f"config file {path} is not valid TOML: {str(e)[:200]}") from None
     for o in overrides:
         _set(raw, o)
     return parse(raw)
@@ -234,4 +264,4 @@ def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
         raise ValueError(f"only judge.* settings can change after a run (got {unknown[0]})")
     if not raw:
         return cfg
-    return dataclasses.replace(cfg, judge=_build(JudgeConfig, {**dataclasses.asdict(cfg.judge), **raw["judge"]}, "judge"))
+    return dataclasses.replace(cfg, judge=build(JudgeConfig, {**dataclasses.asdict(cfg.judge), **raw["judge"]}, "judge"))

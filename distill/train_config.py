@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from distill.settings import SettingError, check_ranges
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -49,21 +51,31 @@ class TrainConfig:
     workers: int = 1
 
     def __post_init__(self):
-        checks = {
-            "steps": self.steps >= 1, "batch_size": self.batch_size >= 1, "grad_accum": self.grad_accum >= 1,
-            "lr": 0 < self.lr < 1, "kd_weight": 0 <= self.kd_weight <= 1, "objective": self.objective in ("kd", "sft"),
-            "student_kind": self.student_kind in ("pruned", "config", "checkpoint"), "student_layers": self.student_layers >= 0,
-            "lora_r": self.lora_r >= 0, "quantization": self.quantization in ("none", "nf4"), "max_len": self.max_len >= 16, "save_steps": self.save_steps >= 1, "keep_checkpoints": self.keep_checkpoints >= 0,
-            "precision": self.precision in ("auto", "bf16", "fp32"),
-            "warmup_steps": self.warmup_steps >= 0, "logging_steps": self.logging_steps >= 1,
-            "workers": self.workers >= 1, "on_policy": 0 <= self.on_policy <= 1, "max_toxicity": 0 <= self.max_toxicity <= 1, "on_policy_max_new_tokens": self.on_policy_max_new_tokens >= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid train setting {bad[0]}={getattr(self, bad[0])!r}")
+        check_ranges(self, {
+            "steps": (self.steps >= 1, "must be >= 1"), "batch_size": (self.batch_size >= 1, "must be >= 1"),
+            "grad_accum": (self.grad_accum >= 1, "must be >= 1"), "lr": (0 < self.lr < 1, "must be in (0, 1)"),
+            "warmup_steps": (self.warmup_steps >= 0, "must be >= 0"),
+            "kd_weight": (0 <= self.kd_weight <= 1, "must be in [0, 1]"),
+            "objective": (self.objective in ("kd", "sft"), "must be 'kd' or 'sft'"),
+            "student_kind": (self.student_kind in ("pruned", "config", "checkpoint"),
+                             "must be 'pruned', 'config' or 'checkpoint'"),
+            "student_layers": (self.student_layers >= 0, "must be >= 0"), "lora_r": (self.lora_r >= 0, "must be >= 0"),
+            "quantization": (self.quantization in ("none", "nf4"), "must be 'none' or 'nf4'"),
+            "lora_alpha": (self.lora_alpha >= 1, "must be >= 1"),
+            "lora_dropout": (0 <= self.lora_dropout < 1, "must be in [0, 1)"),
+            "max_len": (self.max_len >= 16, "must be >= 16"), "save_steps": (self.save_steps >= 1, "must be >= 1"),
+            "keep_checkpoints": (self.keep_checkpoints >= 0, "must be >= 0"),
+            "precision": (self.precision in ("auto", "bf16", "fp32"), "must be 'auto', 'bf16' or 'fp32'"),
+            "on_policy": (0 <= self.on_policy <= 1, "must be in [0, 1]"),
+            "on_policy_max_new_tokens": (self.on_policy_max_new_tokens >= 1, "must be >= 1"),
+            "max_toxicity": (0 <= self.max_toxicity <= 1, "must be in [0, 1]"),
+            "logging_steps": (self.logging_steps >= 1, "must be >= 1"), "seed": (self.seed >= 0, "must be >= 0"),
+            "workers": (self.workers >= 1, "must be >= 1"),
+        })
         if self.on_policy and self.objective != "kd":
-            raise ValueError("on_policy > 0 needs objective='kd': the teacher's logprobs are the target")
+            raise SettingError("on_policy", f"{self.on_policy} needs objective='kd': the teacher's logprobs are the target")
         if self.workers > 1 and self.on_policy:
-            raise ValueError("on_policy > 0 runs in one process: set workers = 1")
+            raise SettingError("workers", f"{self.workers} with on_policy > 0: on-policy steps run in one process")
         if self.quantization == "nf4" and not self.lora_r:
-            raise ValueError("quantization='nf4' (QLoRA) trains LoRA adapters on a frozen 4-bit base: set lora_r > 0")
+            raise SettingError("quantization", "'nf4' (QLoRA) trains LoRA adapters on a frozen 4-bit base: "
+                                               "set lora_r > 0")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.redact import redact
+from distill.settings import check_ranges
 from distill.schema import row_problem, tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
@@ -60,20 +62,20 @@ class GenerationConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self):
-        checks = {
-            "top_k": self.top_k >= 1, "max_new_tokens": self.max_new_tokens >= 1,
-            "temperature": self.temperature >= 0, "top_p": 0 < self.top_p <= 1,
-            "train_samples": self.train_samples >= 1, "eval_samples": self.eval_samples >= 1,
-            "shard_size": self.shard_size >= 1, "batch_size": self.batch_size >= 1,
-            "max_model_len": self.max_model_len > self.max_new_tokens, "kv_cache_gib": self.kv_cache_gib >= 1,
-            "retries": self.retries >= 0, "replicas": self.replicas >= 1, "replica_wait_s": self.replica_wait_s >= 0,
-            "engine_resources": isinstance(self.engine_resources, dict) and all(
-                isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float)) and v > 0
-                for k, v in self.engine_resources.items()),
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid generation setting {bad[0]}={getattr(self, bad[0])!r}")
+        check_ranges(self, {
+            "top_k": (self.top_k >= 1, "must be >= 1"), "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
+            "temperature": (self.temperature >= 0, "must be >= 0"), "top_p": (0 < self.top_p <= 1, "must be in (0, 1]"),
+            "train_samples": (self.train_samples >= 1, "must be >= 1"),
+            "eval_samples": (self.eval_samples >= 1, "must be >= 1"),
+            "shard_size": (self.shard_size >= 1, "must be >= 1"), "batch_size": (self.batch_size >= 1, "must be >= 1"),
+            "max_model_len": (self.max_model_len > self.max_new_tokens, "must be more than max_new_tokens"),
+            "kv_cache_gib": (self.kv_cache_gib >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
+            "replicas": (self.replicas >= 1, "must be >= 1"), "replica_wait_s": (self.replica_wait_s >= 0, "must be >= 0"),
+            "engine_resources": (isinstance(self.engine_resources, dict) and all(
+                isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float))
+                and not isinstance(v, bool) and 0 < v < math.inf for k, v in self.engine_resources.items()),
+                "must map custom resource names (not CPU or GPU) to positive numbers"),
+        })
 
 
 # How a job runs, not what it generates: a resumed job may change them (more replicas on a
@@ -308,7 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         for t in teachers:
             stats = generate(t.id, train + ev, Path(args.out) / t.id, cfg)
             print(json.dumps(stats))
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError) as e:  # a bad setting or input: nothing was generated
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RuntimeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

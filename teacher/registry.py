@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from teacher.formats import check_format
+from distill.settings import SettingError, type_problem
+from teacher.formats import PROMPT_FORMATS
 
 MODELS_DIR = Path(os.environ.get("KD_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
 
@@ -175,15 +177,18 @@ def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
     table's changes, or a new one given by `path` (a local HF folder) or `hub_id`.
     `pinned`: every hub teacher's revision must be a commit hash."""
     where = f"teacher.{teacher_id}"
-    unknown = sorted(set(table) - set(MODEL_KEYS))
-    if unknown:
-        raise ValueError(f"unknown setting {where}.{unknown[0]}")
+    hints = typing.get_type_hints(Teacher)
+    for key, value in table.items():
+        if key not in MODEL_KEYS:
+            raise SettingError(key, f"unknown setting (known: {', '.join(MODEL_KEYS)})")
+        if (why := type_problem(hints[key], value)) is not None:
+            raise SettingError(key, why)
     base = TEACHERS.get(teacher_id)
     if "path" in table and "hub_id" in table:
-        raise ValueError(f"[{where}] sets both path and hub_id: a teacher is one or the other")
+        raise SettingError("path", "set together with hub_id: a teacher is one or the other")
     if base is None and not ({"path", "hub_id"} & set(table)):
-        raise ValueError(f"unknown teacher '{teacher_id}': known teachers are {', '.join(TEACHERS)}; "
-                         f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
+        raise SettingError("", f"unknown teacher '{teacher_id}': known teachers are {', '.join(TEACHERS)}; "
+                               f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
     if base is None:
         base = Teacher(id=teacher_id, hub_id="", revision="main", source="hub", family=teacher_id,
                        prompt_format="chat", vocab_size=0, license="unknown")
@@ -193,18 +198,21 @@ def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
         values.update(source="local", path=str(Path(values["path"]).expanduser().resolve()))
     elif "hub_id" in values:
         values.update(source="hub", path="")
-    if not isinstance(values.get("engine", {}), dict):
-        raise ValueError(f"setting {where}.engine must be a table of vLLM engine arguments")
-    check_format(values.get("prompt_format", base.prompt_format), f"setting {where}.prompt_format")
-    try:
-        teacher = dataclasses.replace(base, **values)
-    except TypeError as e:
-        raise ValueError(f"bad value in [{where}]: {e}") from None
+    fmt = values.get("prompt_format", base.prompt_format)
+    if fmt not in PROMPT_FORMATS:
+        raise SettingError("prompt_format", f"{fmt!r} is not a prompt format; known: {', '.join(PROMPT_FORMATS)}")
+    for key in ("vocab_size", "gpu_memory_gib", "params_b", "layers"):
+        if values.get(key, 0) < 0:
+            raise SettingError(key, f"{values[key]} must be >= 0")
+    teacher = dataclasses.replace(base, **values)
     if teacher.source == "hub" and pinned and not COMMIT.fullmatch(teacher.revision):
-        raise ValueError(f"setting {where}.revision={teacher.revision!r} must be a 40-character commit hash: "
-                         "this config pins every hub teacher (pin_revisions = true)")
+        raise SettingError("revision", f"{teacher.revision!r} must be a 40-character commit hash: this config "
+                                       "pins every hub teacher (pin_revisions = true)")
     if teacher.source == "local":
-        check_folder(Path(teacher.path), teacher_id)
+        try:
+            check_folder(Path(teacher.path), teacher_id)
+        except FileNotFoundError as e:
+            raise SettingError("path", str(e)) from None
     return teacher
 
 

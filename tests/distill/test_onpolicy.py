@@ -55,7 +55,7 @@ def test_on_policy_training_scores_student_samples_and_moves_toward_the_teacher(
 def test_on_policy_needs_a_scorer_and_the_kd_objective(tmp_path):
     with pytest.raises(ValueError, match="needs the served teacher"):
         train(tiny_student(), Tok(), teacher_rows(), tmp_path, TrainConfig(steps=1, on_policy=0.5, lora_r=4))
-    with pytest.raises(ValueError, match="on_policy > 0 needs objective='kd'"):
+    with pytest.raises(ValueError, match="on_policy: 0.5 needs objective='kd'"):
         TrainConfig(on_policy=0.5, objective="sft")
 
 

@@ -16,7 +16,7 @@ def run(args, **env):
 
 @pytest.mark.parametrize("args, message", [
     (["--config", "configs/tiny.toml", "--set", 'teachers=["gpt-9"]'], "unknown teacher 'gpt-9'"),
-    (["--config", "configs/tiny.toml", "--set", "train.lr=7"], "lr=7"),
+    (["--config", "configs/tiny.toml", "--set", "train.lr=7"], "train.lr: 7 must be in (0, 1)"),
     (["--config", "configs/nope.toml"], "configs/nope.toml cannot be read"),
     (["--config", "configs/tiny.toml", "--set", 'prompts_file="/nonexistent/p.jsonl"'], "/nonexistent/p.jsonl cannot be read"),
 ])

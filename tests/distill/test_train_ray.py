@@ -53,7 +53,7 @@ def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch
 
 
 def test_workers_must_be_positive_and_exclude_on_policy():
-    with pytest.raises(ValueError, match="invalid train setting workers=0"):
+    with pytest.raises(ValueError, match="workers: 0 must be >= 1"):
         T.TrainConfig(workers=0)
-    with pytest.raises(ValueError, match="on_policy > 0 runs in one process: set workers = 1"):
+    with pytest.raises(ValueError, match="workers: 2 with on_policy > 0: on-policy steps run in one process"):
         T.TrainConfig(workers=2, on_policy=0.5)

@@ -24,13 +24,13 @@ def test_plan_covers_every_row_once_in_fixed_shards():
 
 @pytest.mark.parametrize("field, value", [("top_k", 0), ("top_p", 0.0), ("max_model_len", 100), ("shard_size", 0)])
 def test_invalid_generation_settings_are_named(field, value):
-    with pytest.raises(ValueError, match=f"{field}="):
+    with pytest.raises(ValueError, match=f"^{field}: {value} "):
         GenerationConfig(**{field: value, "max_new_tokens": 160})
 
 
 @pytest.mark.parametrize("resources", [{"CPU": 1}, {"GPU": 1}, {"teacher_node": 0}, {"teacher_node": "one"}, ["x"]])
 def test_engine_resources_must_be_custom_and_positive(resources):
-    with pytest.raises(ValueError, match="engine_resources="):
+    with pytest.raises(ValueError, match="^engine_resources: .* must map custom resource names"):
         GenerationConfig(engine_resources=resources)
 
 
