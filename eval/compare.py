@@ -56,8 +56,9 @@ def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
         for n, r in enumerate(rows, 1):
             if "fable" not in r or "prompt" not in r:
                 raise ValueError(f"{path}:{n}: not a TinyFabulist fable (needs 'prompt' and 'fable')")
-            out.append({"key": r["prompt"], "prompt": r["prompt"], "text": r["fable"] or "",
-                        "elements": tinyfabulist_elements(r["prompt"]), "tokens": r.get("llm_output_tokens"),
+            prompt_text = _text(r["prompt"], f"{path}:{n}", "prompt")
+            out.append({"key": prompt_text, "prompt": prompt_text, "text": _text(r["fable"], f"{path}:{n}", "fable"),
+                        "elements": tinyfabulist_elements(prompt_text), "tokens": r.get("llm_output_tokens"),
                         "seconds": r.get("llm_inference_time"), "cost_per_hour": r.get("host_cost_per_hour")})
         return out
     text, prompt = fields.get("text", "text"), fields.get("prompt", "prompt")
@@ -65,8 +66,9 @@ def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
     for n, r in enumerate(rows, 1):
         if text not in r:
             raise ValueError(f"{path}:{n}: no field '{text}' (map it with --field text=COLUMN)")
-        out.append({"key": str(r.get(fields.get("id", "id"), r.get(prompt, n))), "prompt": r.get(prompt, ""),
-                    "text": r[text] or "", "elements": {c: r[c] for c in ELEMENT_COLUMNS if r.get(c)},
+        out.append({"key": str(r.get(fields.get("id", "id"), r.get(prompt, n))),
+                    "prompt": _text(r.get(prompt), f"{path}:{n}", prompt), "text": _text(r[text], f"{path}:{n}", text),
+                    "elements": {c: str(r[c]) for c in ELEMENT_COLUMNS if r.get(c)},
                     "tokens": r.get(fields.get("tokens", "tokens")), "seconds": r.get(fields.get("seconds", "seconds")),
                     "cost_per_hour": None})
     return out
@@ -81,19 +83,39 @@ def pipeline_record(row: dict, text: str, tokens: int | None = None, seconds: fl
 
 
 def _read_table(p: Path) -> list[dict]:
+    """The records of a JSONL or Parquet file; ValueError naming the file (and line) otherwise."""
     if p.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(p).to_pylist()
+        try:
+            return pq.read_table(p).to_pylist()
+        except Exception as e:  # noqa: BLE001 - Arrow's errors for a damaged file are many
+            raise ValueError(f"{p}: not a readable Parquet file ({type(e).__name__}: {str(e)[:200]})") from None
     rows = []
-    with open(p) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{p}:{n}: not JSON ({e.msg})") from None
+    try:
+        with open(p, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:  # JSONDecodeError, or a number Python will not hold
+                        raise ValueError(f"{p}:{n}: not JSON ({getattr(e, 'msg', str(e)[:100])})") from None
+                    if not isinstance(row, dict):
+                        raise ValueError(f"{p}:{n}: not a JSON object ({type(row).__name__})")
+                    rows.append(row)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: cannot be read: {type(e).__name__}: {e}") from None
+    if not rows:
+        raise ValueError(f"{p}: no records in the file")
     return rows
+
+
+def _text(value, where: str, name: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: field '{name}' is {type(value).__name__}, not text")
+    return value
 
 
 def toxicity(texts: list[str], threshold: float = TOXICITY_THRESHOLD) -> dict:

@@ -33,14 +33,21 @@ def read_fables(path: str | Path) -> list[dict]:
     for n, line in _lines(path, "fables"):
         try:
             obj = json.loads(line)
-            rec = {"model": str(obj["llm_name"]), "hash": str(obj["hash"]), "prompt": str(obj["prompt"]),
-                   "fable": str(obj["fable"])}
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}:{n}: not a TinyFabulist fable ({type(e).__name__}: {e})") from None
+            rec = {"model": str(obj["llm_name"]), "hash": str(obj["hash"]), "prompt": obj["prompt"], "fable": obj["fable"]}
+            if not isinstance(rec["prompt"], str) or not isinstance(rec["fable"], str):
+                raise TypeError("prompt and fable must be text")
+        except (KeyError, TypeError, ValueError) as e:  # ValueError: JSONDecodeError, or an unreadable number
+            raise ValueError(f"{path}:{n}: not a TinyFabulist fable ({type(e).__name__}: {str(e)[:200]})") from None
         out.append(rec)
     if not out:
         raise ValueError(f"{path}: no fables in the file")
     return out
+
+
+def _score(v) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        raise TypeError(f"a score is a number, not {type(v).__name__}")
+    return float(v)
 
 
 def read_tinyfabulist(path: str | Path) -> list[dict]:
@@ -51,13 +58,19 @@ def read_tinyfabulist(path: str | Path) -> list[dict]:
         try:
             obj = json.loads(line)
             ev = obj["evaluation"]
-            scores = {c: float(v) for c, v in ev.items() if c not in NOT_SCORES}
+            scores = {str(c): _score(v) for c, v in ev.items() if c not in NOT_SCORES}
             if not scores or not all(math.isfinite(v) for v in scores.values()):
                 raise ValueError("no finite scores")
+            off = [f"{c}={v:g}" for c, v in scores.items() if not 0 <= v <= 10]
+            if off:
+                raise ValueError(f"{off[0]} outside 0..10")
+            control = obj.get("control", False)
+            if not isinstance(control, bool):
+                raise TypeError(f"control is {control!r:.20}, not true or false")
             out.append({"model": str(obj["llm_name"]), "hash": obj.get("hash"), "scores": scores,
-                        "age_group": ev.get("age_group"), "control": bool(obj.get("control", False))})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {e})") from None
+                        "age_group": ev.get("age_group"), "control": control})
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # ValueError: JSON too
+            raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {str(e)[:200]})") from None
     if not out:
         raise ValueError(f"{path}: no verdicts in the file")
     return out

@@ -149,15 +149,24 @@ def load_prompts(path: str) -> list[Prompt]:
                     continue
                 try:
                     rec = json.loads(line)
-                    el = {k: str(rec[k]) for k in ELEMENTS}
-                    variant = int(rec.get("variant", 0))
+                    el = {k: rec[k] for k in ELEMENTS}
+                    if not all(isinstance(v, str) and v.strip() for v in el.values()):
+                        raise TypeError(f"every one of {', '.join(ELEMENTS)} must be non-empty text")
+                    variant = rec.get("variant", 0)
+                    if isinstance(variant, bool) or not isinstance(variant, int) or not 0 <= variant < len(VARIANTS):
+                        raise ValueError(f"variant {variant!r:.40} is not one of 0..{len(VARIANTS) - 1}")
                     instruction = rec.get("instruction") or VARIANTS[variant].format(**el)
-                except (json.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as e:
-                    raise ValueError(f"prompts file {path}, line {n}: not a valid prompt ({type(e).__name__}: {e})") from None
-                prompts.append(Prompt(prompt_id(el, variant), rec.get("split", "train"), **el,
-                                      variant=variant, instruction=instruction))
+                    split = rec.get("split", "train")
+                    if not isinstance(instruction, str) or split not in ("train", "eval"):
+                        raise TypeError("instruction must be text and split 'train' or 'eval'")
+                except (KeyError, IndexError, TypeError, ValueError) as e:  # ValueError: JSON too
+                    raise ValueError(f"prompts file {path}, line {n}: not a valid prompt "
+                                     f"({type(e).__name__}: {str(e)[:200]})") from None
+                prompts.append(Prompt(prompt_id(el, variant), split, **el, variant=variant, instruction=instruction))
     except OSError as e:
         raise ValueError(f"prompts file {path} cannot be read: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ValueError(f"prompts file {path} is not UTF-8 text: {e}") from None
     if not prompts:
         raise ValueError(f"prompts file {path} holds no prompts")
     return prompts

@@ -4,12 +4,14 @@ TinyFabulist teachers (skipped where ../shared is absent)."""
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 
 from distill.schema import write_table_atomic
 from eval.compare import main
 from tests.conftest import SHARED, needs_shared
 from tests.distill.test_schema import a_row
 from tests.eval.test_protocol import live_html
+from tests.teacher.test_prompts import jsonl_files
 
 TF = SHARED / "data" / "tinyfabulist"
 TEACHERS = {"mistral": "mistral-7b-instruct-v0.3", "llama": "llama-3.1-8b-instruct", "falcon": "falcon3-7b-instruct"}
@@ -85,3 +87,19 @@ def test_toxicity_filter_removes_and_reports():
     assert [r["prompt_id"] for r in kept] == ["p0"]
     assert removed[0]["prompt_id"] == "p1" and removed[0]["toxicity"] > 0.5
     assert filter_toxic(rows, 1.0)[1] == []
+
+
+@given(content=jsonl_files(json.dumps({"id": "1", "text": "The kind fox helped.", "prompt": "Write.", "character": "fox"})))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_input_file_reads_as_text_records_or_one_error_naming_it(tmp_path, content):
+    from eval.compare import load_input
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(content)
+    for fmt in ("jsonl", "tinyfabulist"):
+        try:
+            records = load_input(str(path), fmt, {})
+        except ValueError as e:
+            assert str(e).startswith(str(path)) and "\n" not in str(e)
+            continue
+        assert records and all(isinstance(r["text"], str) and isinstance(r["prompt"], str) for r in records)

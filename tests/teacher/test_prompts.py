@@ -1,6 +1,8 @@
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from teacher import prompts as P
 
@@ -61,3 +63,37 @@ def test_load_prompts_roundtrip_and_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="holds no prompts"):
         P.load_prompts(str(empty))
+
+
+def jsonl_files(valid_line: str):
+    """File contents for reader fuzzing: raw bytes, JSON values of any shape a line, and a
+    valid line with one field replaced or cut."""
+    value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
+                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+                         max_leaves=10)
+    base = json.loads(valid_line)
+    mutated = st.builds(lambda k, v: json.dumps({**base, k: v}), st.sampled_from(sorted(base)), value)
+    line = st.one_of(st.just(valid_line), mutated, value.map(json.dumps), st.text(max_size=40),
+                     st.builds(lambda n: valid_line[:n], st.integers(0, len(valid_line))))
+    return st.one_of(st.binary(max_size=200), st.lists(line, max_size=4).map(lambda ls: "\n".join(ls).encode()))
+
+
+VALID_PROMPT = json.dumps({"character": "fox", "trait": "kind", "setting": "forest", "conflict": "a storm",
+                           "resolution": "shares", "moral": "help others", "variant": 1})
+
+
+@given(content=jsonl_files(VALID_PROMPT))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_prompts_file_reads_as_valid_prompts_or_one_error_naming_it(tmp_path, content):
+    from teacher.prompts import ELEMENTS, VARIANTS, load_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_bytes(content)
+    try:
+        prompts = load_prompts(str(path))
+    except ValueError as e:
+        assert str(e).startswith(f"prompts file {path}") and "\n" not in str(e)
+        return
+    for p in prompts:
+        assert all(isinstance(getattr(p, k), str) and getattr(p, k).strip() for k in ELEMENTS)
+        assert 0 <= p.variant < len(VARIANTS) and isinstance(p.instruction, str) and p.split in ("train", "eval")

@@ -1,0 +1,57 @@
+"""The TinyFabulist readers under any input: valid records or one error naming the file."""
+
+import json
+import math
+
+from hypothesis import HealthCheck, given, settings
+
+from eval.tinyfabulist import read_fables, read_tinyfabulist
+from tests.teacher.test_prompts import jsonl_files
+
+VERDICT = json.dumps({"llm_name": "m", "hash": "h1", "evaluation": {"grammar": 8, "creativity": 7,
+                                                                    "moral_clarity": 6, "age_group": "B"}})
+FABLE = json.dumps({"llm_name": "m", "hash": "h1", "prompt": "Write a fable.", "fable": "Once a fox..."})
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@given(content=jsonl_files(VERDICT))
+@FUZZ
+def test_any_verdict_file_reads_as_scores_in_range_or_one_error(tmp_path, content):
+    path = tmp_path / "verdicts.jsonl"
+    path.write_bytes(content)
+    try:
+        verdicts = read_tinyfabulist(path)
+    except ValueError as e:
+        assert str(e).startswith(str(path)) and "\n" not in str(e)
+        return
+    assert verdicts
+    for v in verdicts:
+        assert v["scores"] and all(isinstance(s, float) and math.isfinite(s) and 0 <= s <= 10
+                                   for s in v["scores"].values())
+        assert isinstance(v["model"], str) and isinstance(v["control"], bool)
+
+
+@given(content=jsonl_files(FABLE))
+@FUZZ
+def test_any_fables_file_reads_as_text_or_one_error(tmp_path, content):
+    path = tmp_path / "fables.jsonl"
+    path.write_bytes(content)
+    try:
+        fables = read_fables(path)
+    except ValueError as e:
+        assert str(e).startswith(str(path)) and "\n" not in str(e)
+        return
+    assert fables and all(isinstance(f[k], str) for f in fables for k in ("model", "hash", "prompt", "fable"))
+    assert all(f["fable"] != "None" for f in fables)  # a null is refused, not turned into text
+
+
+def test_scores_off_the_scale_and_empty_or_folder_inputs_are_refused(tmp_path):
+    import pytest
+
+    bad = tmp_path / "v.jsonl"
+    bad.write_text(VERDICT.replace('"grammar": 8', '"grammar": 1000') + "\n")
+    with pytest.raises(ValueError, match="v.jsonl:1: not a TinyFabulist verdict.*grammar=1000 outside 0..10"):
+        read_tinyfabulist(bad)
+    for path in (tmp_path, "/dev/null"):
+        with pytest.raises(ValueError, match=f"^{path}"):
+            read_tinyfabulist(path)
