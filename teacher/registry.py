@@ -19,7 +19,20 @@ from pathlib import Path
 from distill.settings import SettingError, type_problem
 from teacher.formats import PROMPT_FORMATS
 
-MODELS_DIR = Path(os.environ.get("KD_MODELS_DIR", Path(__file__).resolve().parent.parent / "models"))
+def models_dir() -> Path:
+    """Where the converted embedded teachers live: $KD_MODELS_DIR; else `models/` of the
+    source checkout this package runs from (what `make models` fills); else, for an
+    installed package, the user's data folder."""
+    if os.environ.get("KD_MODELS_DIR"):
+        return Path(os.environ["KD_MODELS_DIR"])
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "teacher").is_dir():
+        return checkout / "models"
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return data / "fable-kd" / "models"
+
+
+MODELS_DIR = models_dir()
 
 
 @dataclass(frozen=True)
