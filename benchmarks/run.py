@@ -418,9 +418,10 @@ def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
 
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
-           cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None) -> str:
+           cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
+           fuzz: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
-                                          ("judge modes", judge), ("KD sweep", sweep))
+                                          ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -516,10 +517,14 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
                   f"{cmp['compare_s'] / 60:.2f} of it.", ""]
     if judge:
         lines += render_judge(judge)
+    if fuzz:
+        from benchmarks.fuzz import render as render_fuzz
+
+        lines += render_fuzz(fuzz)
     return "\n".join(lines) + "\n"
 
 
-SECTIONS = ("generation", "steps", "compare", "judge", "default", "sweep")
+SECTIONS = ("generation", "steps", "compare", "judge", "default", "sweep", "fuzz")
 
 
 def main() -> None:
@@ -532,6 +537,7 @@ def main() -> None:
                          "the sweep trains on its teacher data (default: a fresh run's)")
     ap.add_argument("--judge-modes", nargs="+", choices=JUDGE_MODES, default=list(JUDGE_MODES),
                     help="judge modes the judge section measures (the others keep their last figures)")
+    ap.add_argument("--fuzz-cases", type=int, default=2000, help="generated cases per reader in the fuzz section")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
@@ -562,6 +568,10 @@ def main() -> None:
             results["judge"]["measured"] = now
     if "default" in run:
         results["default"] = {**bench_default(env, args.default_run), "measured": now}
+    if "fuzz" in run:
+        from benchmarks import fuzz
+
+        results["fuzz"] = {**fuzz.run(args.fuzz_cases), "measured": now}
     if "sweep" in run:
         sweep_run = args.default_run or Path(os.environ.get("KD_RUNS_DIR", "runs")) / "default"
         if (sweep_run / "manifest.json").exists():
@@ -578,7 +588,7 @@ def main() -> None:
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
-                                             results.get("sweep")))
+                                             results.get("sweep"), results.get("fuzz")))
     print(f"wrote {args.out}")
 
 
