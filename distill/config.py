@@ -13,7 +13,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from distill.settings import SettingError, build, check_ranges, type_problem
+from distill.settings import SettingError, build, check_ranges, show, type_problem
 from distill.train_config import TrainConfig
 from ray_cluster.generate import GenerationConfig
 from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
@@ -135,7 +135,7 @@ TEACHER_COUNTS = {"n_train": (int, 64), "n_heldout": (int, 16), "distil": (bool,
 def _table(raw: dict, key: str, where: str = "") -> dict:
     value = raw.pop(key, {})
     if not isinstance(value, dict):
-        raise SettingError(f"{where}{key}", f"expected a table of settings, got {value!r:.60}")
+        raise SettingError(f"{where}{key}", f"expected a table of settings, got {show(value)}")
     return value
 
 
@@ -144,10 +144,10 @@ def parse(raw: dict) -> RunConfig:
     raw = dict(raw)
     gen, train, ev = _table(raw, "generation"), _table(raw, "train"), _table(raw, "eval")
     judge = build(JudgeConfig, _table(raw, "judge"), "judge")
-    per_teacher = _table(raw, "teacher")
+    per_teacher = {tid: _table({tid: t}, tid, "teacher.") for tid, t in _table(raw, "teacher").items()}
     ids = raw.pop("teachers", [])
     if not isinstance(ids, list) or not all(isinstance(t, str) and t for t in ids):
-        raise SettingError("teachers", f"expected a list of teacher ids, got {ids!r:.60}")
+        raise SettingError("teachers", f"expected a list of teacher ids, got {show(ids)}")
     if not ids:
         raise SettingError("teachers", "is empty: name at least one teacher")
     if len(set(ids)) != len(ids):
@@ -157,14 +157,12 @@ def parse(raw: dict) -> RunConfig:
     build(TrainConfig, train, "train")
     defaults = {k: raw.pop(k, default) for k, (_, default) in TEACHER_COUNTS.items() if k != "distil"}
     for k, v in defaults.items():
-        if (why := type_problem(int, v)) or (why := None if v >= 0 else f"{v} must be >= 0"):
+        why = type_problem(int, v) or (f"{v} must be >= 0" if v < 0 else None)
+        if why:
             raise SettingError(k, why)
     pinned = raw.get("pin_revisions", False)
     if (why := type_problem(bool, pinned)) is not None:
         raise SettingError("pin_revisions", why)
-    for tid, table in per_teacher.items():
-        if not isinstance(table, dict):
-            raise SettingError(f"teacher.{tid}", f"expected a table of settings, got {table!r:.60}")
     runs = []
     for tid in ids:
         where = f"teacher.{tid}"
@@ -224,7 +222,7 @@ def _set(raw: dict, dotted: str) -> None:
     for i, p in enumerate(parts[:-1]):
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise SettingError(".".join(parts[: i + 1]), f"is a value ({node!r:.40}), not a table of settings")
+            raise SettingError(".".join(parts[: i + 1]), f"is a value ({show(node)}), not a table of settings")
     node[parts[-1]] = parsed
 
 

@@ -27,7 +27,8 @@ class SettingError(ValueError):
         return SettingError(".".join(p for p in (where, self.setting) if p), self.why)
 
 
-def _show(value) -> str:
+def show(value) -> str:
+    """A value as an error message quotes it: its repr, clipped to 60 characters."""
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -36,27 +37,27 @@ def type_problem(kind, value) -> str | None:
     """Why `value` is not of the declared `kind` (None when it is). Booleans are only true
     or false: 1, "true" and "False" are not booleans; a number is finite."""
     if kind is bool:
-        return None if isinstance(value, bool) else f"expected true or false, got {_show(value)}"
+        return None if isinstance(value, bool) else f"expected true or false, got {show(value)}"
     if kind is int:
         return None if isinstance(value, int) and not isinstance(value, bool) else (
-            f"expected a whole number, got {_show(value)}")
+            f"expected a whole number, got {show(value)}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return f"expected a number, got {_show(value)}"
-        return None if math.isfinite(value) else f"expected a finite number, got {_show(value)}"
+            return f"expected a number, got {show(value)}"
+        return None if math.isfinite(value) else f"expected a finite number, got {show(value)}"
     if kind is str:
-        return None if isinstance(value, str) else f"expected a string, got {_show(value)}"
+        return None if isinstance(value, str) else f"expected a string, got {show(value)}"
     if kind is dict or typing.get_origin(kind) is dict:
-        return None if isinstance(value, dict) else f"expected a table, got {_show(value)}"
+        return None if isinstance(value, dict) else f"expected a table, got {show(value)}"
     if kind is list or typing.get_origin(kind) is list:
-        return None if isinstance(value, list) else f"expected a list, got {_show(value)}"
+        return None if isinstance(value, list) else f"expected a list, got {show(value)}"
     return None  # nested settings and models: checked where they are built
 
 
 def check_types(cls, values: dict) -> None:
     """Refuse unknown settings and values of the wrong type for dataclass `cls`."""
     if not isinstance(values, dict):
-        raise SettingError("", f"expected a table of settings, got {_show(values)}")
+        raise SettingError("", f"expected a table of settings, got {show(values)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known, key=str)
@@ -71,7 +72,7 @@ def check_ranges(obj, rules: dict[str, tuple[bool, str]]) -> None:
     """Raise SettingError for the first rule that does not hold: {setting: (holds, must)}."""
     for name, (holds, must) in rules.items():
         if not holds:
-            raise SettingError(name, f"{_show(getattr(obj, name))} {must}")
+            raise SettingError(name, f"{show(getattr(obj, name))} {must}")
 
 
 def build(cls, values: dict, where: str):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import threading
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.redact import redact
-from distill.settings import check_ranges
+from distill.settings import check_ranges, type_problem
 from distill.schema import row_problem, tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
 from teacher import engine
@@ -72,8 +71,8 @@ class GenerationConfig:
             "kv_cache_gib": (self.kv_cache_gib >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
             "replicas": (self.replicas >= 1, "must be >= 1"), "replica_wait_s": (self.replica_wait_s >= 0, "must be >= 0"),
             "engine_resources": (isinstance(self.engine_resources, dict) and all(
-                isinstance(k, str) and k not in ("CPU", "GPU") and isinstance(v, (int, float))
-                and not isinstance(v, bool) and 0 < v < math.inf for k, v in self.engine_resources.items()),
+                isinstance(k, str) and k not in ("CPU", "GPU") and type_problem(float, v) is None and v > 0
+                for k, v in self.engine_resources.items()),
                 "must map custom resource names (not CPU or GPU) to positive numbers"),
         })
 

@@ -15,6 +15,8 @@ leaves the BOS to the tokenizer wherever the tokenizer adds it.
 
 from __future__ import annotations
 
+from distill.settings import SettingError
+
 SYSTEM = "You write short fables for children: a clear plot, simple words, and a moral at the end."
 
 TEMPLATES = {
@@ -26,9 +28,9 @@ TEMPLATES = {
 PROMPT_FORMATS = ("chat", *TEMPLATES)
 
 
-def check_format(name: str, where: str = "prompt_format") -> None:
+def check_format(name: str) -> None:
     if name not in PROMPT_FORMATS:
-        raise ValueError(f"{where}={name!r} is not a prompt format; known: {', '.join(PROMPT_FORMATS)}")
+        raise SettingError("prompt_format", f"{name!r} is not a prompt format; known: {', '.join(PROMPT_FORMATS)}")
 
 
 def adds_bos(tokenizer) -> bool:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.settings import SettingError, type_problem
-from teacher.formats import PROMPT_FORMATS
+from teacher.formats import check_format
 
 def models_dir() -> Path:
     """Where the converted embedded teachers live: $KD_MODELS_DIR; else `models/` of the
@@ -211,9 +211,7 @@ def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
         values.update(source="local", path=str(Path(values["path"]).expanduser().resolve()))
     elif "hub_id" in values:
         values.update(source="hub", path="")
-    fmt = values.get("prompt_format", base.prompt_format)
-    if fmt not in PROMPT_FORMATS:
-        raise SettingError("prompt_format", f"{fmt!r} is not a prompt format; known: {', '.join(PROMPT_FORMATS)}")
+    check_format(values.get("prompt_format", base.prompt_format))
     for key in ("vocab_size", "gpu_memory_gib", "params_b", "layers"):
         if values.get(key, 0) < 0:
             raise SettingError(key, f"{values[key]} must be >= 0")
