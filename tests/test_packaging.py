@@ -2,6 +2,7 @@
 virtualenv already has (installed --no-deps into a folder of its own)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,12 @@ HEAVY = ("torch", "vllm", "ray", "transformers", "peft", "pyarrow")
 
 
 def test_the_wheel_installs_and_runs_fable_kd_from_outside_the_repository(tmp_path):
+    # Built from a copy: an in-tree build would leave build/ in the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".git", ".venv", "models", "runs", "build", "*.egg-info",
+                                                            "__pycache__", ".pytest_cache", ".hypothesis"))
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=600)
+                            "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
     [wheel] = (tmp_path / "dist").glob("fable_kd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
