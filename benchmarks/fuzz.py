@@ -24,14 +24,19 @@ ROOT = Path(__file__).resolve().parent.parent
 JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
                        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                        max_leaves=12)
-TOML_VALUES = ["0", "1", "-1", "1.5", "1e400", "inf", "nan", "true", "False", '"x"', '".."', "[1]", '["nope"]',
-               "{a = 1}", "9" * 5000, "", "[", '"unterminated']
+# --set values: TOML of every type, values Python cannot hold, and text that is not TOML.
+TOML_VALUES = ["0", "1", "-1", "2", "1.5", "1e-3", "1e400", "inf", "-inf", "nan", "true", "false", "True", "False",
+               '"x"', '"."', '".."', '"a/b"', '"kd"', '"nf4"', "[1, 2]", '["smollm2-135m"]', '["nope"]', "[]",
+               "{a = 1}", "{}", '"' + "9" * 5000 + '"', "9" * 5000, "", "=", "[", "{", '"unterminated']
 
 
-def _lines(valid: str):
-    base = json.loads(valid)
-    line = st.one_of(st.just(valid), st.builds(lambda k, v: json.dumps({**base, k: v}), st.sampled_from(sorted(base)),
-                                               JSONISH), JSONISH.map(json.dumps), st.text(max_size=40))
+def jsonl_files(valid_line: str):
+    """File contents for reader fuzzing: raw bytes, JSON values of any shape a line, and a
+    valid line with one field replaced or cut (also used by the readers' tests)."""
+    base = json.loads(valid_line)
+    mutated = st.builds(lambda k, v: json.dumps({**base, k: v}), st.sampled_from(sorted(base)), JSONISH)
+    line = st.one_of(st.just(valid_line), mutated, JSONISH.map(json.dumps), st.text(max_size=40),
+                     st.builds(lambda n: valid_line[:n], st.integers(0, len(valid_line))))
     return st.one_of(st.binary(max_size=200), st.lists(line, max_size=4).map(lambda ls: "\n".join(ls).encode()))
 
 
@@ -154,7 +159,7 @@ def fuzz_files(cases: int) -> dict[str, Counter]:
             except ValueError as e:
                 return "clean_error" if str(path) in str(e) else "traceback"
             return "accepted" if records and all(map(valid_record, records)) else "accepted_garbage"
-        return _run(_lines(valid), classify, cases)
+        return _run(jsonl_files(valid), classify, cases)
 
     prompt = json.dumps({"character": "fox", "trait": "kind", "setting": "forest", "conflict": "a storm",
                          "resolution": "shares", "moral": "help others", "variant": 1})

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.fuzz import TOML_VALUES
 from distill import config
 
 ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml"]
@@ -129,10 +130,6 @@ def setting_paths() -> list[str]:
     paths += [f"{tid}.generation.top_k", f"{tid}.train.steps", "teacher.new-one.path", "teacher.new-one.hub_id"]
     return paths + list(tables) + ["teacher", f"{tid}.train.steps.deeper", "name.x"]
 
-
-TOML_VALUES = ["0", "1", "-1", "2", "1.5", "1e-3", "1e400", "inf", "-inf", "nan", "true", "false", "True", "False",
-               '"x"', '"."', '".."', '"a/b"', '"kd"', '"nf4"', "[1, 2]", '["smollm2-135m"]', '["nope"]', "[]",
-               "{a = 1}", "{}", '"' + "9" * 5000 + '"', "9" * 5000, "", "=", "[", "{", '"unterminated']
 
 
 @given(overrides=st.lists(st.tuples(st.one_of(st.sampled_from(setting_paths()), st.text(max_size=12)),

@@ -6,12 +6,12 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from benchmarks.fuzz import jsonl_files
 from distill.schema import write_table_atomic
 from eval.compare import main
 from tests.conftest import SHARED, needs_shared
 from tests.distill.test_schema import a_row
 from tests.eval.test_protocol import live_html
-from tests.teacher.test_prompts import jsonl_files
 
 TF = SHARED / "data" / "tinyfabulist"
 TEACHERS = {"mistral": "mistral-7b-instruct-v0.3", "llama": "llama-3.1-8b-instruct", "falcon": "falcon3-7b-instruct"}

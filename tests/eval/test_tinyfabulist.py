@@ -5,8 +5,8 @@ import math
 
 from hypothesis import HealthCheck, given, settings
 
+from benchmarks.fuzz import jsonl_files
 from eval.tinyfabulist import read_fables, read_tinyfabulist
-from tests.teacher.test_prompts import jsonl_files
 
 VERDICT = json.dumps({"llm_name": "m", "hash": "h1", "evaluation": {"grammar": 8, "creativity": 7,
                                                                     "moral_clarity": 6, "age_group": "B"}})

@@ -2,8 +2,8 @@ import json
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
+from benchmarks.fuzz import jsonl_files
 from teacher import prompts as P
 
 
@@ -63,19 +63,6 @@ def test_load_prompts_roundtrip_and_errors(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="holds no prompts"):
         P.load_prompts(str(empty))
-
-
-def jsonl_files(valid_line: str):
-    """File contents for reader fuzzing: raw bytes, JSON values of any shape a line, and a
-    valid line with one field replaced or cut."""
-    value = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=10),
-                         lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                         max_leaves=10)
-    base = json.loads(valid_line)
-    mutated = st.builds(lambda k, v: json.dumps({**base, k: v}), st.sampled_from(sorted(base)), value)
-    line = st.one_of(st.just(valid_line), mutated, value.map(json.dumps), st.text(max_size=40),
-                     st.builds(lambda n: valid_line[:n], st.integers(0, len(valid_line))))
-    return st.one_of(st.binary(max_size=200), st.lists(line, max_size=4).map(lambda ls: "\n".join(ls).encode()))
 
 
 VALID_PROMPT = json.dumps({"character": "fox", "trait": "kind", "setting": "forest", "conflict": "a storm",
