@@ -20,3 +20,13 @@ needs_shared = pytest.mark.skipif(not (SHARED / "data" / "tinyfabulist").exists(
 # spawns an engine-core and a worker process, each re-importing vllm and torch (measured:
 # 32 s to start a tiny model that way, 4 s in-process). The model loader is the same.
 VLLM_IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+
+
+def read_or_named_error(read, path, prefix: str = ""):
+    """For reader fuzzing: what `read(path)` returns, or None after checking that it ended in
+    one ValueError, on one line, opening with `prefix` (default: the path)."""
+    try:
+        return read(path)
+    except ValueError as e:
+        assert str(e).startswith(prefix or str(path)) and "\n" not in str(e), str(e)
+        return None

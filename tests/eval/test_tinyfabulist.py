@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz import jsonl_files
 from eval.tinyfabulist import read_fables, read_tinyfabulist
+from tests.conftest import read_or_named_error
 
 VERDICT = json.dumps({"llm_name": "m", "hash": "h1", "evaluation": {"grammar": 8, "creativity": 7,
                                                                     "moral_clarity": 6, "age_group": "B"}})
@@ -19,13 +20,9 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 def test_any_verdict_file_reads_as_scores_in_range_or_one_error(tmp_path, content):
     path = tmp_path / "verdicts.jsonl"
     path.write_bytes(content)
-    try:
-        verdicts = read_tinyfabulist(path)
-    except ValueError as e:
-        assert str(e).startswith(str(path)) and "\n" not in str(e)
-        return
-    assert verdicts
-    for v in verdicts:
+    verdicts = read_or_named_error(read_tinyfabulist, path)
+    assert verdicts is None or verdicts
+    for v in verdicts or []:
         assert v["scores"] and all(isinstance(s, float) and math.isfinite(s) and 0 <= s <= 10
                                    for s in v["scores"].values())
         assert isinstance(v["model"], str) and isinstance(v["control"], bool)
@@ -36,10 +33,8 @@ def test_any_verdict_file_reads_as_scores_in_range_or_one_error(tmp_path, conten
 def test_any_fables_file_reads_as_text_or_one_error(tmp_path, content):
     path = tmp_path / "fables.jsonl"
     path.write_bytes(content)
-    try:
-        fables = read_fables(path)
-    except ValueError as e:
-        assert str(e).startswith(str(path)) and "\n" not in str(e)
+    fables = read_or_named_error(read_fables, path)
+    if fables is None:
         return
     assert fables and all(isinstance(f[k], str) for f in fables for k in ("model", "hash", "prompt", "fable"))
     assert all(f["fable"] != "None" for f in fables)  # a null is refused, not turned into text
