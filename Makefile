@@ -29,8 +29,11 @@ endif
 STAMP := $(VENV)/.setup-$(STACK)
 MODELS := models/smollm2-135m/CHECKED models/gemma3-270m/CHECKED models/qwen2.5-coder-1.5b/CHECKED models/qwen2.5-coder-0.5b/CHECKED
 
+# make ray-up: the head's ports and address, and more `ray start` options (e.g. --block).
 RAY_PORT   ?= 6379
 DASH_PORT  ?= 8265
+RAY_HOST   ?= 127.0.0.1
+RAY_START_FLAGS ?=
 
 .PHONY: setup models distill eval compare-teachers test test-fast bench serve ray-up ray-down clean help
 .DEFAULT_GOAL := help
@@ -87,11 +90,14 @@ serve: setup models
 	$(PY) -m ray_cluster.serve
 
 # A local Ray head for `ray job submit`; its jobs run this venv's python and find models/.
+# Token auth on (the token in ~/.ray/auth_token, made once): Ray's GCS, raylet and workers
+# listen on every interface whatever RAY_HOST says (README, "Security defaults").
 ray-up: setup models
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH KD_MODELS_DIR=$(CURDIR)/models $(VENV)/bin/ray start --head \
+	$(VENV)/bin/ray get-auth-token --generate > /dev/null
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH KD_MODELS_DIR=$(CURDIR)/models RAY_AUTH_MODE=token $(VENV)/bin/ray start --head \
 	  --port $(RAY_PORT) --dashboard-port $(DASH_PORT) --num-cpus 8 \
-	  --node-ip-address 127.0.0.1 --dashboard-host 127.0.0.1 --disable-usage-stats
-	@echo "submit with: RAY_AUTH_MODE=token $(VENV)/bin/ray job submit --address http://127.0.0.1:$(DASH_PORT) --working-dir . -- python -m ray_cluster.generate --teacher smollm2-135m --out $(CURDIR)/runs/jobs"
+	  --node-ip-address $(RAY_HOST) --dashboard-host $(RAY_HOST) --disable-usage-stats $(RAY_START_FLAGS)
+	@echo "submit with: RAY_AUTH_MODE=token $(VENV)/bin/ray job submit --address http://$(RAY_HOST):$(DASH_PORT) --working-dir . -- python -m ray_cluster.generate --teacher smollm2-135m --out $(CURDIR)/runs/jobs"
 
 ray-down:
 	$(VENV)/bin/ray stop

@@ -3,13 +3,22 @@
 A local head gets more logical CPUs than the machine has cores: Ray Data LLM keeps
 one actor per pipeline stage, and with only 2 logical CPUs the engine stage is
 never scheduled on a 2-core laptop.
+
+A local head's node address is 127.0.0.1, so the parts of Ray that follow it (dashboard,
+Ray client server, agents' HTTP) stay on loopback. Its GCS, raylet and workers listen on
+every interface whatever the address (Ray 2.60 has no setting for it); token auth, which Ray
+turns on for a new local head unless RAY_AUTH_MODE says otherwise, is what guards them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 
 LOCAL_LOGICAL_CPUS = 8
+LOOPBACK = "127.0.0.1"
+
+log = logging.getLogger(__name__)
 
 
 def connect() -> dict:
@@ -28,11 +37,24 @@ def connect() -> dict:
                 address="local",
                 num_cpus=max(LOCAL_LOGICAL_CPUS, os.cpu_count() or 1),
                 include_dashboard=False,
-                dashboard_host="127.0.0.1",
+                dashboard_host=LOOPBACK,
+                _node_ip_address=LOOPBACK,
                 log_to_driver=False,
             )
+            if not token_auth_on():
+                log.warning("Ray token auth is off (RAY_AUTH_MODE=%s): this head's GCS, raylet and worker ports "
+                            "listen on every interface and accept anyone who reaches them",
+                            os.environ.get("RAY_AUTH_MODE"))
     res = ray.cluster_resources()
     return {"address": os.environ.get("RAY_ADDRESS", "local"), "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+
+
+def token_auth_on() -> bool:
+    """Whether this process's Ray talks to its cluster with token auth (RAY_AUTH_MODE=token,
+    or Ray's default for a new local head)."""
+    from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+    return bool(is_token_auth_enabled())
 
 
 def shutdown() -> None:

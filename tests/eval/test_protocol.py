@@ -1,10 +1,13 @@
-"""Summaries of judged fables: failures are counted, never averaged; intervals; age groups."""
+"""Summaries of judged fables: failures are counted, never averaged; intervals; age groups.
+The local judge server stays on loopback."""
 
 import pytest
 
 from eval.judge import Rubric
 from eval.judge_report import write_judge_report
 from eval.protocol import heldout_prompts, summarize
+from tests.conftest import needs_models
+from tests.listeners import exposed, listeners
 
 
 def judged(model, scores, age="B", reason="ok", **elements):
@@ -74,3 +77,23 @@ def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
 def test_heldout_prompts_keep_first_sample_in_writing_order():
     rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
     assert [(r["prompt_id"], r["sample_index"]) for r in heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
+
+
+@needs_models
+@pytest.mark.e2e
+def test_the_local_judge_server_listens_on_loopback_only(monkeypatch):
+    """The vLLM server judge_endpoint starts for an embedded judge: every socket it and its
+    engine processes listen on is a loopback one."""
+    import psutil
+
+    from distill.config import JudgeConfig
+    from eval.protocol import judge_endpoint
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with judge_endpoint(JudgeConfig(model="smollm2-135m")) as wait:
+        url = wait()
+        server = next(p for p in psutil.Process().children() if "vllm.entrypoints.openai.api_server" in p.cmdline())
+        found = listeners(server.pid)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    assert any(row[2] == port for row in found), found
+    assert found and not exposed(found), exposed(found)

@@ -1,13 +1,16 @@
 """Attaching to Ray: a run without RAY_ADDRESS starts its own local head, whatever an
-earlier `ray start` on the machine left behind."""
+earlier `ray start` on the machine left behind, with token auth on and what Ray lets us
+bind on loopback."""
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 
 from ray_cluster.cluster import LOCAL_LOGICAL_CPUS
 from tests.conftest import ROOT
+from tests.listeners import assert_ray_head_guarded, listeners
 
 
 def test_stale_current_cluster_file_is_not_joined():
@@ -25,3 +28,43 @@ def test_stale_current_cluster_file_is_not_joined():
     assert proc.returncode == 0, proc.stderr[-3000:]
     address, cpus = proc.stdout.split()[-2:]
     assert address == "local" and float(cpus) >= LOCAL_LOGICAL_CPUS
+
+
+def _local_head(env: dict) -> subprocess.Popen:
+    """The pipeline's own head (cluster.connect() without RAY_ADDRESS), held up until stdin closes."""
+    code = ("import sys; from ray_cluster import cluster; cluster.connect(); "
+            "print('UP', cluster.token_auth_on(), flush=True); sys.stdin.read(); cluster.shutdown()")
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    return proc.stderr.read()
+
+
+def test_local_head_keeps_ray_on_loopback_where_it_can_and_token_auth_on():
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    proc = _local_head(env)
+    try:
+        line = proc.stdout.readline()
+        assert line.split() == ["UP", "True"], f"head did not come up with token auth ({line!r})"
+        assert_ray_head_guarded(listeners(proc.pid))
+    finally:
+        err = _stop(proc)
+    assert "token auth is off" not in err
+
+
+def test_local_head_without_token_auth_says_what_is_open():
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "disabled"}
+    proc = _local_head(env)
+    try:
+        assert proc.stdout.readline().split() == ["UP", "False"]
+    finally:
+        err = _stop(proc)
+    assert "Ray token auth is off (RAY_AUTH_MODE=disabled)" in err and "every interface" in err

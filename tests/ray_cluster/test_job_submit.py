@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_models
+from tests.listeners import ensure_ray_token
 from tests.ray_cluster.test_serve import free_port
 
 pytestmark = [pytest.mark.e2e, needs_models]
@@ -31,6 +32,7 @@ def head(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Jobs run the head's python: put this venv first, and let them find the built models.
     env.update(PATH=f"{BIN}:{env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
+    ensure_ray_token(env)
     log = open(tmp_path / "ray-head.log", "w")
     # Its own temp dir, so it never writes /tmp/ray/ray_current_cluster, which a later
     # address-less ray.init anywhere on the machine would join. Short: Ray's socket paths

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_models
+from tests.listeners import ensure_ray_token
 from tests.ray_cluster.test_job_submit import BIN, wait_for_dashboard
 from tests.ray_cluster.test_serve import free_port
 
@@ -49,6 +50,7 @@ class Cluster:
         self.port, self.dash = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(PATH=f"{BIN}:{self.env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
+        ensure_ray_token(self.env)
         self.procs: dict[str, subprocess.Popen] = {}
         self.ports: dict[str, int] = {}
 

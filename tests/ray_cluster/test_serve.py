@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.conftest import ROOT, needs_models
+from tests.listeners import assert_ray_head_guarded, is_loopback, listeners
 
 pytestmark = [pytest.mark.e2e, needs_models]
 
@@ -38,11 +39,13 @@ def endpoint():
         line = proc.stdout.readline()
         if line.startswith("ready"):
             break
-    assert line.startswith("ready"), f"server did not come up (exit {proc.poll()})"
-    yield f"http://127.0.0.1:{port}/v1", proc
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+    try:
+        assert line.startswith("ready"), f"server did not come up (exit {proc.poll()})"
+        yield f"http://127.0.0.1:{port}/v1", proc
+    finally:  # also when it never came up: a half-started server holds engines and memory
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
 
 
 def test_models_are_listed_on_loopback(endpoint):
@@ -117,6 +120,15 @@ def test_on_policy_steps_against_the_served_teacher(endpoint, tmp_path):
     result = train(model, tok, rows, tmp_path, cfg, scorer=endpoint_scorer("smollm2-135m", 5, base_url=url))
     assert result["steps"] == 2
     assert all(h["train_on_policy"] == 1.0 and 0 <= h["train_kd"] < 50 for h in result["history"])
+
+
+def test_the_endpoint_listens_on_loopback_and_its_ray_head_wants_the_token(endpoint):
+    url, proc = endpoint
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    found = listeners(proc.pid)
+    http = [row for row in found if row[2] == port]
+    assert http and all(is_loopback(ip) for _, ip, _ in http), http
+    assert_ray_head_guarded(found)
 
 
 def test_stopping_leaves_no_process_behind(endpoint):
