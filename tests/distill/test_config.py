@@ -1,6 +1,4 @@
 import re
-import tomllib
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings

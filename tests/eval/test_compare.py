@@ -3,7 +3,6 @@ TinyFabulist teachers (skipped where ../shared is absent)."""
 
 import json
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz import jsonl_files
