@@ -149,7 +149,8 @@ def bench_compare() -> dict | None:
     tf = ROOT.parent / "shared" / "data" / "tinyfabulist"
     if not tf.exists():
         return None
-    from eval.compare import compare, embedding_model, load_input, toxicity
+    from eval.compare import compare, embedding_model, load_input
+    from eval.toxicity import toxicity
 
     t0 = time.perf_counter()
     embedding_model(), toxicity(["warm-up"])

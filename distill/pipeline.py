@@ -149,7 +149,7 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
         rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
         removed = []
         if tcfg.max_toxicity < 1.0:
-            from eval.compare import filter_toxic
+            from eval.toxicity import filter_toxic
 
             rows, removed = filter_toxic(rows, tcfg.max_toxicity)
             if not rows:

@@ -76,18 +76,6 @@ def test_the_three_real_teachers_in_one_command(tmp_path):
     assert "mistral ↔ llama" in report and "## The most toxic windows" in report
 
 
-def test_toxicity_filter_removes_and_reports():
-    from eval.compare import filter_toxic
-
-    rows = [{"prompt_id": "p0", "sample_index": 0, "text": "The gentle rabbit shared her carrots with the tired old owl."},
-            {"prompt_id": "p1", "sample_index": 0,
-             "text": "The rabbit hopped along. You stupid fucking idiot, shut the fuck up, said the fox. Then it rained."}]
-    kept, removed = filter_toxic(rows, 0.5)
-    assert [r["prompt_id"] for r in kept] == ["p0"]
-    assert removed[0]["prompt_id"] == "p1" and removed[0]["toxicity"] > 0.5
-    assert filter_toxic(rows, 1.0)[1] == []
-
-
 @given(content=jsonl_files(json.dumps({"id": "1", "text": "The kind fox helped.", "prompt": "Write.", "character": "fox"})))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_input_file_reads_as_text_records_or_one_error_naming_it(tmp_path, content):
