@@ -27,6 +27,7 @@ from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
 from eval import metrics
 from eval.toxicity import TOXICITY_THRESHOLD, toxicity
+from teacher.prompts import heldout_prompts
 
 _TF_KEYS = {"Main Character": "character", "Setting": "setting", "Challenge": "conflict", "Outcome": "resolution",
             "Teaching": "moral"}
@@ -249,7 +250,6 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
     on the same prompts, with judge scores where they exist."""
     from distill.config import from_dict
     from distill.schema import read_rows
-    from eval.protocol import heldout_prompts
 
     cfg = from_dict(artifacts.read_json(run_dir / "config.json"))
     inputs, scores = {}, {}

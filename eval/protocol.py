@@ -24,17 +24,9 @@ from types import SimpleNamespace
 
 from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
+from teacher.prompts import heldout_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def heldout_prompts(rows: list[dict]) -> list[dict]:
-    """One row per held-out prompt (its first sample), in the order the teacher wrote them:
-    the judged prompts are a prefix of this list, and students are judged on the same ones."""
-    firsts: dict = {}
-    for r in rows:
-        firsts.setdefault(r["prompt_id"], r)
-    return list(firsts.values())
 
 
 def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:

@@ -182,6 +182,15 @@ def splits(n_train: int, n_eval: int, seed: int, prompts_file: str | None = None
     return train, ev
 
 
+def heldout_prompts(rows: list[dict]) -> list[dict]:
+    """One row per held-out prompt (its first sample), in the order the teacher wrote them:
+    the judged prompts are a prefix of this list, and students are judged on the same ones."""
+    firsts: dict = {}
+    for r in rows:
+        firsts.setdefault(r["prompt_id"], r)
+    return list(firsts.values())
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="print fable prompts as JSONL")
     ap.add_argument("--split", choices=["train", "eval"], default="train")

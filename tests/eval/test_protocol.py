@@ -5,7 +5,7 @@ import pytest
 
 from eval.judge import Rubric
 from eval.judge_report import write_judge_report
-from eval.protocol import heldout_prompts, summarize
+from eval.protocol import summarize
 from tests.conftest import needs_models
 from tests.listeners import exposed, listeners
 
@@ -72,11 +72,6 @@ def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
     # Still there, as text a reader sees.
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "onerror=" in page
     assert live_html(f"<p>{PLANTED}</p>") == ["<script>", "<img>", "img[onerror]"]  # the finder finds them
-
-
-def test_heldout_prompts_keep_first_sample_in_writing_order():
-    rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
-    assert [(r["prompt_id"], r["sample_index"]) for r in heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
 
 
 @needs_models

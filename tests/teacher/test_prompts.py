@@ -81,3 +81,8 @@ def test_any_prompts_file_reads_as_valid_prompts_or_one_error_naming_it(tmp_path
     for p in prompts or []:
         assert all(isinstance(getattr(p, k), str) and getattr(p, k).strip() for k in ELEMENTS)
         assert 0 <= p.variant < len(VARIANTS) and isinstance(p.instruction, str) and p.split in ("train", "eval")
+
+
+def test_heldout_prompts_keep_first_sample_in_writing_order():
+    rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
+    assert [(r["prompt_id"], r["sample_index"]) for r in P.heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
