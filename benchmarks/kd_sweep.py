@@ -48,7 +48,8 @@ def parse_variant(text: str, base) -> tuple[str, object]:
 
 
 def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
-    from distill.pipeline import _pad_id, build_initial_student
+    from distill.pipeline import _pad_id
+    from student.initial import build_initial_student
     from distill.schema import read_rows
     from distill.train import train
     from eval.heldout import heldout_metrics

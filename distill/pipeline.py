@@ -24,6 +24,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.config import RunConfig, TeacherRun, load, to_dict
+from student.initial import build_initial_student, student_checkpoint, student_tokenizer
 from teacher.prompts import load_prompts, splits
 from teacher.registry import check_reachable
 
@@ -63,37 +64,6 @@ def _cuda() -> bool:
 def prompts_for(cfg: RunConfig, tr: TeacherRun):
     train, ev = splits(tr.n_train, cfg.eval_prompts, cfg.seed, cfg.prompts_file or None)
     return train, ev[: tr.n_heldout]
-
-
-def student_checkpoint(tr: TeacherRun) -> str:
-    """train.student_checkpoint as a folder: an embedded model's id names its folder under models/."""
-    from teacher.registry import TEACHERS
-
-    ck = tr.train.student_checkpoint
-    return TEACHERS[ck].model_path() if ck in TEACHERS else ck
-
-
-def student_tokenizer(tr: TeacherRun):
-    """The student's tokenizer without building the student (it is the teacher's unless the
-    student is a checkpoint of its own)."""
-    from transformers import AutoTokenizer
-
-    kw = {"trust_remote_code": tr.generation.trust_remote_code}
-    if tr.train.student_kind == "checkpoint":
-        return AutoTokenizer.from_pretrained(student_checkpoint(tr), **kw)
-    return AutoTokenizer.from_pretrained(tr.model.model_path(), **kw, **tr.model.load_kwargs())
-
-
-def build_initial_student(tr: TeacherRun):
-    """The student as training starts from it; seeded, so a random-init student is rebuilt
-    identically when evaluation needs its 'before' state."""
-    import torch
-
-    from student.build import build_student
-
-    torch.manual_seed(tr.train.seed)
-    return build_student(tr.train.student_kind, tr.model.model_path(), tr.train.student_layers or None,
-                         student_checkpoint(tr) or None, tr.generation.trust_remote_code, tr.model.load_kwargs())
 
 
 def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:

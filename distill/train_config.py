@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.settings import SettingError, check_ranges
+from student.initial import STUDENT_KINDS
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,7 @@ class TrainConfig:
             "warmup_steps": (self.warmup_steps >= 0, "must be >= 0"),
             "kd_weight": (0 <= self.kd_weight <= 1, "must be in [0, 1]"),
             "objective": (self.objective in ("kd", "sft"), "must be 'kd' or 'sft'"),
-            "student_kind": (self.student_kind in ("pruned", "config", "checkpoint"),
-                             "must be 'pruned', 'config' or 'checkpoint'"),
+            "student_kind": (self.student_kind in STUDENT_KINDS, f"must be one of {', '.join(STUDENT_KINDS)}"),
             "student_layers": (self.student_layers >= 0, "must be >= 0"), "lora_r": (self.lora_r >= 0, "must be >= 0"),
             "quantization": (self.quantization in ("none", "nf4"), "must be 'none' or 'nf4'"),
             "lora_alpha": (self.lora_alpha >= 1, "must be >= 1"),

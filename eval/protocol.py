@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
+from student.initial import build_initial_student
 from teacher.prompts import heldout_prompts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,8 +235,6 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
     """Fables from the saved checkpoints of the first distilled teacher's KD student, for score
     against training loss: each checkpoint's adapter merged into the starting student."""
     from peft import PeftModel
-
-    from distill.pipeline import build_initial_student
 
     distilled = [t for t in cfg.teachers if cfg.objectives(t)]
     if not distilled:

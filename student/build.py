@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 
 from distill.schema import tokenizer_fingerprint
-
-STUDENT_KINDS = ("pruned", "config", "checkpoint")
+from student.initial import STUDENT_KINDS
 
 
 def keep_layers(n_layers: int, n_keep: int) -> list[int]:

@@ -1,0 +1,39 @@
+"""The student as training starts from it, for one teacher's run (a distill.config.TeacherRun):
+the pipeline trains it, and evaluation rebuilds it for its 'before' numbers."""
+
+from __future__ import annotations
+
+# What a student can start from (train.student_kind): the teacher with layers pruned, a small
+# random model of the teacher's config, or a checkpoint of its own.
+STUDENT_KINDS = ("pruned", "config", "checkpoint")
+
+
+def student_checkpoint(tr) -> str:
+    """train.student_checkpoint as a folder: an embedded model's id names its folder under models/."""
+    from teacher.registry import TEACHERS
+
+    ck = tr.train.student_checkpoint
+    return TEACHERS[ck].model_path() if ck in TEACHERS else ck
+
+
+def student_tokenizer(tr):
+    """The student's tokenizer without building the student (it is the teacher's unless the
+    student is a checkpoint of its own)."""
+    from transformers import AutoTokenizer
+
+    kw = {"trust_remote_code": tr.generation.trust_remote_code}
+    if tr.train.student_kind == "checkpoint":
+        return AutoTokenizer.from_pretrained(student_checkpoint(tr), **kw)
+    return AutoTokenizer.from_pretrained(tr.model.model_path(), **kw, **tr.model.load_kwargs())
+
+
+def build_initial_student(tr):
+    """The student as training starts from it; seeded, so a random-init student is rebuilt
+    identically when evaluation needs its 'before' state."""
+    import torch
+
+    from student.build import build_student
+
+    torch.manual_seed(tr.train.seed)
+    return build_student(tr.train.student_kind, tr.model.model_path(), tr.train.student_layers or None,
+                         student_checkpoint(tr) or None, tr.generation.trust_remote_code, tr.model.load_kwargs())
