@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.settings import SettingError, check_ranges
-from student.initial import STUDENT_KINDS
+from student import STUDENT_KINDS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from distill.schema import tokenizer_fingerprint
-from student.initial import STUDENT_KINDS
+from student import STUDENT_KINDS
 
 
 def keep_layers(n_layers: int, n_keep: int) -> list[int]:

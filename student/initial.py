@@ -3,10 +3,6 @@ the pipeline trains it, and evaluation rebuilds it for its 'before' numbers."""
 
 from __future__ import annotations
 
-# What a student can start from (train.student_kind): the teacher with layers pruned, a small
-# random model of the teacher's config, or a checkpoint of its own.
-STUDENT_KINDS = ("pruned", "config", "checkpoint")
-
 
 def student_checkpoint(tr) -> str:
     """train.student_checkpoint as a folder: an embedded model's id names its folder under models/."""
