@@ -73,7 +73,7 @@ test: setup models
 
 # Re-judge a finished run (students and teachers; cached verdicts are reused): runs/$(RUN)/judge/.
 eval: setup models
-	$(PY) -m eval.judge run --run $${KD_RUNS_DIR:-runs}/$(RUN)
+	$(PY) -m eval.protocol run --run $${KD_RUNS_DIR:-runs}/$(RUN)
 
 # Compare the finished run's teachers (and students) on toxicity, similarity, faithfulness: runs/$(RUN)/compare/.
 compare-teachers: setup models

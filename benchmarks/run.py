@@ -184,14 +184,14 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
            "fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
     for mode in modes:
         with tempfile.TemporaryDirectory() as d:
-            wall, _ = timed([sys.executable, "-m", "eval.judge", "score", "--input", *fables, "--out", d,
+            wall, _ = timed([sys.executable, "-m", "eval.protocol", "score", "--input", *fables, "--out", d,
                              "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
             out[mode] = {**agree_files([str(Path(d) / "verdicts.jsonl")], refs), "wall_s": wall}
     return out
 
 
 def render_judge(j: dict) -> list[str]:
-    lines = ["## The judge's modes (`python -m eval.judge score` / `agree`)", "",
+    lines = ["## The judge's modes (`python -m eval.protocol score` / `agree`)", "",
              f"The default run's judge on {j['fables_per_writer']} TinyFabulist fables per teacher (3 teachers) and a "
              "word-shuffled copy of each, against the reference verdicts (gpt-4o for Mistral and Llama, o3-mini "
              "for Falcon), joined on (writer, hash).", "",

@@ -1,7 +1,7 @@
 """Judge calibration: judge any fables, and measure how far a judge agrees with another.
 
-    python -m eval.judge score --input shared/data/tinyfabulist/fables-*.jsonl --format tinyfabulist --out runs/judge-cal
-    python -m eval.judge agree --ours runs/judge-cal/verdicts.jsonl --reference shared/data/tinyfabulist/judged-*.jsonl
+    python -m eval.protocol score --input shared/data/tinyfabulist/fables-*.jsonl --format tinyfabulist --out runs/judge-cal
+    python -m eval.protocol agree --ours runs/judge-cal/verdicts.jsonl --reference shared/data/tinyfabulist/judged-*.jsonl
 
 `score` judges with the configured judge (the run config's [judge] table, `--set judge.X=…`)
 and writes verdicts.jsonl in the TinyFabulist layout, plus a word-shuffled control of every
@@ -30,7 +30,7 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
     """Judge every fable in `inputs` (at most `limit` per file when > 0); verdicts are cached
     in out/cache.sqlite, so a killed run resumes where it stopped."""
     from eval.judge import VerdictCache, judge_all, judge_from_config, rubric_for
-    from eval.protocol import judge_endpoint
+    from eval.endpoint import judge_endpoint
     from teacher.client import make_client
 
     items = []

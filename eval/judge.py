@@ -1,10 +1,7 @@
 """The LLM judge: a rubric file, the verdict parser, the call through the `openai` client,
 and a verdict cache.
 
-    python -m eval.judge run --run runs/default          # what `make eval RUN=default` runs
-    python -m eval.judge aggregate --input FILE... --format tinyfabulist
-    python -m eval.judge score --input FILE... --format tinyfabulist --out DIR     # eval/calibration.py
-    python -m eval.judge agree --ours FILE... --reference FILE...
+Its command line is the protocol's (`python -m eval.protocol`).
 
 Any OpenAI-compatible endpoint can judge (OPENAI_BASE_URL / OPENAI_API_KEY: GPT-4o, a
 remote vLLM server, `make serve`). The rubric (eval/rubrics/*.toml) holds the criteria, so
@@ -449,77 +446,3 @@ def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str =
         records = list(tqdm(pool.map(lambda it: judge.judge(it["prompt"], it["fable"]), items), total=len(items),
                             desc=progress, unit="fable"))
     return [{**it, **rec} for it, rec in zip(items, records)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(description="LLM-as-judge evaluation")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    ag = sub.add_parser("aggregate", help="per-model, per-criterion means of existing verdict files")
-    ag.add_argument("--input", nargs="+", required=True)
-    ag.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
-    ag.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    rn = sub.add_parser("run", help="judge a finished run's students and teachers, write its judge report")
-    rn.add_argument("--run", required=True, help="runs/<name>")
-    rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
-    sc = sub.add_parser("score", help="judge any fables with the configured judge; verdicts in the TinyFabulist layout")
-    sc.add_argument("--input", nargs="+", required=True, help="fables files")
-    sc.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
-    sc.add_argument("--out", required=True, help="folder for verdicts.jsonl, failures.json and the verdict cache")
-    sc.add_argument("--config", default="configs/default.toml", help="the run config whose [judge] table is used")
-    sc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
-    sc.add_argument("--limit", type=int, default=0, help="judge the first N fables of each file (0: all)")
-    sc.add_argument("--no-controls", action="store_true", help="do not judge word-shuffled copies")
-    agr = sub.add_parser("agree", help="agreement of our verdicts with a reference judge's, joined on (writer, hash)")
-    agr.add_argument("--ours", nargs="+", required=True)
-    agr.add_argument("--reference", nargs="+", required=True)
-    agr.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    args = ap.parse_args(argv)
-    try:
-        if args.cmd == "aggregate":
-            from eval.tinyfabulist import aggregate, read_tinyfabulist
-
-            table = aggregate([v for f in args.input for v in read_tinyfabulist(f)])
-            if args.json:
-                print(json.dumps(table, indent=1))
-            else:
-                crits = list(dict.fromkeys(c for t in table.values() for c in t["means"]))
-                print("| model | n | " + " | ".join(crits) + " | mean |")
-                print("| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |")
-                for m, t in table.items():
-                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" if c in t["means"] else "–"
-                                                                  for c in crits) + f" | {t['mean']:.2f} |")
-            return 0
-        if args.cmd == "score":
-            from distill.config import load
-            from eval.calibration import score
-
-            cfg = load(args.config, args.set)
-            print(f"verdicts: {score(args.input, Path(args.out), cfg.judge, args.limit, not args.no_controls)}")
-            return 0
-        if args.cmd == "agree":
-            from eval.calibration import agree_files, render_agreement
-
-            result = agree_files(args.ours, args.reference)
-            print(json.dumps(result, indent=1) if args.json else render_agreement(result))
-            return 0
-        from distill.artifacts import read_json
-        from distill.config import from_dict
-        from eval.protocol import evaluate_run
-        from eval.report import write_report
-
-        run_dir = Path(args.run)
-        report = evaluate_run(run_dir, args.set)
-        stages = read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else []
-        write_report(from_dict(read_json(run_dir / "config.json")), run_dir, stages)
-        print(f"judge report: {report}\nrun report: {run_dir / 'report.md'}")
-        return 0
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

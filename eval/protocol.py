@@ -1,7 +1,10 @@
 """The judging protocol over a finished run: every student and, as the reference, its
 teacher write fables for the same held-out prompts; one judge scores them all.
 
-    python -m eval.judge run --run runs/default     # `make eval RUN=default`; the pipeline's judge stage
+    python -m eval.protocol run --run runs/default          # `make eval RUN=default`; the pipeline's judge stage
+    python -m eval.protocol aggregate --input FILE... --format tinyfabulist
+    python -m eval.protocol score --input FILE... --format tinyfabulist --out DIR     # eval/calibration.py
+    python -m eval.protocol agree --ours FILE... --reference FILE...
 
 Outputs in runs/<name>/judge/: fables-<student>.json (the students' completions, kept
 so a rerun does not regenerate them), cache.sqlite (every verdict, committed as it
@@ -13,21 +16,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
 from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
+from eval.endpoint import judge_endpoint
 from student.initial import build_initial_student
 from teacher.prompts import heldout_prompts
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:
@@ -74,73 +72,6 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str |
 def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:
     return {"model": model, "role": role, "teacher": teacher, "prompt_id": row["prompt_id"], "sample": sample,
             **{c: row[c] for c in ELEMENT_COLUMNS}, "prompt": row["instruction"], "fable": fable}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def judge_endpoint(judge_cfg, log_path: Path | None = None):
-    """Yields a function returning the judge's base URL: judge.base_url, else OPENAI_BASE_URL,
-    else a vLLM OpenAI server started here for an embedded model (127.0.0.1, stopped on
-    exit, its output in log_path). The server starts at once and the function waits for it,
-    so its start-up can overlap other work."""
-    url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
-    if url:
-        yield lambda: url
-        return
-    from teacher.engine import cpu_env
-    from teacher.hardware import engine_dtype, engine_eager
-    from teacher.registry import get_teacher
-
-    teacher = get_teacher(judge_cfg.model)
-    port = _free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
-           "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", engine_dtype(),
-           "--max-model-len", "2048", "--seed", "0", "--load-format", "safetensors", *(["--enforce-eager"] if engine_eager() else [])]
-    log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = open(log_path, "w")
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **cpu_env(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))})
-    url = f"http://127.0.0.1:{port}/v1"
-    ready = []
-
-    def wait() -> str:
-        if not ready:
-            _wait_ready(url, proc, log.name)
-            ready.append(True)
-        return url
-
-    try:
-        yield wait
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def _wait_ready(url: str, proc, log_name: str, timeout_s: float = 900) -> None:
-    import urllib.request
-
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise ValueError(f"the local judge server exited with {proc.returncode}; see {log_name}")
-        try:
-            with urllib.request.urlopen(url + "/models", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(2)
-    raise ValueError(f"the local judge server did not answer within {timeout_s:.0f} s; see {log_name}")
 
 
 def summarize(judged: list[dict], criteria: list[str]) -> dict:
@@ -280,3 +211,74 @@ def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
                     "verdicts": len(scores)})
     rho = spearman_bootstrap([p["loss"] for p in pts], matrix)
     return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="LLM-as-judge evaluation")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ag = sub.add_parser("aggregate", help="per-model, per-criterion means of existing verdict files")
+    ag.add_argument("--input", nargs="+", required=True)
+    ag.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
+    ag.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    rn = sub.add_parser("run", help="judge a finished run's students and teachers, write its judge report")
+    rn.add_argument("--run", required=True, help="runs/<name>")
+    rn.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
+    sc = sub.add_parser("score", help="judge any fables with the configured judge; verdicts in the TinyFabulist layout")
+    sc.add_argument("--input", nargs="+", required=True, help="fables files")
+    sc.add_argument("--format", choices=["tinyfabulist"], default="tinyfabulist")
+    sc.add_argument("--out", required=True, help="folder for verdicts.jsonl, failures.json and the verdict cache")
+    sc.add_argument("--config", default="configs/default.toml", help="the run config whose [judge] table is used")
+    sc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
+    sc.add_argument("--limit", type=int, default=0, help="judge the first N fables of each file (0: all)")
+    sc.add_argument("--no-controls", action="store_true", help="do not judge word-shuffled copies")
+    agr = sub.add_parser("agree", help="agreement of our verdicts with a reference judge's, joined on (writer, hash)")
+    agr.add_argument("--ours", nargs="+", required=True)
+    agr.add_argument("--reference", nargs="+", required=True)
+    agr.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "aggregate":
+            from eval.tinyfabulist import aggregate, read_tinyfabulist
+
+            table = aggregate([v for f in args.input for v in read_tinyfabulist(f)])
+            if args.json:
+                print(json.dumps(table, indent=1))
+            else:
+                crits = list(dict.fromkeys(c for t in table.values() for c in t["means"]))
+                print("| model | n | " + " | ".join(crits) + " | mean |")
+                print("| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |")
+                for m, t in table.items():
+                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" if c in t["means"] else "–"
+                                                                  for c in crits) + f" | {t['mean']:.2f} |")
+            return 0
+        if args.cmd == "score":
+            from distill.config import load
+            from eval.calibration import score
+
+            cfg = load(args.config, args.set)
+            print(f"verdicts: {score(args.input, Path(args.out), cfg.judge, args.limit, not args.no_controls)}")
+            return 0
+        if args.cmd == "agree":
+            from eval.calibration import agree_files, render_agreement
+
+            result = agree_files(args.ours, args.reference)
+            print(json.dumps(result, indent=1) if args.json else render_agreement(result))
+            return 0
+        from distill.config import from_dict
+        from eval.report import write_report
+
+        run_dir = Path(args.run)
+        report = evaluate_run(run_dir, args.set)
+        stages = artifacts.read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else []
+        write_report(from_dict(artifacts.read_json(run_dir / "config.json")), run_dir, stages)
+        print(f"judge report: {report}\nrun report: {run_dir / 'report.md'}")
+        return 0
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

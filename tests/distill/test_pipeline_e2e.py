@@ -132,13 +132,13 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
 def test_make_eval_rejudges_a_finished_run_from_its_cache(tiny_run):
     run_dir, _ = tiny_run
     before = (run_dir / "judge" / "verdicts.jsonl").read_text()
-    proc = subprocess.run([sys.executable, "-m", "eval.judge", "run", "--run", str(run_dir)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "eval.protocol", "run", "--run", str(run_dir)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     after = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
     assert len(after) == len(before.splitlines()) and all(v["cached"] for v in after)
     assert "judge report:" in proc.stdout
-    bad = subprocess.run([sys.executable, "-m", "eval.judge", "run", "--run", str(run_dir.parent / "nope")], cwd=ROOT,
+    bad = subprocess.run([sys.executable, "-m", "eval.protocol", "run", "--run", str(run_dir.parent / "nope")], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "not a finished run" in bad.stderr
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from eval.calibration import agreement, cohen_kappa
-from eval.judge import main
+from eval.protocol import main
 from eval.tinyfabulist import aggregate, read_tinyfabulist
 from tests.conftest import SHARED, needs_shared
 from tests.eval.test_judge import FakeChat, chat_server  # noqa: F401  (the fake endpoint fixture)

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eval.judge import Judge, Rubric, VerdictCache, main, parse_verdict
+from eval.judge import Judge, Rubric, VerdictCache, parse_verdict
+from eval.protocol import main
 from eval.tinyfabulist import aggregate, read_tinyfabulist
 from teacher.client import make_client
 from tests.conftest import SHARED, needs_shared

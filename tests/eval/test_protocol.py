@@ -82,7 +82,7 @@ def test_the_local_judge_server_listens_on_loopback_only(monkeypatch):
     import psutil
 
     from distill.config import JudgeConfig
-    from eval.protocol import judge_endpoint
+    from eval.endpoint import judge_endpoint
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with judge_endpoint(JudgeConfig(model="smollm2-135m")) as wait:
