@@ -16,7 +16,6 @@ import argparse
 import functools
 import itertools
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -26,21 +25,9 @@ import numpy as np
 from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
 from eval import metrics
+from eval.tinyfabulist import tinyfabulist_elements
 from eval.toxicity import TOXICITY_THRESHOLD, toxicity
 from teacher.prompts import heldout_prompts
-
-_TF_KEYS = {"Main Character": "character", "Setting": "setting", "Challenge": "conflict", "Outcome": "resolution",
-            "Teaching": "moral"}
-
-
-def tinyfabulist_elements(prompt: str) -> dict[str, str]:
-    """The elements a TinyFabulist generator prompt names ('- Main Character: a kind fox')."""
-    out = {}
-    for key, value in re.findall(r"^\s*-\s*([A-Za-z ]+):\s*(.+?)\s*$", prompt, re.M):
-        if key.strip() in _TF_KEYS:
-            out[_TF_KEYS[key.strip()]] = value.replace("where our story unfolds", "").strip()
-    return out
-
 
 def load_input(path: str, fmt: str, fields: dict[str, str]) -> list[dict]:
     """Records {"key", "prompt", "text", "elements", "tokens", "seconds", "cost_per_hour"}."""

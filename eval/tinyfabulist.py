@@ -1,4 +1,4 @@
-"""The TinyFabulist file layout: fables in, verdicts in and out.
+"""The TinyFabulist file layout: fables in, verdicts in and out, and the elements its prompts name.
 
 Fables: one JSON object a line with `prompt`, `fable`, `hash` and `llm_name`. Verdicts: one a
 line with `llm_name`, `hash` and `evaluation` holding a number per criterion (TinyFabulist's
@@ -11,10 +11,22 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
 NOT_SCORES = {"type", "explanation", "age_group"}
+_TF_KEYS = {"Main Character": "character", "Setting": "setting", "Challenge": "conflict", "Outcome": "resolution",
+            "Teaching": "moral"}
+
+
+def tinyfabulist_elements(prompt: str) -> dict[str, str]:
+    """The elements a TinyFabulist generator prompt names ('- Main Character: a kind fox')."""
+    out = {}
+    for key, value in re.findall(r"^\s*-\s*([A-Za-z ]+):\s*(.+?)\s*$", prompt, re.M):
+        if key.strip() in _TF_KEYS:
+            out[_TF_KEYS[key.strip()]] = value.replace("where our story unfolds", "").strip()
+    return out
 
 
 def _lines(path: str | Path, what: str):

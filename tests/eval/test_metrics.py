@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from eval import metrics as M
-from eval.compare import tinyfabulist_elements
 
 
 def test_distinct_n_by_hand():
@@ -57,12 +56,3 @@ def test_toxicity_stats_by_hand():
     assert s["mean"] == pytest.approx(0.25) and s["max"] == pytest.approx(0.7)
     assert s["share_above"] == pytest.approx(0.25) and s["window_share_above"] == pytest.approx(0.5)
     assert s["window_mean"] == pytest.approx(0.45)
-
-
-def test_tinyfabulist_prompt_elements():
-    prompt = ("Create a fable based on the following elements. Weave them naturally into a story:\n"
-              "  - Main Character: a loyal wolf\n  - Setting: a desert where our story unfolds\n"
-              "  - Challenge: stealing food\n  - Outcome: learns a lesson\n  - Teaching: honesty is the best policy\n"
-              "The fable should:\n  - Begin with vivid scene-setting\n")
-    assert tinyfabulist_elements(prompt) == {"character": "a loyal wolf", "setting": "a desert", "conflict": "stealing food",
-                                             "resolution": "learns a lesson", "moral": "honesty is the best policy"}

@@ -6,7 +6,7 @@ import math
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz import jsonl_files
-from eval.tinyfabulist import read_fables, read_tinyfabulist
+from eval.tinyfabulist import read_fables, read_tinyfabulist, tinyfabulist_elements
 from tests.conftest import read_or_named_error
 
 VERDICT = json.dumps({"llm_name": "m", "hash": "h1", "evaluation": {"grammar": 8, "creativity": 7,
@@ -50,3 +50,12 @@ def test_scores_off_the_scale_and_empty_or_folder_inputs_are_refused(tmp_path):
     for path in (tmp_path, "/dev/null"):
         with pytest.raises(ValueError, match=f"^{path}"):
             read_tinyfabulist(path)
+
+
+def test_tinyfabulist_prompt_elements():
+    prompt = ("Create a fable based on the following elements. Weave them naturally into a story:\n"
+              "  - Main Character: a loyal wolf\n  - Setting: a desert where our story unfolds\n"
+              "  - Challenge: stealing food\n  - Outcome: learns a lesson\n  - Teaching: honesty is the best policy\n"
+              "The fable should:\n  - Begin with vivid scene-setting\n")
+    assert tinyfabulist_elements(prompt) == {"character": "a loyal wolf", "setting": "a desert", "conflict": "stealing food",
+                                             "resolution": "learns a lesson", "moral": "honesty is the best policy"}
