@@ -48,7 +48,7 @@ def parse_variant(text: str, base) -> tuple[str, object]:
 
 
 def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
-    from distill.pipeline import _pad_id
+    from distill.data import pad_id
     from student.initial import build_initial_student
     from distill.schema import read_rows
     from distill.train import train
@@ -63,7 +63,7 @@ def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=run_dir) as d:
         result = train(model, tok, rows, Path(d), dataclasses.replace(tcfg, save_steps=10**6))
-    after = heldout_metrics(model, _pad_id(tok), heldout, tcfg.max_len)
+    after = heldout_metrics(model, pad_id(tok), heldout, tcfg.max_len)
     return {"variant": name, "settings": dataclasses.asdict(tcfg), "train_s": time.perf_counter() - t0,
             "final_loss": result["final_loss"], "kl": after["kl"], "ce": after["ce"], "per_fable": after["per_fable"]}
 

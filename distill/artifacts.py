@@ -89,6 +89,11 @@ def remove_partial_writes(directory: Path, recursive: bool = False) -> list[Path
     return found
 
 
+def checkpoints(folder: Path) -> list[Path]:
+    """The Trainer's checkpoint-<step> folders in `folder`, oldest first."""
+    return sorted(Path(folder).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
 def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -12,6 +12,12 @@ import math
 import torch
 
 
+
+def pad_id(tokenizer) -> int:
+    """The id batches are padded with: the tokenizer's pad token, else its end-of-sequence
+    token (Llama-style tokenizers have no pad token)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
 def encode_row(row: dict, max_len: int) -> dict:
     prompt, gen = list(row["prompt_token_ids"]), list(row["token_ids"])
     if len(prompt) >= max_len:

@@ -169,7 +169,7 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from distill.data import retokenize
+    from distill.data import pad_id, retokenize
     from distill.schema import read_rows, tokenizer_fingerprint
     from eval.samples import sample_fables
     from teacher.hardware import on_accelerator
@@ -202,12 +202,12 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path
         else:
             base, btok = build_initial_student(tr)
             base = on_accelerator(base)
-            before = {**_metrics(base, _pad_id(btok), heldout, tr.train.max_len, cross), "samples": samples_of(base, btok)}
+            before = {**_metrics(base, pad_id(btok), heldout, tr.train.max_len, cross), "samples": samples_of(base, btok)}
             del base
             artifacts.write_json_atomic(before_file, before)
         merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32,
                                                                      use_safetensors=True))
-        after = _metrics(merged, _pad_id(tok), heldout, tr.train.max_len, cross)
+        after = _metrics(merged, pad_id(tok), heldout, tr.train.max_len, cross)
         samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
                    for r, s in zip(picks, samples_of(merged, tok))]
         result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
@@ -256,10 +256,6 @@ def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: b
 
     m = heldout_metrics(model, pad, rows, max_len)
     return {**m, "kl": None} if cross_tokenizer else m
-
-
-def _pad_id(tok) -> int:
-    return tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
 
 
 def run(cfg: RunConfig) -> Path:

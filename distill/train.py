@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from transformers import Trainer, TrainingArguments
 
-from distill.data import Collator, RowDataset
+from distill import artifacts
+from distill.data import Collator, RowDataset, pad_id
 from distill.losses import kd_objective
 from distill.onpolicy import OnPolicy, Scorer
 from distill.train_config import TrainConfig
@@ -100,7 +101,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
     `prepare`: applied to the Trainer before training (Ray Train's prepare_trainer in a
     distributed worker, where the Trainer runs DDP over the process group Ray set up)."""
     out_dir = Path(out_dir)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"),
         max_steps=cfg.steps,
@@ -133,7 +134,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
     )
     if prepare is not None:
         trainer = prepare(trainer)
-    ckpts = sorted((out_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    ckpts = artifacts.checkpoints(out_dir / "checkpoints")
     result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {

@@ -175,7 +175,7 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
     trained = artifacts.read_json(sdir / "train.json")
     history = trained["history"]
     points = []
-    for ck in sorted((sdir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1])):
+    for ck in artifacts.checkpoints(sdir / "checkpoints"):
         step = int(ck.name.split("-")[1])
         label = f"{tr.teacher}-{tr.train.objective}@{step}"
         loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from distill.data import pad_id
+
 
 @torch.no_grad()
 def sample_fables(model, tokenizer, prompt_token_ids: list[list[int]], max_new_tokens: int, temperature: float,
@@ -12,7 +14,7 @@ def sample_fables(model, tokenizer, prompt_token_ids: list[list[int]], max_new_t
     (BOS and chat markup included), left-padded so generation continues at the right edge."""
     torch.manual_seed(seed)
     model.eval()
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    pad = pad_id(tokenizer)
     out: list[str] = []
     for i in range(0, len(prompt_token_ids), batch_size):
         batch = prompt_token_ids[i : i + batch_size]

@@ -5,6 +5,7 @@ import sys
 
 import pytest
 
+from distill import artifacts
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from tests.conftest import ROOT
 
@@ -43,3 +44,10 @@ def test_a_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         write_text_atomic(tmp_path / "x.json", "text")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_checkpoints_are_ordered_by_step_not_by_name(tmp_path):
+    for step in (10, 2, 100):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "runs").mkdir()
+    assert [p.name for p in artifacts.checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-10", "checkpoint-100"]

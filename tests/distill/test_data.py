@@ -1,8 +1,9 @@
 import math
+from types import SimpleNamespace
 
 import torch
 
-from distill.data import Collator, encode_row
+from distill.data import Collator, encode_row, pad_id
 
 
 def row(prompt, gen, k=2):
@@ -33,3 +34,8 @@ def test_rows_are_truncated_to_max_len():
 def test_a_fable_with_no_generated_tokens_batches_and_teaches_nothing():
     b = Collator(pad_id=0)([encode_row(row([5, 6], []), 64), encode_row(row([5], [12, 13]), 64)])
     assert b["topk_ids"].shape == (2, 3, 2) and b["kd_mask"][0].sum() == 0 and b["kd_mask"][1].sum() == 2
+
+
+def test_batches_pad_with_the_pad_token_else_end_of_sequence():
+    assert pad_id(SimpleNamespace(pad_token_id=0, eos_token_id=2)) == 0  # 0 is a pad id, not "none"
+    assert pad_id(SimpleNamespace(pad_token_id=None, eos_token_id=2)) == 2
