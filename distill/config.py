@@ -62,9 +62,13 @@ class JudgeConfig:
     # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
     # real fable scores higher is the judge's sanity line in the report.
     shuffled_control: bool = True
+    # Context length (vLLM --max-model-len) of the local judge server started when neither
+    # base_url nor OPENAI_BASE_URL is set: rubric, prompt, fable and verdict must fit.
+    server_max_model_len: int = 2048
 
     def __post_init__(self):
         check_ranges(self, {
+            "server_max_model_len": (self.server_max_model_len > self.max_tokens, "must be more than max_tokens"),
             "prompts": (self.prompts >= 1, "must be >= 1"), "samples": (self.samples >= 1, "must be >= 1"),
             "temperature": (self.temperature >= 0, "must be >= 0"), "max_tokens": (self.max_tokens >= 16, "must be >= 16"),
             "workers": (self.workers >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),

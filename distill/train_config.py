@@ -18,16 +18,21 @@ class TrainConfig:
     lr: float = 1e-3  # peak LR (LoRA healing of a pruned student tolerates a high rate)
     warmup_steps: int = 2
     kd_weight: float = 0.9  # loss = kd_weight * top-k KL + (1 - kd_weight) * CE
-    objective: str = "kd"  # "kd" or "sft" (cross-entropy only, for comparison)
+    # "kd" (top-k KL + CE) or "sft" (CE on the teacher's text only, for comparison). A student
+    # of another tokenizer family can only use "sft": its text is re-tokenized, KD is refused.
+    objective: str = "kd"
     student_kind: str = "pruned"  # "pruned" teacher, "config" (small random model), or "checkpoint"
     student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
     student_checkpoint: str = ""  # HF folder or an embedded model's id (qwen2.5-coder-0.5b), for student_kind="checkpoint"
     lora_r: int = 16  # LoRA rank on every linear layer; 0 = train all weights (for from-scratch students)
-    quantization: str = "none"  # "nf4": QLoRA, the frozen base in bitsandbytes 4-bit under the LoRA adapters
+    # "nf4": QLoRA, the frozen base in bitsandbytes 4-bit under the LoRA adapters; the merged
+    # export is fp32. On CPU a 4-bit student refuses eval-mode/no-grad forwards before training
+    # ends (they corrupt its gradients on AVX512-BF16 CPUs).
+    quantization: str = "none"
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     max_len: int = 512  # prompt + fable tokens per row
-    save_steps: int = 20  # checkpoint every N steps (resume point after a kill)
+    save_steps: int = 20  # checkpoint every N steps (resume point after a kill); TensorBoard logs in checkpoints/runs/
     # Checkpoints kept on disk (the newest); 0 keeps all. The pipeline keeps all of the KD
     # student's when judge.checkpoints is on: each is a point of score against loss.
     keep_checkpoints: int = 2

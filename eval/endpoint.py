@@ -39,7 +39,7 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None):
     port = _free_port()
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
            "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", engine_dtype(),
-           "--max-model-len", "2048", "--seed", "0", "--load-format", "safetensors", *(["--enforce-eager"] if engine_eager() else [])]
+           "--max-model-len", str(judge_cfg.server_max_model_len), "--seed", "0", "--load-format", "safetensors", *(["--enforce-eager"] if engine_eager() else [])]
     log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")

@@ -80,6 +80,7 @@ class GenerationConfig:
 # How a job runs, not what it generates: a resumed job may change them (more replicas on a
 # bigger cluster) and still continue the same plan.
 EXECUTION_SETTINGS = ("replicas", "engine_resources", "replica_wait_s", "batch_size", "retries")
+DEFAULT = GenerationConfig()
 
 
 def plan_shards(prompts: list[Prompt], cfg: GenerationConfig) -> list[list[dict]]:
@@ -274,22 +275,23 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m ray_cluster.generate",
+    """The job's options; each generation setting defaults to GenerationConfig's (documented there)."""
+    ap = argparse.ArgumentParser(prog="python -m ray_cluster.generate", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
                                  description="generate teacher fables with top-k logprobs on Ray")
     ap.add_argument("--teacher", action="append", required=True, help="teacher id (repeatable)")
     ap.add_argument("--out", required=True, help="folder; one sub-folder per teacher")
     ap.add_argument("--n-train", type=int, default=64)
     ap.add_argument("--n-eval", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--top-k", type=int, default=20)
-    ap.add_argument("--max-new-tokens", type=int, default=160)
-    ap.add_argument("--eval-samples", type=int, default=1)
-    ap.add_argument("--shard-size", type=int, default=16)
-    ap.add_argument("--replicas", type=int, default=1, help="data-parallel engine replicas per teacher")
-    ap.add_argument("--batch-size", type=int, default=32, help="rows per Ray Data batch (the unit an engine takes)")
-    ap.add_argument("--engine-resources", type=json.loads, default={},
+    ap.add_argument("--top-k", type=int, default=DEFAULT.top_k)
+    ap.add_argument("--max-new-tokens", type=int, default=DEFAULT.max_new_tokens)
+    ap.add_argument("--eval-samples", type=int, default=DEFAULT.eval_samples)
+    ap.add_argument("--shard-size", type=int, default=DEFAULT.shard_size)
+    ap.add_argument("--replicas", type=int, default=DEFAULT.replicas, help="data-parallel engine replicas per teacher")
+    ap.add_argument("--batch-size", type=int, default=DEFAULT.batch_size, help="rows per Ray Data batch (the unit an engine takes)")
+    ap.add_argument("--engine-resources", type=json.loads, default=DEFAULT.engine_resources,
                     help='JSON of extra Ray resources per engine bundle, e.g. \'{"teacher_node": 1}\'')
-    ap.add_argument("--replica-wait-s", type=int, default=GenerationConfig.replica_wait_s,
+    ap.add_argument("--replica-wait-s", type=int, default=DEFAULT.replica_wait_s,
                     help="seconds to wait for every replica before sending rows (0: do not wait)")
     ap.add_argument("--prompts", help="JSONL of training prompts instead of combinatorial ones")
     return ap
