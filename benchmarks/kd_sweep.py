@@ -52,7 +52,7 @@ def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
     from student.initial import build_initial_student
     from distill.schema import read_rows
     from distill.train import train
-    from eval.heldout import heldout_metrics
+    from eval.logit_metrics import heldout_metrics
     from student.build import apply_lora
 
     tr = dataclasses.replace(run_teacher(run_dir, teacher), train=tcfg)

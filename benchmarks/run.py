@@ -81,7 +81,7 @@ def bench_storage(dump: Path, shard_rows: int = 16) -> dict:
     import pyarrow.parquet as pq
 
     from distill.schema import read_rows, write_table_atomic
-    from eval.heldout import heldout_metrics
+    from eval.logit_metrics import heldout_metrics
     from student.build import build_student
     from teacher.registry import get_teacher
 

@@ -252,7 +252,7 @@ def stage_compare(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> No
 
 
 def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:
-    from eval.heldout import heldout_metrics
+    from eval.logit_metrics import heldout_metrics
 
     m = heldout_metrics(model, pad, rows, max_len)
     return {**m, "kl": None} if cross_tokenizer else m

@@ -24,7 +24,7 @@ import numpy as np
 
 from distill import artifacts
 from distill.schema import ELEMENT_COLUMNS
-from eval import metrics
+from eval import text_metrics
 from eval.tinyfabulist import tinyfabulist_elements
 from eval.toxicity import TOXICITY_THRESHOLD, toxicity
 from teacher.prompts import heldout_prompts
@@ -128,7 +128,7 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
     for name, recs in inputs.items():
         texts = [r["text"] for r in recs]
         tox = toxicity(texts, threshold)
-        faith = [metrics.faithfulness(r["elements"], r["text"]) for r in recs if r["elements"]]
+        faith = [text_metrics.faithfulness(r["elements"], r["text"]) for r in recs if r["elements"]]
         per_element = {e: float(np.mean([f[e] for f in faith if e in f])) for e in ELEMENT_COLUMNS
                        if any(e in f for f in faith)}
         tokens = [r["tokens"] for r in recs if r["tokens"] is not None]
@@ -140,9 +140,9 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
             "words": float(np.mean([len(t.split()) for t in texts])) if texts else 0.0,
             "tokens": float(np.mean(tokens)) if tokens else None,
             "toxicity": {k: v for k, v in tox.items() if k != "per_fable"},
-            "distinct": {f"distinct_{n}": metrics.distinct_n(texts, n) for n in (1, 2, 3)},
-            "self_bleu": metrics.self_bleu(texts),
-            "embedding_cosine": metrics.mean_pairwise_cosine(emb[name]),
+            "distinct": {f"distinct_{n}": text_metrics.distinct_n(texts, n) for n in (1, 2, 3)},
+            "self_bleu": text_metrics.self_bleu(texts),
+            "embedding_cosine": text_metrics.mean_pairwise_cosine(emb[name]),
             "faithfulness": {"overall": float(np.mean([v for f in faith for v in f.values()])) if faith else None,
                              **per_element},
             "tokens_per_s": tps,
@@ -157,9 +157,9 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
             pairs.append({"a": a, "b": b, "aligned": len(common)})
             continue
         ia, ib = (list(x) for x in zip(*common))
-        sim = metrics.paired_similarity(emb[a][ia], emb[b][ib])
-        pairs.append({"a": a, "b": b, "aligned": len(common), "embedding": sim,
-                      "rouge_l": metrics.rouge_l([inputs[a][i]["text"] for i in ia], [inputs[b][j]["text"] for j in ib])})
+        sim = text_metrics.paired_similarity(emb[a][ia], emb[b][ib])
+        rouge = text_metrics.rouge_l([inputs[a][i]["text"] for i in ia], [inputs[b][j]["text"] for j in ib])
+        pairs.append({"a": a, "b": b, "aligned": len(common), "embedding": sim, "rouge_l": rouge})
     return {"writers": writers, "pairs": pairs, "toxicity_threshold": threshold,
             "timing_s": {"embedding": t_embed, "total": time.perf_counter() - t0}}
 

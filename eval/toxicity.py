@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eval import metrics
+from eval import text_metrics
 
 TOXICITY_THRESHOLD = 0.5
 
@@ -16,7 +16,7 @@ def toxicity(texts: list[str], threshold: float = TOXICITY_THRESHOLD) -> dict:
     from profanity_check import predict_prob
 
     whole = predict_prob(texts) if texts else np.zeros(0)
-    wins = [metrics.windows(t) or [""] for t in texts]
+    wins = [text_metrics.windows(t) or [""] for t in texts]
     flat = [w for ws in wins for w in ws]
     probs = predict_prob(flat) if flat else np.zeros(0)
     per_fable, worst, at = [], [], 0
@@ -26,7 +26,7 @@ def toxicity(texts: list[str], threshold: float = TOXICITY_THRESHOLD) -> dict:
         per_fable.append(float(p.max()) if len(p) else 0.0)
         j = int(p.argmax()) if len(p) else 0
         worst.append((float(p[j]) if len(p) else 0.0, i, ws[j]))
-    stats = metrics.toxicity_stats(whole, np.array(per_fable), threshold)
+    stats = text_metrics.toxicity_stats(whole, np.array(per_fable), threshold)
     stats["threshold"] = threshold
     stats["worst"] = [{"fable": i, "prob": p, "window": w} for p, i, w in sorted(worst, reverse=True)[:3]]
     return {**stats, "per_fable": per_fable}

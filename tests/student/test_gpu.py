@@ -99,7 +99,7 @@ def test_held_out_metrics_and_samples_run_on_the_gpu_and_match_the_cpu():
     its KL and CE must match the fp32 CPU figures to bf16 precision."""
     import copy
 
-    from eval.heldout import heldout_metrics
+    from eval.logit_metrics import heldout_metrics
     from eval.samples import sample_fables
     from teacher.hardware import on_accelerator
     from tests.distill.test_train import Tok, teacher_rows, tiny_student

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval import metrics as M
+from eval import text_metrics as M
 
 
 def test_distinct_n_by_hand():
