@@ -53,13 +53,14 @@ def stop_session(proc: subprocess.Popen, timeout_s: float = 120) -> None:
     process in it is gone, SIGKILL after timeout_s: a `ray start --block` under `make`
     outlives make by a minute, and its temp dir must not be removed under it."""
     deadline = time.monotonic() + timeout_s
-    os.killpg(proc.pid, signal.SIGTERM)
+    sig = signal.SIGTERM
     while True:
         proc.poll()  # reap our own child, or its zombie keeps the group alive
         try:
-            os.killpg(proc.pid, signal.SIGKILL if time.monotonic() > deadline else 0)
-        except ProcessLookupError:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # the whole session is gone (or was before we began)
             return
+        sig = signal.SIGKILL if time.monotonic() > deadline else 0
         time.sleep(0.5)
 
 

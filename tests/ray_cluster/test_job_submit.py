@@ -3,7 +3,6 @@ team submits the pipeline to its cluster."""
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -15,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_models
-from tests.listeners import ensure_ray_token
-from tests.ray_cluster.test_serve import free_port
+from tests.listeners import ensure_ray_token, stop_session
+from tests.ray_cluster.test_serve import free_ports
 
 pytestmark = [pytest.mark.e2e, needs_models]
 
@@ -28,7 +27,7 @@ def head(tmp_path):
     """A Ray head of this test's own: `ray start --block` in its own session, stopped by
     signalling that session, so nothing else's Ray on the machine is touched (never
     `ray stop`, which stops every Ray on it)."""
-    port, dash = free_port(), free_port()
+    port, dash = free_ports(2)
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     # Jobs run the head's python: put this venv first, and let them find the built models.
     env.update(PATH=f"{BIN}:{env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
@@ -46,12 +45,7 @@ def head(tmp_path):
         wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, tmp_path / "ray-head.log")
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # --block: the head stops its own processes on SIGTERM
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_session(proc, timeout_s=60)  # --block: the head stops its own processes on SIGTERM
         log.close()
         shutil.rmtree(temp, ignore_errors=True)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_models
-from tests.listeners import ensure_ray_token
+from tests.listeners import ensure_ray_token, stop_session
 from tests.ray_cluster.test_job_submit import BIN, wait_for_dashboard
-from tests.ray_cluster.test_serve import free_port
+from tests.ray_cluster.test_serve import free_port, free_ports
 
 pytestmark = [pytest.mark.e2e, needs_models]
 
@@ -47,7 +47,7 @@ class Cluster:
     def __init__(self, tmp_path):
         self.tmp = tmp_path
         self.temp = tempfile.mkdtemp(prefix="kdmn-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-        self.port, self.dash = free_port(), free_port()
+        self.port, self.dash = free_ports(2)
         self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
         self.env.update(PATH=f"{BIN}:{self.env['PATH']}", KD_MODELS_DIR=str(ROOT / "models"), RAY_AUTH_MODE="token")
         ensure_ray_token(self.env)
@@ -100,14 +100,7 @@ class Cluster:
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):  # workers first, the head last
-            proc = self.procs[name]
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # --block: the node stops its own processes
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait()
+            stop_session(self.procs[name], timeout_s=60)  # --block: the node stops its own processes
         subprocess.run(["rm", "-rf", self.temp])
 
 
