@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import ROOT, needs_models
 from tests.listeners import assert_ray_head_guarded, is_loopback, listeners, stop_session
 from tests.ray_cluster.test_job_submit import wait_for_dashboard
-from tests.ray_cluster.test_serve import free_port
+from tests.ray_cluster.test_serve import free_ports
 
 
 def plan(venv, *args) -> str:
@@ -36,7 +36,7 @@ def test_make_ray_up_keeps_its_dashboard_on_loopback_and_token_auth_on(tmp_path)
     """`make ray-up` as a user runs it, held in the foreground (--block) and in its own temp
     dir so that stopping it (a signal to its session) touches no other Ray on the machine.
     Its prerequisites are taken as done (-o): this test must not install or convert."""
-    port, dash = free_port(), free_port()
+    port, dash = free_ports(2)
     temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")  # short: Ray's socket paths
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     log = open(tmp_path / "ray-up.log", "w")

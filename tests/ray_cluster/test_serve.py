@@ -16,10 +16,21 @@ from tests.listeners import assert_ray_head_guarded, is_loopback, listeners
 pytestmark = [pytest.mark.e2e, needs_models]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: held open together while they are drawn (one at a time, the OS
+    may hand back the same port twice; a Ray head then refuses its dashboard port)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def ray_processes() -> list[str]:
