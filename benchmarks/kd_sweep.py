@@ -19,16 +19,17 @@ import time
 from pathlib import Path
 
 from distill import artifacts
+from distill.run_folder import RunFolder
 
 
-def run_teacher(run_dir: Path, teacher: str):
+def run_teacher(run: RunFolder, teacher: str):
     from distill.config import from_dict
 
-    cfg = from_dict(artifacts.read_json(run_dir / "config.json"))
+    cfg = from_dict(artifacts.read_json(run.config))
     for tr in cfg.teachers:
         if tr.teacher == teacher:
             return tr
-    raise ValueError(f"{run_dir} has no teacher {teacher!r} (it has {', '.join(t.teacher for t in cfg.teachers)})")
+    raise ValueError(f"{run.root} has no teacher {teacher!r} (it has {', '.join(t.teacher for t in cfg.teachers)})")
 
 
 def parse_variant(text: str, base) -> tuple[str, object]:
@@ -47,7 +48,7 @@ def parse_variant(text: str, base) -> tuple[str, object]:
     return text or "run", dataclasses.replace(base, **changes)
 
 
-def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
+def measure(run: RunFolder, teacher: str, name: str, tcfg) -> dict:
     from distill.data import pad_id
     from student.initial import build_initial_student
     from distill.schema import read_rows
@@ -55,13 +56,13 @@ def measure(run_dir: Path, teacher: str, name: str, tcfg) -> dict:
     from eval.logit_metrics import heldout_metrics
     from student.build import apply_lora
 
-    tr = dataclasses.replace(run_teacher(run_dir, teacher), train=tcfg)
-    rows = read_rows(run_dir / "teachers" / teacher, split="train")
-    heldout = read_rows(run_dir / "teachers" / teacher, split="eval")
+    tr = dataclasses.replace(run_teacher(run, teacher), train=tcfg)
+    rows = read_rows(run.teacher(teacher), split="train")
+    heldout = read_rows(run.teacher(teacher), split="eval")
     model, tok = build_initial_student(tr)
     model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(dir=run_dir) as d:
+    with tempfile.TemporaryDirectory(dir=run.root) as d:
         result = train(model, tok, rows, Path(d), dataclasses.replace(tcfg, save_steps=10**6))
     after = heldout_metrics(model, pad_id(tok), heldout, tcfg.max_len)
     return {"variant": name, "settings": dataclasses.asdict(tcfg), "train_s": time.perf_counter() - t0,
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--variant", action="append", default=[], help="key=value[,key=value] over [train]")
     args = ap.parse_args(argv)
-    base = run_teacher(args.run, args.teacher).train
-    out = args.run / "sweep"
+    run = RunFolder(args.run)
+    base = run_teacher(run, args.teacher).train
+    out = run.sweep
     out.mkdir(exist_ok=True)
     for text in args.variant or [""]:
         name, tcfg = parse_variant(text, base)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if f.exists():
             print(f"{name}: done before")
             continue
-        r = measure(args.run, args.teacher, name, tcfg)
+        r = measure(run, args.teacher, name, tcfg)
         artifacts.write_json_atomic(f, r)
         print(json.dumps({k: r[k] for k in ("variant", "kl", "ce", "final_loss", "train_s")}))
     return 0

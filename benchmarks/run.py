@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from distill.run_folder import Evaluated, Generated, HeldOut, JudgeSummary, RunFolder, Trained
+
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 20 * 60  # the default run's target on 2 cores
 
@@ -207,12 +209,12 @@ def render_judge(j: dict) -> list[str]:
     return lines + ([""] + [j["note"]] if j.get("note") else []) + [""]
 
 
-def _kl(run_dir: Path, teacher: str, objective: str = "kd") -> dict:
-    ev = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "eval.json").read_text())
-    tr = json.loads((run_dir / "students" / f"{teacher}-{objective}" / "train.json").read_text())
-    return {"before": ev["before"]["kl"], "after": ev["after"]["kl"], "ce_before": ev["before"]["ce"],
-            "ce_after": ev["after"]["ce"], "params": tr["params"],
-            "trainable": tr["trainable_params"], "train_s": tr["train_runtime_s"], "layers": tr["student_layers"]}
+def _kl(run: RunFolder, teacher: str, objective: str = "kd") -> dict:
+    student = run.student(teacher, objective)
+    ev, tr = Evaluated.read(student.evaluated), Trained.read(student.trained)
+    return {"before": ev.before.kl, "after": ev.after.kl, "ce_before": ev.before.ce, "ce_after": ev.after.ce,
+            "params": tr.params, "trainable": tr.trainable_params, "train_s": tr.train_runtime_s,
+            "layers": tr.student_layers}
 
 
 def copy_bandwidth_gbs(mib: int = 512, repeats: int = 5) -> float:
@@ -276,34 +278,34 @@ def bench_default(env: dict, run_dir: Path | None = None) -> dict:
     """The default run measured: run now in a temporary folder, or read from a finished run
     (`--default-run runs/default`, whose stage times its manifest recorded)."""
     if run_dir is not None:
-        return default_figures(run_dir, None)
+        return default_figures(RunFolder(run_dir), None)
     with tempfile.TemporaryDirectory() as d:
         wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml",
                          "--name", "bench"], {**env, "KD_RUNS_DIR": d})
-        return default_figures(Path(d) / "bench", wall)
+        return default_figures(RunFolder(Path(d) / "bench"), wall)
 
 
-def default_figures(run: Path, wall: float | None) -> dict:
+def default_figures(run: RunFolder, wall: float | None) -> dict:
     from eval.stats import paired_bootstrap
 
     bandwidth, gflops = copy_bandwidth_gbs(), matmul_gflops()
-    manifest = json.loads((run / "manifest.json").read_text())
+    manifest = json.loads(run.manifest.read_text())
     distilled = [t["teacher"] for t in manifest["config"]["teachers"] if t.get("distil", True)]
     evals = {t: _kl(run, t) for t in distilled}
     sft = {t: _kl(run, t, "sft") for t in distilled}
-    per_fable = {t: [json.loads((run / "students" / f"{t}-{o}" / "eval.json").read_text())["after"]["per_fable"]
-                     for o in ("kd", "sft")] for t in distilled}
+    per_fable = {t: [Evaluated.read(run.student(t, o).evaluated).after.per_fable for o in ("kd", "sft")]
+                 for t in distilled}
     kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
-    judge = json.loads((run / "judge" / "summary.json").read_text()) if (run / "judge" / "summary.json").exists() else {}
-    comparison = json.loads((run / "compare" / "comparison.json").read_text())
-    generation = {t: {**json.loads((run / "teachers" / t / "DONE").read_text()), **decoding_bound(t, bandwidth, gflops)}
+    judge = JudgeSummary.read(run.judge.summary) if run.judge.summary.exists() else None
+    comparison = json.loads(run.comparison.read_text())
+    generation = {t: {**Generated.read(run.generated(t)).to_dict(), **decoding_bound(t, bandwidth, gflops)}
                   for t in distilled}
     stages = manifest["stages"]
     return {"bandwidth_gbs": bandwidth, "gflops": gflops, "generation": generation,
             "process_s": wall if wall is not None else sum(st.get("wall_s", 0) for st in stages),
             "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
-            "kd_minus_sft": kd_minus_sft, "shuffled_control": judge.get("shuffled_control"),
-            "score_vs_loss": judge.get("score_vs_loss"),
+            "kd_minus_sft": kd_minus_sft, "shuffled_control": judge and judge.shuffled_control,
+            "score_vs_loss": judge and judge.score_vs_loss,
             "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
 
 
@@ -315,14 +317,15 @@ SWEEP = ("", "objective=sft", "lr=2e-3", "lr=2e-4", "kd_weight=1.0", "steps=48")
 def bench_sweep(env: dict, run_dir: Path) -> dict:
     from distill import artifacts
 
-    cfg = json.loads((run_dir / "config.json").read_text())
+    run = RunFolder(run_dir)
+    cfg = json.loads(run.config.read_text())
     teacher = next(t["teacher"] for t in cfg["teachers"] if t.get("distil", True))
     args = [a for v in SWEEP for a in ("--variant", v)]
     subprocess.run([sys.executable, "-m", "benchmarks.kd_sweep", "--run", str(run_dir), "--teacher", teacher, *args],
                    env=env, check=True)
-    before = json.loads((run_dir / "students" / f"{teacher}-initial.json").read_text())
-    rows = [artifacts.read_json(f) for f in sorted((run_dir / "sweep").glob("*.json"))]
-    return {"teacher": teacher, "before": {"kl": before["kl"], "ce": before["ce"], "per_fable": before["per_fable"]},
+    before = HeldOut.read(run.initial(teacher))
+    rows = [artifacts.read_json(f) for f in sorted(run.sweep.glob("*.json"))]
+    return {"teacher": teacher, "before": {"kl": before.kl, "ce": before.ce, "per_fable": before.per_fable},
             "variants": rows}
 
 
@@ -577,8 +580,8 @@ def main() -> None:
 
         results["fuzz"] = {**fuzz.run(args.fuzz_cases), "measured": now}
     if "sweep" in run:
-        sweep_run = args.default_run or Path(os.environ.get("KD_RUNS_DIR", "runs")) / "default"
-        if (sweep_run / "manifest.json").exists():
+        sweep_run = args.default_run or RunFolder.named("default").root
+        if RunFolder(sweep_run).manifest.exists():
             results["sweep"] = {**bench_sweep(env, sweep_run), "measured": now}
         else:
             msg = (f"the sweep trains on a finished default run's data: {sweep_run} has none; "

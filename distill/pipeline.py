@@ -24,11 +24,10 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.config import RunConfig, TeacherRun, load, to_dict
+from distill.run_folder import Generated, RunFolder, Trained
 from student.initial import build_initial_student, student_checkpoint, student_tokenizer
 from teacher.prompts import load_prompts, splits
 from teacher.registry import check_reachable
-
-RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
 
 
 def preflight(cfg: RunConfig) -> None:
@@ -66,11 +65,11 @@ def prompts_for(cfg: RunConfig, tr: TeacherRun):
     return train, ev[: tr.n_heldout]
 
 
-def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     from ray_cluster.cluster import connect, shutdown
     from ray_cluster.generate import generate
 
-    todo = [tr for tr in cfg.teachers if not (run_dir / "teachers" / tr.teacher / "DONE").exists()]
+    todo = [tr for tr in cfg.teachers if not run.generated(tr.teacher).exists()]
     for tr in cfg.teachers:
         if tr not in todo:
             with ledger.stage("generate", tr.teacher) as st:
@@ -80,10 +79,9 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
     def one(tr: TeacherRun) -> None:
         with ledger.stage("generate", tr.teacher) as st:
             train, heldout = prompts_for(cfg, tr)
-            out = run_dir / "teachers" / tr.teacher
-            stats = generate(tr.model, train + heldout, out, tr.generation)
-            artifacts.write_json_atomic(out / "DONE", stats)
-            st.update({k: stats[k] for k in ("rows", "generated_tokens")})
+            done = Generated(**generate(tr.model, train + heldout, run.teacher(tr.teacher), tr.generation))
+            done.write(run.generated(tr.teacher))
+            st.update(rows=done.rows, generated_tokens=done.generated_tokens)
 
     connect()
     try:
@@ -101,7 +99,7 @@ def stage_generate(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> N
         shutdown()
 
 
-def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, ledger: artifacts.Ledger) -> None:
+def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
     from distill.data import retokenize
     from distill.schema import read_rows, tokenizer_fingerprint
     from distill.train import train
@@ -111,12 +109,12 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
     tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
     if cfg.judge.enabled and cfg.judge.checkpoints and objective == tr.train.objective:
         tcfg = dataclasses.replace(tcfg, keep_checkpoints=0)  # every checkpoint is a score-against-loss point
-    out = run_dir / "students" / f"{tr.teacher}-{objective}"
+    out = run.student(tr.teacher, objective)
     with ledger.stage(f"train-{objective}", tr.teacher) as st:
-        if (out / "train.json").exists():
+        if out.trained.exists():
             st["status"] = "skipped"
             return
-        rows = read_rows(run_dir / "teachers" / tr.teacher, split="train")
+        rows = read_rows(run.teacher(tr.teacher), split="train")
         removed = []
         if tcfg.max_toxicity < 1.0:
             from eval.toxicity import filter_toxic
@@ -133,14 +131,14 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
         def build():  # seeded (build_initial_student): every Ray Train worker builds the same student
             model, tok = build_initial_student(tr)
             if tcfg.quantization == "nf4":
-                with tempfile.TemporaryDirectory(dir=run_dir) as d:
+                with tempfile.TemporaryDirectory(dir=run.root) as d:
                     model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code)
             if tcfg.lora_r:
                 model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
             return model, tok
 
         def finish(model, tok, result):
-            paths = export(model, tok, out, full_precision_base=lambda: build_initial_student(tr)[0])
+            paths = export(model, tok, out.path, full_precision_base=lambda: build_initial_student(tr)[0])
             result.update({"student_layers": model.config.num_hidden_layers,
                            "params": sum(p.numel() for p in model.parameters()),
                            "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -149,7 +147,7 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
         if tcfg.workers > 1:
             from distill.train_ray import train_on_ray
 
-            result = train_on_ray(build, rows, out, tcfg, finish)
+            result = train_on_ray(build, rows, out.path, tcfg, finish)
         else:
             scorer = None
             if tcfg.on_policy:
@@ -157,138 +155,90 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, l
 
                 scorer = endpoint_scorer(tr.teacher, tr.generation.top_k)
             model, tok = build()
-            result = train(model, tok, rows, out, tcfg, scorer=scorer)
+            result = train(model, tok, rows, out.path, tcfg, scorer=scorer)
             finish(model, tok, result)
-        summary = {**result, "objective": objective, "student_kind": tcfg.student_kind,
-                   "quantization": tcfg.quantization, "rows": len(rows), "removed_as_toxic": removed}
-        artifacts.write_json_atomic(out / "train.json", summary)
-        st.update({"steps": result["steps"], "final_loss": result["final_loss"]})
+        trained = Trained(**result, objective=objective, student_kind=tcfg.student_kind,
+                          quantization=tcfg.quantization, rows=len(rows), removed_as_toxic=removed)
+        trained.write(out.trained)
+        st.update(steps=trained.steps, final_loss=trained.final_loss)
 
 
-def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run_dir: Path, ledger: artifacts.Ledger) -> None:
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
+    from eval.heldout import evaluate_student
 
-    from distill.data import pad_id, retokenize
-    from distill.schema import read_rows, tokenizer_fingerprint
-    from eval.samples import sample_fables
-    from teacher.hardware import on_accelerator
-
-    student_dir = run_dir / "students" / f"{tr.teacher}-{objective}"
-    out = student_dir / "eval.json"
+    out = run.student(tr.teacher, objective).evaluated
     with ledger.stage(f"evaluate-{objective}", tr.teacher) as st:
         if out.exists():
             st["status"] = "skipped"
             return
-        heldout = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-        tok = AutoTokenizer.from_pretrained(student_dir / "merged")
-        # A student of another tokenizer family (sequence-level SFT) is measured on the
-        # teacher's text in its own tokens; KL to the teacher is undefined across token maps.
-        cross = tokenizer_fingerprint(tok) != heldout[0]["tokenizer_fingerprint"]
-        if cross:
-            heldout = retokenize(heldout, tok)
-        picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
-
-        def samples_of(model, tok) -> list[str]:
-            return sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
-                                 cfg.eval.temperature, seed=cfg.seed)
-
-        # Every objective starts from the same student: measure it (and its fables, for the
-        # report's side by side) once per teacher. A QLoRA run's starting point is measured
-        # in full precision (the 4-bit base differs slightly).
-        before_file = run_dir / "students" / f"{tr.teacher}-initial{'-own-tokens' if cross else ''}.json"
-        if before_file.exists():
-            before = artifacts.read_json(before_file)
-        else:
-            base, btok = build_initial_student(tr)
-            base = on_accelerator(base)
-            before = {**_metrics(base, pad_id(btok), heldout, tr.train.max_len, cross), "samples": samples_of(base, btok)}
-            del base
-            artifacts.write_json_atomic(before_file, before)
-        merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student_dir / "merged", dtype=torch.float32,
-                                                                     use_safetensors=True))
-        after = _metrics(merged, pad_id(tok), heldout, tr.train.max_len, cross)
-        samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
-                   for r, s in zip(picks, samples_of(merged, tok))]
-        result = {"heldout_rows": len(heldout), "before": before, "after": after, "samples": samples}
-        artifacts.write_json_atomic(out, result)
-        key = "ce" if cross else "kl"
-        st.update({f"{key}_before": round(before[key], 4), f"{key}_after": round(after[key], 4)})
+        ev = evaluate_student(cfg, tr, objective, run)
+        ev.write(out)
+        key = "kl" if ev.after.kl is not None else "ce"
+        st.update({f"{key}_before": round(getattr(ev.before, key), 4), f"{key}_after": round(getattr(ev.after, key), 4)})
 
 
-def stage_judge(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """Every student and its teacher, judged on the same held-out prompts (eval/protocol.py)."""
     from eval.protocol import evaluate_run
 
     if not cfg.judge.enabled:
         return
     with ledger.stage("judge") as st:
-        summary = run_dir / "judge" / "summary.json"
-        if summary.exists():
+        if run.judge.summary.exists():
             st["status"] = "skipped"
             return
-        evaluate_run(run_dir, cfg=cfg)
-        models = artifacts.read_json(summary)["models"]
+        models = evaluate_run(run, cfg=cfg).models
         st.update({"fables": sum(m["fables"] for m in models.values()),
                    "failed_verdicts": sum(m["failures"] for m in models.values())})
 
 
-def stage_compare(cfg: RunConfig, run_dir: Path, ledger: artifacts.Ledger) -> None:
+def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """The teachers (and their students, where judged) compared on toxicity, diversity,
     similarity and faithfulness: runs/<name>/compare/ (eval/compare.py)."""
     from eval import compare
 
     with ledger.stage("compare") as st:
-        out = run_dir / "compare"
-        if (out / "comparison.json").exists():
+        if run.comparison.exists():
             st["status"] = "skipped"
             return
-        inputs, scores = compare.run_inputs(run_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        inputs, scores = compare.run_inputs(run)
+        run.compare.mkdir(parents=True, exist_ok=True)
         result = compare.compare(inputs, judge_scores=scores)
-        artifacts.write_json_atomic(out / "comparison.json", result)
-        compare.render(result, inputs, out)
+        artifacts.write_json_atomic(run.comparison, result)
+        compare.render(result, inputs, run.compare)
         st["writers"] = len(inputs)
 
 
-def _metrics(model, pad: int, rows: list[dict], max_len: int, cross_tokenizer: bool) -> dict:
-    from eval.logit_metrics import heldout_metrics
-
-    m = heldout_metrics(model, pad, rows, max_len)
-    return {**m, "kl": None} if cross_tokenizer else m
-
-
-def run(cfg: RunConfig) -> Path:
+def run(cfg: RunConfig) -> RunFolder:
     from eval.report import write_report
 
-    run_dir = RUNS_DIR / cfg.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file = run_dir / "config.json"
-    if config_file.exists() and artifacts.read_json(config_file) != to_dict(cfg):
-        raise ValueError(f"{run_dir} was started with a different configuration; pick another name (--name) or delete it")
-    artifacts.write_json_atomic(config_file, to_dict(cfg))
-    artifacts.remove_partial_writes(run_dir, recursive=True)
-    ledger = artifacts.Ledger(run_dir / "stages.json")
+    folder = RunFolder.named(cfg.name)
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if folder.config.exists() and artifacts.read_json(folder.config) != to_dict(cfg):
+        raise ValueError(f"{folder.root} was started with a different configuration; pick another name (--name) or delete it")
+    artifacts.write_json_atomic(folder.config, to_dict(cfg))
+    artifacts.remove_partial_writes(folder.root, recursive=True)
+    ledger = artifacts.Ledger(folder.stages)
     t0 = time.perf_counter()
-    stage_generate(cfg, run_dir, ledger)
+    stage_generate(cfg, folder, ledger)
     for tr in cfg.teachers:
         for objective in cfg.objectives(tr):
-            stage_train(cfg, tr, objective, run_dir, ledger)
-            stage_evaluate(cfg, tr, objective, run_dir, ledger)
-    stage_judge(cfg, run_dir, ledger)
-    stage_compare(cfg, run_dir, ledger)
-    with ledger.stage("report") as st:
-        write_report(cfg, run_dir, ledger.stages)
+            stage_train(cfg, tr, objective, folder, ledger)
+            stage_evaluate(cfg, tr, objective, folder, ledger)
+    stage_judge(cfg, folder, ledger)
+    stage_compare(cfg, folder, ledger)
+    with ledger.stage("report"):
+        write_report(cfg, folder, ledger.stages)
     manifest = {
         "name": cfg.name,
         "config": to_dict(cfg),
         "packages": artifacts.package_versions(),
         "stages": ledger.stages,
         "total_wall_s": round(time.perf_counter() - t0, 2),
-        "artifacts": artifacts.list_artifacts(run_dir),
+        "artifacts": artifacts.list_artifacts(folder.root),
     }
-    artifacts.write_json_atomic(run_dir / "manifest.json", manifest)
-    return run_dir
+    artifacts.write_json_atomic(folder.manifest, manifest)
+    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,14 +264,14 @@ def main(argv: list[str] | None = None) -> int:
             print(plan.render(plan.build(cfg, args.assume_gen_tok_s or plan.GEN_TOKENS_PER_GPU_S)))
             return 0
         preflight(cfg)
-        run_dir = run(cfg)
+        folder = run(cfg)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume; finished work is kept", file=sys.stderr)
         return 130
-    print(f"report: {run_dir / 'report.md'}")
+    print(f"report: {folder.report}")
     return 0
 
 

@@ -19,6 +19,7 @@ from distill import artifacts
 from distill.data import Collator, RowDataset, pad_id
 from distill.losses import kd_objective
 from distill.onpolicy import OnPolicy, Scorer
+from distill.run_folder import StudentFolder
 from distill.train_config import TrainConfig
 from teacher.hardware import bf16_is_fast
 
@@ -103,7 +104,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
     out_dir = Path(out_dir)
     pad = pad_id(tokenizer)
     args = TrainingArguments(
-        output_dir=str(out_dir / "checkpoints"),
+        output_dir=str(StudentFolder(out_dir).checkpoints),
         max_steps=cfg.steps,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -134,7 +135,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
     )
     if prepare is not None:
         trainer = prepare(trainer)
-    ckpts = artifacts.checkpoints(out_dir / "checkpoints")
+    ckpts = artifacts.checkpoints(StudentFolder(out_dir).checkpoints)
     result = trainer.train(resume_from_checkpoint=str(ckpts[-1]) if ckpts else None)
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {

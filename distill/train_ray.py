@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from distill.run_folder import StudentFolder
 from distill.train_config import TrainConfig
 
 
@@ -30,7 +31,7 @@ def train_on_ray(build: Callable, rows: list[dict], out_dir: Path, cfg: TrainCon
     from ray_cluster.cluster import connect
 
     out_dir = Path(out_dir)
-    result_file = out_dir / "ray-train-result.json"
+    result_file = StudentFolder(out_dir).ray_train_result
     use_gpu = torch.cuda.is_available()
 
     def loop(_config):
@@ -52,7 +53,7 @@ def train_on_ray(build: Callable, rows: list[dict], out_dir: Path, cfg: TrainCon
     trainer = TorchTrainer(
         loop,
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
-        run_config=RunConfig(storage_path=str((out_dir / "ray-train").resolve()), name="train"),
+        run_config=RunConfig(storage_path=str(StudentFolder(out_dir).ray_train.resolve()), name="train"),
     )
     trainer.fit()
     return json.loads(result_file.read_text())

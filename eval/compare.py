@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distill import artifacts
+from distill.run_folder import Generated, JudgeSummary, RunFolder, StudentFables
 from distill.schema import ELEMENT_COLUMNS
 from eval import text_metrics
 from eval.tinyfabulist import tinyfabulist_elements
@@ -232,21 +233,20 @@ def render(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
     return out / "report.md"
 
 
-def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
+def run_inputs(run: RunFolder) -> tuple[dict[str, list[dict]], dict[str, float]]:
     """A finished run's teachers (their held-out fables) and, where judged, their students
     on the same prompts, with judge scores where they exist."""
     from distill.config import from_dict
     from distill.schema import read_rows
 
-    cfg = from_dict(artifacts.read_json(run_dir / "config.json"))
+    cfg = from_dict(artifacts.read_json(run.config))
     inputs, scores = {}, {}
-    summary = run_dir / "judge" / "summary.json"
-    judged = artifacts.read_json(summary)["models"] if summary.exists() else {}
+    judged = JudgeSummary.read(run.judge.summary).models if run.judge.summary.exists() else {}
     for tr in cfg.teachers:
-        rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
-        done = artifacts.read_json(run_dir / "teachers" / tr.teacher / "DONE")
+        rows = read_rows(run.teacher(tr.teacher), split="eval")
+        done = Generated.read(run.generated(tr.teacher))
         # The job's wall time, shared out by tokens: its tokens/s, engine start included.
-        s_per_token = done["wall_s"] / done["generated_tokens"] if done.get("generated_tokens") else None
+        s_per_token = done.wall_s / done.generated_tokens if done.generated_tokens else None
         inputs[tr.teacher] = [pipeline_record(r, r["text"], tokens=len(r["token_ids"]),
                                               seconds=s_per_token * len(r["token_ids"]) if s_per_token else None)
                               for r in rows if r["sample_index"] == 0]
@@ -254,9 +254,9 @@ def run_inputs(run_dir: Path) -> tuple[dict[str, list[dict]], dict[str, float]]:
             scores[tr.teacher] = judged[f"{tr.teacher} (teacher)"]["overall"]["mean"]
         for objective in cfg.objectives(tr):
             name = f"{tr.teacher}-{objective}"
-            fables = run_dir / "judge" / f"fables-{name}.json"
+            fables = run.judge.fables(name)
             if fables.exists():
-                texts = artifacts.read_json(fables)["0"]
+                texts = StudentFables.read(fables).samples[0]
                 prompts = heldout_prompts(rows)[: len(texts)]
                 inputs[name] = [pipeline_record(r, t) for r, t in zip(prompts, texts)]
                 if name in judged:
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     try:
-        inputs, scores = ({}, {}) if not args.run else run_inputs(Path(args.run))
+        inputs, scores = ({}, {}) if not args.run else run_inputs(RunFolder(Path(args.run)))
         fields = dict(_pair(f, "--field") for f in args.field)
         for spec in args.input:
             name, path = _pair(spec, "--input")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from distill.artifacts import write_text_atomic
+from distill.run_folder import JudgeSummary
 from distill.schema import ELEMENT_COLUMNS
 from eval.stats import overall_score
 
@@ -18,13 +19,13 @@ def _plt():
     return plt
 
 
-def plot_scores(summary: dict, path: Path) -> None:
+def plot_scores(summary: JudgeSummary, path: Path) -> None:
     plt = _plt()
-    models, crits = list(summary["models"]), summary["criteria"] + ["overall"]
+    models, crits = list(summary.models), summary.criteria + ["overall"]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(models)), 3.8))
     width = 0.8 / len(crits)
     for i, c in enumerate(crits):
-        stats = [summary["models"][m]["overall" if c == "overall" else "criteria"] for m in models]
+        stats = [summary.models[m]["overall" if c == "overall" else "criteria"] for m in models]
         stats = [s if c == "overall" else s[c] for s in stats]
         xs = [j + (i - (len(crits) - 1) / 2) * width for j in range(len(models))]
         means = [s["mean"] for s in stats]
@@ -39,17 +40,17 @@ def plot_scores(summary: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_age_groups(summary: dict, path: Path) -> None:
+def plot_age_groups(summary: JudgeSummary, path: Path) -> None:
     plt = _plt()
-    models, groups = list(summary["models"]), list(summary["age_groups"])
+    models, groups = list(summary.models), list(summary.age_groups)
     fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.45 * len(models)))
     left = [0.0] * len(models)
     for g in groups:
         share = []
         for m in models:
-            counts = summary["models"][m]["age_groups"]
+            counts = summary.models[m]["age_groups"]
             share.append(counts.get(g, 0) / max(sum(counts.values()), 1))
-        ax.barh(models, share, left=left, label=f"{g}: {summary['age_groups'][g]}")
+        ax.barh(models, share, left=left, label=f"{g}: {summary.age_groups[g]}")
         left = [a + b for a, b in zip(left, share)]
     ax.set_xlim(0, 1)
     ax.set_xlabel("share of verdicts")
@@ -121,50 +122,50 @@ def _gate_line(models: dict) -> list[str]:
                 f"{', '.join(real) if real else 'none'}: the control tests the gate as much as the rubric scores."]
 
 
-def judge_table(summary: dict) -> list[str]:
+def judge_table(summary: JudgeSummary) -> list[str]:
     """Scores with intervals, one row per judged model: shared with the run report."""
-    crits = summary["criteria"]
-    lines = [*sanity_line(summary.get("shuffled_control"), summary.get("models")),
+    crits = summary.criteria
+    lines = [*sanity_line(summary.shuffled_control, summary.models),
              "| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
-    for m, s in summary["models"].items():
+    for m, s in summary.models.items():
         lines.append(f"| {m} | {s['fables']} | {s['verdicts']} | {s['failures']} | "
                      + " | ".join(_ci(s["criteria"][c]) for c in crits) + f" | **{_ci(s['overall'])}** |")
-    j = summary["judge"]
+    j = summary.judge
     mode = {"geval": "G-Eval: scores weighted by the judge's probabilities over the scale",
             "ensemble": "G-Eval scores plus fluency, the scale's top minus the judge's nats/token on the fable",
             }.get(j.get("mode"), "the scores as written")
     lines += ["", f"Judge `{j['model']}` ({mode}; rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
                   "95% bootstrap intervals; failed verdicts are counted, not scored. "
-                  f"{summary['protocol']['prompts']} held-out prompts × up to {summary['protocol']['samples']} "
-                  f"completions at T={summary['protocol']['temperature']} per writer."]
+                  f"{summary.protocol['prompts']} held-out prompts × up to {summary.protocol['samples']} "
+                  f"completions at T={summary.protocol['temperature']} per writer."]
     if "135m" in j["model"].lower() or "270m" in j["model"].lower():
         lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
                      "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")
     return lines
 
 
-def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
+def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) -> Path:
     jdir = Path(jdir)
     plot_scores(summary, jdir / "scores.png")
     plot_age_groups(summary, jdir / "age_groups.png")
     lines = ["# Judge report", "", "## Scores", "", *judge_table(summary), "", "![scores](scores.png)", "",
              "## Age group of the author, as the judge guesses it", "",
-             "| writer | " + " | ".join(f"{k} ({v})" for k, v in summary["age_groups"].items()) + " |",
-             "| --- | " + " | ".join("---" for _ in summary["age_groups"]) + " |"]
-    for m, s in summary["models"].items():
-        lines.append(f"| {m} | " + " | ".join(str(s["age_groups"].get(k, 0)) for k in summary["age_groups"]) + " |")
+             "| writer | " + " | ".join(f"{k} ({v})" for k, v in summary.age_groups.items()) + " |",
+             "| --- | " + " | ".join("---" for _ in summary.age_groups) + " |"]
+    for m, s in summary.models.items():
+        lines.append(f"| {m} | " + " | ".join(str(s["age_groups"].get(k, 0)) for k in summary.age_groups) + " |")
     lines += ["", "![age groups](age_groups.png)", "", "## Where each writer is weakest", "",
               "The lowest mean overall score by fable element (value, mean, fables):", "",
               "| writer | " + " | ".join(ELEMENT_COLUMNS) + " |", "| --- | " + " | ".join("---" for _ in ELEMENT_COLUMNS) + " |"]
-    for m, s in summary["models"].items():
+    for m, s in summary.models.items():
         cells = []
         for e in ELEMENT_COLUMNS:
             worst = s["elements"].get(e) or []
             cells.append(_cell(f"{worst[0][0]} ({worst[0][1]:.2f}, n={worst[0][2]})", 60) if worst else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    curve = summary.get("score_vs_loss") or {}
+    curve = summary.score_vs_loss or {}
     if curve.get("points"):
         plot_score_vs_loss(curve, jdir / "score_vs_loss.png")
         lines += ["", "## Score against training loss", "", "| checkpoint | step | train loss | score | verdicts |",
@@ -175,7 +176,7 @@ def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
                       f"{curve.get('spearman_high', float('nan')):.2f}], {len(curve['points'])} checkpoints).", "",
                   "![score against loss](score_vs_loss.png)"]
     lines += ["", "## Judge failures", ""]
-    fails = {m: s for m, s in summary["models"].items() if s["failures"]}
+    fails = {m: s for m, s in summary.models.items() if s["failures"]}
     if not fails:
         lines.append("Every reply was a valid verdict.")
     else:
@@ -183,7 +184,7 @@ def write_judge_report(jdir: Path, summary: dict, judged: list[dict]) -> Path:
         lines += [f"| {m} | {s['failures']} of {s['fables']} | "
                   + "; ".join(f"{r} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
     lines += ["", "## Fables side by side", ""]
-    writers = list(summary["models"])
+    writers = list(summary.models)
     first = {}
     for j in judged:
         first.setdefault((j["prompt_id"], j["model"]), j)

@@ -22,23 +22,24 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from distill import artifacts
+from distill.run_folder import JudgeSummary, RunFolder, StudentFables, Trained
 from distill.schema import ELEMENT_COLUMNS
 from eval.endpoint import judge_endpoint
 from student.initial import build_initial_student
 from teacher.prompts import heldout_prompts
 
 
-def judge_items_for_teacher(cfg, tr, run_dir: Path) -> list[dict]:
+def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
     """The teacher's own held-out fables on the judged prompts (the reference)."""
     from distill.schema import read_rows
 
-    rows = read_rows(run_dir / "teachers" / tr.teacher, split="eval")
+    rows = read_rows(run.teacher(tr.teacher), split="eval")
     keep = {r["prompt_id"] for r in heldout_prompts(rows)[: cfg.judge.prompts]}
     return [_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"])
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 
-def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str | None = None,
+def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None,
                             load_student=None) -> list[dict]:
     """`samples` completions per judged prompt by a student, at the judge temperature;
     generated once and kept in judge/fables-<label>.json. `load_student()` returns
@@ -46,27 +47,26 @@ def judge_items_for_student(cfg, tr, objective: str, run_dir: Path, label: str |
     from distill.schema import read_rows
 
     label = label or f"{tr.teacher}-{objective}"
-    out = run_dir / "judge" / f"fables-{label}.json"
-    prompts = heldout_prompts(read_rows(run_dir / "teachers" / tr.teacher, split="eval"))[: cfg.judge.prompts]
+    out = run.judge.fables(label)
+    prompts = heldout_prompts(read_rows(run.teacher(tr.teacher), split="eval"))[: cfg.judge.prompts]
     if out.exists():
-        texts = artifacts.read_json(out)
+        samples = StudentFables.read(out).samples
     else:
         from distill.schema import tokenizer_fingerprint
         from eval.samples import sample_fables
         from student.build import load_folder
         from teacher.hardware import on_accelerator
 
-        model, tok = (load_student or (lambda: load_folder(run_dir / "students" / label / "merged")))()
+        model, tok = (load_student or (lambda: load_folder(run.student(tr.teacher, objective).merged)))()
         model = on_accelerator(model)
         ids = [r["prompt_token_ids"] for r in prompts]
         if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
             ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
-        texts = {}
-        for s in range(cfg.judge.samples):
-            gen = sample_fables(model, tok, ids, cfg.judge.max_new_tokens, cfg.judge.temperature, seed=cfg.seed + s)
-            texts[str(s)] = gen
-        artifacts.write_json_atomic(out, texts)
-    return [_item(r, label, objective, tr.teacher, int(s), texts[s][i]) for s in texts for i, r in enumerate(prompts)]
+        samples = [sample_fables(model, tok, ids, cfg.judge.max_new_tokens, cfg.judge.temperature, seed=cfg.seed + s)
+                   for s in range(cfg.judge.samples)]
+        StudentFables(label=label, samples=samples).write(out)
+    return [_item(r, label, objective, tr.teacher, s, texts[i]) for s, texts in enumerate(samples)
+            for i, r in enumerate(prompts)]
 
 
 def _item(row: dict, model: str, role: str, teacher: str, sample: int, fable: str) -> dict:
@@ -103,7 +103,7 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
+def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSummary:
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
@@ -112,33 +112,32 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
     from eval.judge_report import write_judge_report
     from teacher.client import make_client
 
-    run_dir = Path(run_dir)
     if cfg is None:
-        if not (run_dir / "config.json").exists():
-            raise FileNotFoundError(f"{run_dir} is not a finished run (no config.json); run `make distill` first")
-        cfg = with_overrides(from_dict(artifacts.read_json(run_dir / "config.json")), overrides)
+        if not run.config.exists():
+            raise FileNotFoundError(f"{run.root} is not a finished run (no config.json); run `make distill` first")
+        cfg = with_overrides(from_dict(artifacts.read_json(run.config)), overrides)
     jc = cfg.judge
     rubric = rubric_for(jc)
-    cache = VerdictCache(run_dir / "judge" / "cache.sqlite", recover_from=run_dir / "judge" / "verdicts.jsonl")
-    server_log = run_dir / "judge" / "server.log"
+    cache = VerdictCache(run.judge.cache, recover_from=run.judge.verdicts)
+    server_log = run.judge.server_log
     with contextlib.ExitStack() as stack:
         endpoint = None
         if not len(cache):  # nothing judged yet: start the server now, while the students write
             endpoint = stack.enter_context(judge_endpoint(jc, server_log))
         items: list[dict] = []
         for tr in cfg.teachers:
-            items += judge_items_for_teacher(cfg, tr, run_dir)
+            items += judge_items_for_teacher(cfg, tr, run)
             for objective in cfg.objectives(tr):
-                if not (run_dir / "students" / f"{tr.teacher}-{objective}" / "merged").exists():
-                    raise FileNotFoundError(f"{run_dir}: student {tr.teacher}-{objective} was not trained; "
+                if not run.student(tr.teacher, objective).merged.exists():
+                    raise FileNotFoundError(f"{run.root}: student {tr.teacher}-{objective} was not trained; "
                                             "finish the run first")
-                items += judge_items_for_student(cfg, tr, objective, run_dir)
+                items += judge_items_for_student(cfg, tr, objective, run)
         if jc.shuffled_control:
             items += shuffled_items([it for it in items if it["role"] == "teacher"])
-        curve = checkpoint_items(cfg, run_dir) if jc.checkpoints else []
+        curve = checkpoint_items(cfg, run) if jc.checkpoints else []
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
-            raise ValueError(f"{run_dir}: no held-out fables to judge")
+            raise ValueError(f"{run.root}: no held-out fables to judge")
         offline = judge_from_config(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
                                     jc, rubric, cache)
         cached = [offline.cached(it["prompt"], it["fable"]) for it in everything]
@@ -150,19 +149,19 @@ def evaluate_run(run_dir: Path, overrides: list[str] = (), cfg=None) -> Path:
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
-    summary = {"judge": settings, "protocol": {"prompts": jc.prompts, "samples": jc.samples,
-                                               "temperature": jc.temperature, "max_new_tokens": jc.max_new_tokens},
-               "models": summarize(by_model, criteria_names(rubric, jc.mode)),
-               "criteria": criteria_names(rubric, jc.mode),
-               "age_groups": dict(rubric.age_groups), "score_vs_loss": score_vs_loss(curve, judged),
-               "shuffled_control": control_accuracy(by_model, overall_score) if jc.shuffled_control else None}
-    jdir = run_dir / "judge"
-    artifacts.write_text_atomic(jdir / "verdicts.jsonl", "".join(json.dumps(j) + "\n" for j in judged))
-    artifacts.write_json_atomic(jdir / "summary.json", summary)
-    return write_judge_report(jdir, summary, by_model)
+    summary = JudgeSummary(
+        judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, "temperature": jc.temperature,
+                                  "max_new_tokens": jc.max_new_tokens},
+        models=summarize(by_model, criteria_names(rubric, jc.mode)), criteria=criteria_names(rubric, jc.mode),
+        age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),
+        shuffled_control=control_accuracy(by_model, overall_score) if jc.shuffled_control else None)
+    artifacts.write_text_atomic(run.judge.verdicts, "".join(json.dumps(j) + "\n" for j in judged))
+    write_judge_report(run.judge.path, summary, by_model)
+    summary.write(run.judge.summary)  # last: the stage is done when the summary exists
+    return summary
 
 
-def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
+def checkpoint_items(cfg, run: RunFolder) -> list[dict]:
     """Fables from the saved checkpoints of the first distilled teacher's KD student, for score
     against training loss: each checkpoint's adapter merged into the starting student."""
     from peft import PeftModel
@@ -171,18 +170,18 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
     if not distilled:
         return []
     tr = distilled[0]
-    sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
-    trained = artifacts.read_json(sdir / "train.json")
-    history = trained["history"]
+    student = run.student(tr.teacher, tr.train.objective)
+    trained = Trained.read(student.trained)
+    history = trained.history
     points = []
-    for ck in artifacts.checkpoints(sdir / "checkpoints"):
+    for ck in artifacts.checkpoints(student.checkpoints):
         step = int(ck.name.split("-")[1])
         label = f"{tr.teacher}-{tr.train.objective}@{step}"
         loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
-        if step == trained["steps"]:
+        if step == trained.steps:
             # The last checkpoint is the finished student: its fables (and their cached
             # verdicts) are the student's own; no second merge or generation.
-            items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run_dir)]
+            items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run)]
         else:
             # Merged in memory: the checkpoint's fables file is the resumable result, and a
             # merged copy on disk would cost a full-size model per checkpoint.
@@ -190,7 +189,7 @@ def checkpoint_items(cfg, run_dir: Path) -> list[dict]:
                 base, tok = build_initial_student(tr)
                 return PeftModel.from_pretrained(base, ck).merge_and_unload(), tok
 
-            items = judge_items_for_student(cfg, tr, tr.train.objective, run_dir, label, load)
+            items = judge_items_for_student(cfg, tr, tr.train.objective, run, label, load)
         points.append({"label": label, "step": step, "loss": loss,
                        "items": [{**it, "role": "checkpoint"} for it in items]})
     return points
@@ -269,11 +268,11 @@ def main(argv: list[str] | None = None) -> int:
         from distill.config import from_dict
         from eval.report import write_report
 
-        run_dir = Path(args.run)
-        report = evaluate_run(run_dir, args.set)
-        stages = artifacts.read_json(run_dir / "stages.json") if (run_dir / "stages.json").exists() else []
-        write_report(from_dict(artifacts.read_json(run_dir / "config.json")), run_dir, stages)
-        print(f"judge report: {report}\nrun report: {run_dir / 'report.md'}")
+        run = RunFolder(Path(args.run))
+        evaluate_run(run, args.set)
+        stages = artifacts.read_json(run.stages) if run.stages.exists() else []
+        write_report(from_dict(artifacts.read_json(run.config)), run, stages)
+        print(f"judge report: {run.judge.report}\nrun report: {run.report}")
         return 0
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from distill.artifacts import read_json, write_text_atomic
+from distill.run_folder import Evaluated, Generated, HeldOut, JudgeSummary, RunFolder, Trained
 from eval.judge_report import inert
 
 
@@ -31,7 +32,7 @@ def adapter(t) -> str:
     return f"QLoRA r={t.lora_r} on an nf4 base" if t.quantization == "nf4" else f"LoRA r={t.lora_r}"
 
 
-def comparison(cfg, tr, run_dir: Path) -> list[str]:
+def comparison(cfg, tr, run: RunFolder) -> list[str]:
     """The students of one teacher side by side: same start, same data, same steps."""
     objectives = cfg.objectives(tr)
     if len(objectives) < 2:
@@ -41,15 +42,15 @@ def comparison(cfg, tr, run_dir: Path) -> list[str]:
              "| --- | --- | --- | --- | --- |"]
     after = {}
     for o in objectives:
-        ev = read_json(run_dir / "students" / f"{tr.teacher}-{o}" / "eval.json")
-        b, a = ev["before"], ev["after"]
+        ev = Evaluated.read(run.student(tr.teacher, o).evaluated)
+        b, a = ev.before, ev.after
         after[o] = a
-        lines.append(f"| {OBJECTIVE_NAMES.get(o, o)} | {num(b['kl'])} | {num(a['kl'])} | {b['ce']:.3f} | {a['ce']:.3f} |")
-    if {"kd", "sft"} <= set(after) and after["sft"]["kl"] is not None:
+        lines.append(f"| {OBJECTIVE_NAMES.get(o, o)} | {num(b.kl)} | {num(a.kl)} | {b.ce:.3f} | {a.ce:.3f} |")
+    if {"kd", "sft"} <= set(after) and after["sft"].kl is not None:
         kd, sft = after["kd"], after["sft"]
-        lines += ["", f"KD ends {'below' if kd['kl'] < sft['kl'] else 'ABOVE'} SFT on KL to the teacher "
-                      f"({kd['kl']:.3f} vs {sft['kl']:.3f}) and {'below' if kd['ce'] < sft['ce'] else 'above'} it on "
-                      f"cross-entropy of the teacher's held-out text ({kd['ce']:.3f} vs {sft['ce']:.3f})."]
+        lines += ["", f"KD ends {'below' if kd.kl < sft.kl else 'ABOVE'} SFT on KL to the teacher "
+                      f"({kd.kl:.3f} vs {sft.kl:.3f}) and {'below' if kd.ce < sft.ce else 'above'} it on "
+                      f"cross-entropy of the teacher's held-out text ({kd.ce:.3f} vs {sft.ce:.3f})."]
         lines += kd_against_sft(kd, sft)
     return lines + [""]
 
@@ -57,16 +58,14 @@ def comparison(cfg, tr, run_dir: Path) -> list[str]:
 MIN_PAIRS = 10  # held-out fables below which a bootstrap interval is not read as a verdict
 
 
-def kd_against_sft(kd: dict, sft: dict) -> list[str]:
+def kd_against_sft(kd: HeldOut, sft: HeldOut) -> list[str]:
     """The per-fable difference KD - SFT with its paired bootstrap interval, read plainly."""
     from eval.stats import paired_bootstrap
 
-    if "per_fable" not in kd or "per_fable" not in sft:
-        return []
     lines = ["", "| per held-out fable, KD − SFT | mean difference | 95% paired bootstrap interval | KD lower in |",
              "| --- | --- | --- | --- |"]
     for key, name in (("kl", "top-k KL to the teacher"), ("ce", "CE on the teacher's text")):
-        d = paired_bootstrap([f[key] for f in kd["per_fable"]], [f[key] for f in sft["per_fable"]])
+        d = paired_bootstrap([f[key] for f in kd.per_fable], [f[key] for f in sft.per_fable])
         lines.append(f"| {name}, nats/token | {d['mean']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | "
                      f"{d['a_lower']}/{d['n']} fables |")
         if key == "kl" and d["n"] < MIN_PAIRS:
@@ -79,58 +78,58 @@ def kd_against_sft(kd: dict, sft: dict) -> list[str]:
     return lines + ["", f"On held-out KL, {verdict}."]
 
 
-def generation_line(tr, gen: dict) -> str:
-    tps = gen["generated_tokens"] / gen["wall_s"] if gen.get("wall_s") else float("nan")
+def generation_line(tr, gen: Generated) -> str:
+    tps = gen.generated_tokens / gen.wall_s if gen.wall_s else float("nan")
     return (f"- Teacher data: {tr.n_train} training and {tr.n_heldout} held-out prompts, top-{tr.generation.top_k} "
             f"logprobs per token, T={tr.generation.temperature}, up to {tr.generation.max_new_tokens} new tokens. "
-            + (f"This run generated {gen['rows']} fables, {gen['generated_tokens']} tokens in {gen['wall_s']:.0f} s "
-               f"({tps:.0f} tokens/s including engine start)." if gen["rows"] else "All shards were already generated."))
+            + (f"This run generated {gen.rows} fables, {gen.generated_tokens} tokens in {gen.wall_s:.0f} s "
+               f"({tps:.0f} tokens/s including engine start)." if gen.rows else "All shards were already generated."))
 
 
-def side_by_side(cfg, tr, run_dir: Path) -> list[str]:
+def side_by_side(cfg, tr, run: RunFolder) -> list[str]:
     """The same held-out prompts written by the teacher, the student before training and
     each trained student: what a reader judges distillation by."""
-    evals = {o: read_json(run_dir / "students" / f"{tr.teacher}-{o}" / "eval.json") for o in cfg.objectives(tr)}
+    evals = {o: Evaluated.read(run.student(tr.teacher, o).evaluated) for o in cfg.objectives(tr)}
     first = evals[cfg.objectives(tr)[0]]
-    before = first["before"].get("samples", [])
-    if not first["samples"]:
+    before = first.before.samples
+    if not first.samples:
         return []
     cols = ["student before training"] * bool(before) + [f"{o.upper()} student" for o in evals]
     lines = ["### Fables on held-out prompts", "", "| prompt | teacher | " + " | ".join(cols) + " |",
              "| --- | --- | " + " | ".join("---" for _ in cols) + " |"]
-    for i, s in enumerate(first["samples"][:3]):
+    for i, s in enumerate(first.samples[:3]):
         cells = [inert(s["instruction"], 200), inert(s["teacher"], 500)]
         cells += [inert(before[i], 500)] if before else []
-        cells += [inert(ev["samples"][i]["student"], 500) for ev in evals.values()]
+        cells += [inert(ev.samples[i]["student"], 500) for ev in evals.values()]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines + [""]
 
 
-def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
-    gen = read_json(run_dir / "teachers" / tr.teacher / "DONE")
+def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
+    gen = Generated.read(run.generated(tr.teacher))
     if not cfg.objectives(tr):
         return [f"## Teacher `{tr.teacher}` (compared and judged; no student: distil = false)", "",
                 generation_line(tr, gen), ""]
-    sdir = run_dir / "students" / f"{tr.teacher}-{tr.train.objective}"
-    tr_json, ev = read_json(sdir / "train.json"), read_json(sdir / "eval.json")
-    b, a = ev["before"], ev["after"]
-    if a["kl"] is None:
-        headline = (f"**Held-out cross-entropy on the teacher's text, in the student's own tokens: {b['ce']:.3f} → "
-                    f"{a['ce']:.3f} nats/token** (another tokenizer family: sequence-level distillation, no KL)")
+    student = run.student(tr.teacher, tr.train.objective)
+    trained, ev = Trained.read(student.trained), Evaluated.read(student.evaluated)
+    b, a = ev.before, ev.after
+    if a.kl is None:
+        headline = (f"**Held-out cross-entropy on the teacher's text, in the student's own tokens: {b.ce:.3f} → "
+                    f"{a.ce:.3f} nats/token** (another tokenizer family: sequence-level distillation, no KL)")
     else:
-        verdict = "fell" if a["kl"] < b["kl"] else "did NOT fall"
-        headline = (f"**Held-out KL to the teacher {verdict}: {b['kl']:.3f} → {a['kl']:.3f} nats/token "
-                    f"({(a['kl'] - b['kl']) / b['kl']:+.0%})** "
-                    f"(over {a['tokens']} teacher tokens of {ev['heldout_rows']} held-out fables).")
+        verdict = "fell" if a.kl < b.kl else "did NOT fall"
+        headline = (f"**Held-out KL to the teacher {verdict}: {b.kl:.3f} → {a.kl:.3f} nats/token "
+                    f"({(a.kl - b.kl) / b.kl:+.0%})** "
+                    f"(over {a.tokens} teacher tokens of {ev.heldout_rows} held-out fables).")
     loss = (f"{tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
             else "cross-entropy on the teacher's text")
     lines = [
-        f"## Teacher `{tr.teacher}` → student ({tr_json['student_kind']}, {tr_json['student_layers']} layers)",
+        f"## Teacher `{tr.teacher}` → student ({trained.student_kind}, {trained.student_layers} layers)",
         "",
         generation_line(tr, gen),
-        f"- Student: {tr_json['params'] / 1e6:.1f}M parameters, {tr_json['trainable_params'] / 1e6:.2f}M trainable "
+        f"- Student: {trained.params / 1e6:.1f}M parameters, {trained.trainable_params / 1e6:.2f}M trainable "
         f"({adapter(tr.train)}); objective `{tr.train.objective}` "
-        f"(loss = {loss}), {tr_json['steps']} steps"
+        f"(loss = {loss}), {trained.steps} steps"
         + (f"; {tr.train.on_policy:.0%} of steps on the student's own samples, scored by the served teacher."
            if tr.train.on_policy else "."),
         "",
@@ -138,19 +137,19 @@ def teacher_section(cfg, tr, run_dir: Path) -> list[str]:
         "",
         "| metric (held-out teacher fables, per token) | before training | after training |",
         "| --- | --- | --- |",
-        f"| top-{tr.generation.top_k} forward KL(teacher ‖ student), nats | {num(b['kl'])} | {num(a['kl'])} |",
-        f"| cross-entropy on the teacher's tokens, nats | {b['ce']:.3f} | {a['ce']:.3f} |",
+        f"| top-{tr.generation.top_k} forward KL(teacher ‖ student), nats | {num(b.kl)} | {num(a.kl)} |",
+        f"| cross-entropy on the teacher's tokens, nats | {b.ce:.3f} | {a.ce:.3f} |",
         "",
-        *comparison(cfg, tr, run_dir),
-        *([f"Toxicity filter (max_toxicity={tr.train.max_toxicity}): {len(tr_json.get('removed_as_toxic', []))} training "
-           f"fables removed ({', '.join(r['prompt_id'] for r in tr_json.get('removed_as_toxic', [])[:5]) or 'none'}).", ""]
+        *comparison(cfg, tr, run),
+        *([f"Toxicity filter (max_toxicity={tr.train.max_toxicity}): {len(trained.removed_as_toxic)} training "
+           f"fables removed ({', '.join(r['prompt_id'] for r in trained.removed_as_toxic[:5]) or 'none'}).", ""]
           if tr.train.max_toxicity < 1.0 else []),
         "Training loss (logged every few steps): "
         + ", ".join(f"step {h['step']}: {h['loss']:.3f}" + (f" (KL {h['train_kd']:.3f})" if "train_kd" in h else "")
-                    for h in tr_json["history"]),
+                    for h in trained.history),
         "",
     ]
-    return lines + side_by_side(cfg, tr, run_dir)
+    return lines + side_by_side(cfg, tr, run)
 
 
 def comparison_table(result: dict) -> list[str]:
@@ -168,7 +167,7 @@ def comparison_table(result: dict) -> list[str]:
     return lines + [""]
 
 
-def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
+def write_report(cfg, run: RunFolder, stages: list[dict]) -> Path:
     lines = [
         f"# Distillation run `{cfg.name}`",
         "",
@@ -178,20 +177,18 @@ def write_report(cfg, run_dir: Path, stages: list[dict]) -> Path:
         "",
     ]
     for tr in cfg.teachers:
-        lines += teacher_section(cfg, tr, run_dir)
-    summary = run_dir / "judge" / "summary.json"
-    if summary.exists():
+        lines += teacher_section(cfg, tr, run)
+    if run.judge.summary.exists():
         from eval.judge_report import judge_table
 
-        lines += ["## The judge", "", *judge_table(read_json(summary)), "",
+        lines += ["## The judge", "", *judge_table(JudgeSummary.read(run.judge.summary)), "",
                   "Plots, age groups, per-element breakdown, failures and fables side by side: "
                   "[judge/report.md](judge/report.md) ([HTML](judge/report.html)).", ""]
-    if (run_dir / "compare" / "comparison.json").exists():
-        lines += ["## Teacher comparison", "", *comparison_table(read_json(run_dir / "compare" / "comparison.json")),
+    if run.comparison.exists():
+        lines += ["## Teacher comparison", "", *comparison_table(read_json(run.comparison)),
                   "Similarity between writers, per-element use, the most toxic windows and plots: "
                   "[compare/report.md](compare/report.md) ([HTML](compare/report.html)).", ""]
     lines += ["## Stage times", "", "| stage | teacher | status | wall s |", "| --- | --- | --- | --- |"]
     lines += [f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} |" for s in stages]
-    path = run_dir / "report.md"
-    write_text_atomic(path, "\n".join(lines) + "\n")
-    return path
+    write_text_atomic(run.report, "\n".join(lines) + "\n")
+    return run.report

@@ -168,26 +168,27 @@ def export(model, tokenizer, out_dir: Path, full_precision_base=None) -> dict[st
     from peft import PeftModel
 
     from distill.artifacts import staged_folders
+    from distill.run_folder import ADAPTER, BASE, MERGED
 
     out_dir = Path(out_dir)
-    names = ["merged"]
+    names = [MERGED]
     with staged_folders(out_dir) as stage:
         full = model
         if isinstance(model, PeftModel):
-            names += ["adapter", "base"]
+            names += [ADAPTER, BASE]
             if is_4bit(model):
                 if full_precision_base is None:
                     raise ValueError("exporting a QLoRA student needs its full-precision base")
                 base = full_precision_base()
             else:
                 base = copy.deepcopy(model).unload()  # LoRA never changes the base's weights
-            base.save_pretrained(stage / "base", safe_serialization=True)
-            tokenizer.save_pretrained(stage / "base")
-            model.save_pretrained(stage / "adapter", safe_serialization=True)
-            _name_base(stage / "adapter", out_dir / "base")
-            full = PeftModel.from_pretrained(base, stage / "adapter").merge_and_unload()
-        full.save_pretrained(stage / "merged", safe_serialization=True)
-        tokenizer.save_pretrained(stage / "merged")
+            base.save_pretrained(stage / BASE, safe_serialization=True)
+            tokenizer.save_pretrained(stage / BASE)
+            model.save_pretrained(stage / ADAPTER, safe_serialization=True)
+            _name_base(stage / ADAPTER, out_dir / BASE)
+            full = PeftModel.from_pretrained(base, stage / ADAPTER).merge_and_unload()
+        full.save_pretrained(stage / MERGED, safe_serialization=True)
+        tokenizer.save_pretrained(stage / MERGED)
     return {n: out_dir / n for n in names}
 
 

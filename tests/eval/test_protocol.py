@@ -3,6 +3,7 @@ The local judge server stays on loopback."""
 
 import pytest
 
+from distill.run_folder import JudgeSummary
 from eval.judge import Rubric
 from eval.judge_report import write_judge_report
 from eval.protocol import summarize
@@ -29,11 +30,11 @@ def test_failures_are_counted_and_left_out_of_the_means(tmp_path):
     assert dict(s["failure_reasons"]) == {"truncated JSON (the reply ends before the object closes)": 1, "score grammar=11 outside 1..10": 1}
     assert s["age_groups"] == {"B": 1, "C": 1}
     assert s["elements"]["setting"][0] == ("sea", 4.0, 1)
-    summary = {"models": summarize(rows, Rubric.load().names), "criteria": Rubric.load().names,
-               "age_groups": dict(Rubric.load().age_groups), "score_vs_loss": {"points": []},
-               "judge": {"model": "smollm2-135m", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0,
-                         "structured": True},
-               "protocol": {"prompts": 1, "samples": 4, "temperature": 1.0}}
+    summary = JudgeSummary(models=summarize(rows, Rubric.load().names), criteria=Rubric.load().names,
+                           age_groups=dict(Rubric.load().age_groups), score_vs_loss={"points": []},
+                           judge={"model": "smollm2-135m", "rubric": "fable-v1", "rubric_digest": "x",
+                                  "temperature": 0.0, "structured": True},
+                           protocol={"prompts": 1, "samples": 4, "temperature": 1.0}, shuffled_control=None)
     report = write_judge_report(tmp_path, summary, rows).read_text()
     assert "| s | 4 | 2 | 2 |" in report and "truncated JSON" in report and "close to noise" in report
     assert (tmp_path / "scores.png").stat().st_size > 1000 and (tmp_path / "age_groups.png").exists()
@@ -62,10 +63,11 @@ def live_html(page: str) -> list[str]:
 
 def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
     row = {**judged("s", [8, 6, 8, 6]), "fable": PLANTED}
-    summary = {"models": summarize([row], Rubric.load().names), "criteria": Rubric.load().names,
-               "age_groups": dict(Rubric.load().age_groups), "score_vs_loss": {"points": []},
-               "judge": {"model": "j", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0, "structured": True},
-               "protocol": {"prompts": 1, "samples": 1, "temperature": 1.0}}
+    summary = JudgeSummary(models=summarize([row], Rubric.load().names), criteria=Rubric.load().names,
+                           age_groups=dict(Rubric.load().age_groups), score_vs_loss={"points": []},
+                           judge={"model": "j", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0,
+                                  "structured": True},
+                           protocol={"prompts": 1, "samples": 1, "temperature": 1.0}, shuffled_control=None)
     md = write_judge_report(tmp_path, summary, [row]).read_text()
     page = (tmp_path / "report.html").read_text()
     assert live_html(page) == [] and "<script" not in md and "<img" not in md

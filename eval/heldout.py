@@ -1,0 +1,62 @@
+"""Held-out evaluation of a trained student: top-k KL to its teacher and cross-entropy on the
+teacher's held-out text, before and after training, with fables for the report.
+
+Called by the pipeline's evaluate stage; reads the teacher's held-out rows and the exported
+student from the run folder (distill/run_folder.py) and returns the Evaluated record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from distill.run_folder import Evaluated, HeldOut, RunFolder
+from student.initial import build_initial_student
+
+
+def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
+    """The student `objective` of teacher `tr` against its starting point on held-out fables.
+
+    A student of another tokenizer family (sequence-level SFT) is measured on the teacher's
+    text in its own tokens: KL to the teacher is undefined across token maps. Every
+    objective starts from the same student, so the starting point (and its fables, for the
+    report's side by side) is measured once per teacher and kept in the run folder; a QLoRA
+    run's starting point is measured in full precision (the 4-bit base differs slightly)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.data import pad_id, retokenize
+    from distill.schema import read_rows, tokenizer_fingerprint
+    from eval.samples import sample_fables
+    from teacher.hardware import on_accelerator
+
+    student = run.student(tr.teacher, objective)
+    heldout = read_rows(run.teacher(tr.teacher), split="eval")
+    tok = AutoTokenizer.from_pretrained(student.merged)
+    cross = tokenizer_fingerprint(tok) != heldout[0]["tokenizer_fingerprint"]
+    if cross:
+        heldout = retokenize(heldout, tok)
+    picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
+
+    def measure(model, tok, samples: bool) -> HeldOut:
+        from eval.logit_metrics import heldout_metrics
+
+        m = heldout_metrics(model, pad_id(tok), heldout, tr.train.max_len)
+        wrote = sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
+                              cfg.eval.temperature, seed=cfg.seed) if samples else []
+        return HeldOut(**{**m, "kl": None if cross else m["kl"]}, samples=wrote)
+
+    initial = run.initial(tr.teacher, own_tokens=cross)
+    if initial.exists():
+        before = HeldOut.read(initial)
+    else:
+        base, btok = build_initial_student(tr)
+        before = measure(on_accelerator(base), btok, samples=True)
+        del base
+        before.write(initial)
+    merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student.merged, dtype=torch.float32,
+                                                                 use_safetensors=True))
+    after = measure(merged, tok, samples=True)
+    samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
+               for r, s in zip(picks, after.samples)]
+    return Evaluated(heldout_rows=len(heldout), before=before, after=dataclasses.replace(after, samples=[]),
+                     samples=samples)
