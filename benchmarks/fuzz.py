@@ -82,7 +82,8 @@ def fuzz_config(cases: int) -> Counter:
 
 
 def fuzz_verdicts(cases: int) -> Counter:
-    from eval.judge import Rubric, parse_verdict
+    from eval.rubric import Rubric
+    from eval.verdict import parse_verdict
 
     rubric = Rubric.load()
     good = {"grammar": 8, "creativity": 6, "consistency": 9, "plot": 7, "age_group": "B"}

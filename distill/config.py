@@ -33,7 +33,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """The LLM-judge protocol (eval/judge.py, eval/protocol.py)."""
+    """The LLM-judge protocol (eval/judge.py, eval/protocol.py, eval/rubric.py)."""
 
     enabled: bool = True  # judge students and teachers at the end of the run
     model: str = "smollm2-135m"  # the judge's model name at the endpoint

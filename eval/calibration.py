@@ -29,7 +29,9 @@ REFERENCE_NAMES = {"consistency": "adherence_to_prompt", "plot": "moral_clarity"
 def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: bool = True) -> Path:
     """Judge every fable in `inputs` (at most `limit` per file when > 0); verdicts are cached
     in out/cache.sqlite, so a killed run resumes where it stopped."""
-    from eval.judge import VerdictCache, judge_all, judge_from_config, rubric_for
+    from eval.judge import judge_all, judge_from_config
+    from eval.rubric import rubric_for
+    from eval.verdict_cache import VerdictCache
     from eval.endpoint import judge_endpoint
     from teacher.client import make_client
 

@@ -107,7 +107,9 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
-    from eval.judge import VerdictCache, criteria_names, judge_all, judge_from_config, rubric_for
+    from eval.judge import judge_all, judge_from_config
+    from eval.rubric import criteria_names, rubric_for
+    from eval.verdict_cache import VerdictCache
     from eval.stats import overall_score
     from eval.judge_report import write_judge_report
     from teacher.client import make_client

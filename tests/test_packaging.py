@@ -41,7 +41,7 @@ def test_the_wheel_installs_and_runs_fable_kd_from_outside_the_repository(tmp_pa
     probe = (
         "import sys; from distill import cli; cli.main(['--help']);"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules];"
-        "from eval.judge import Rubric; r = Rubric.load();"
+        "from eval.rubric import Rubric; r = Rubric.load();"
         "from teacher.registry import MODELS_DIR;"
         "print('HEAVY', heavy); print('CLI', cli.__file__); print('RUBRIC', r.name, len(r.names)); print('MODELS', MODELS_DIR)"
     )

@@ -8,7 +8,7 @@ from eval.calibration import agreement, cohen_kappa
 from eval.protocol import main
 from eval.tinyfabulist import aggregate, read_tinyfabulist
 from tests.conftest import SHARED, needs_shared
-from tests.eval.test_judge import FakeChat, chat_server  # noqa: F401  (the fake endpoint fixture)
+from tests.eval.conftest import FakeChat
 
 TF = SHARED / "data" / "tinyfabulist"
 
@@ -55,7 +55,7 @@ def test_reference_judges_agree_with_themselves_on_tinyfabulist(capsys):
 
 
 @needs_shared
-def test_score_judges_tinyfabulist_fables_with_controls_and_agree_reads_them(chat_server, tmp_path, capsys):  # noqa: F811
+def test_score_judges_tinyfabulist_fables_with_controls_and_agree_reads_them(chat_server, tmp_path, capsys):
     FakeChat.replies = [json.dumps({"grammar": g, "creativity": 6, "consistency": 7, "plot": 8, "age_group": "C"})
                         for g in (9, 8, 9, 8)]
     fables = str(TF / "fables-mistral-7b-instruct-v0.3.jsonl")

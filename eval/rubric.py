@@ -1,0 +1,76 @@
+"""The judge's rubric: a TOML file (eval/rubrics/*.toml) holding the criteria, the score
+scale, the age groups and the prompt templates; adding a criterion is editing that file. Its
+hash is part of every verdict's cache key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+RUBRIC = Path(__file__).parent / "rubrics" / "fable.toml"
+# G-Eval weights each score by the judge's probabilities over the scale's values, read at the
+# token where it wrote the score: every value must be one token, so a scale of single digits.
+RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
+# "ensemble" adds a fluency criterion from the judge's own per-token loss on the fable, and
+# gates on that loss: a small judge's form scores cannot tell a fable from its words
+# shuffled (SmolLM2-135M's G-Eval scores prefer the shuffled copy), its loss can.
+JUDGE_MODES = ("form", "geval", "ensemble")
+FLUENCY = "fluency"
+
+
+def criteria_names(rubric: Rubric, mode: str) -> list[str]:
+    return rubric.names + ([FLUENCY] if mode == "ensemble" else [])
+
+
+@dataclass(frozen=True)
+class Rubric:
+    name: str
+    criteria: tuple[tuple[str, str], ...]  # (name, description)
+    low: int
+    high: int
+    age_groups: tuple[tuple[str, str], ...]  # (letter, ages)
+    system: str
+    user: str
+    digest: str  # sha256 of the rubric file: part of every cache key
+
+    @classmethod
+    def load(cls, path: str | Path = RUBRIC) -> Rubric:
+        try:
+            raw_text = Path(path).read_text()
+            raw = tomllib.loads(raw_text)
+            criteria = tuple((c["name"], c["description"]) for c in raw["criteria"])
+            low, high = raw["scale"]
+            rubric = cls(raw["name"], criteria, int(low), int(high), tuple(raw["age_groups"].items()),
+                         raw["template"]["system"], raw["template"]["user"],
+                         hashlib.sha256(raw_text.encode()).hexdigest()[:16])
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"rubric {path}: {type(e).__name__}: {e}") from None
+        if not criteria or len({c for c, _ in criteria}) != len(criteria) or not low < high:
+            raise ValueError(f"rubric {path}: criteria must be unique and non-empty, scale low < high")
+        return rubric
+
+    @property
+    def names(self) -> list[str]:
+        return [c for c, _ in self.criteria]
+
+    def messages(self, prompt: str, fable: str) -> list[dict]:
+        user = self.user.format(
+            prompt=prompt.strip(), fable=fable.strip(), low=self.low, high=self.high,
+            criteria="\n".join(f"- {n}: {d}" for n, d in self.criteria),
+            age_groups="\n".join(f"- {k}: {v}" for k, v in self.age_groups),
+            keys=", ".join(self.names + ["age_group"]),
+        )
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def json_schema(self) -> dict:
+        props = {n: {"type": "integer", "minimum": self.low, "maximum": self.high} for n in self.names}
+        props["age_group"] = {"type": "string", "enum": [k for k, _ in self.age_groups]}
+        return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def rubric_for(judge_cfg) -> Rubric:
+    """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise."""
+    return Rubric.load(judge_cfg.rubric or (RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL))
