@@ -1,5 +1,6 @@
-"""The judge's endpoint: judge.base_url or OPENAI_BASE_URL when set, else a vLLM OpenAI server
-started here for an embedded judge model, on 127.0.0.1, stopped on exit."""
+"""The judge's endpoint: judge.base_url or OPENAI_BASE_URL when set, else the embedded judge
+model served by the teacher service (ray_cluster/serve.py: Ray Serve LLM + vLLM) as the
+application `judge`, on 127.0.0.1, stopped on exit."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+JUDGE_APP = "judge"
+READY_TIMEOUT_S = 900
 
 
 def _free_port() -> int:
@@ -24,59 +27,57 @@ def _free_port() -> int:
 @contextlib.contextmanager
 def judge_endpoint(judge_cfg, log_path: Path | None = None):
     """Yields a function returning the judge's base URL: judge.base_url, else OPENAI_BASE_URL,
-    else a vLLM OpenAI server started here for an embedded model (127.0.0.1, stopped on
-    exit, its output in log_path). The server starts at once and the function waits for it,
-    so its start-up can overlap other work."""
+    else the teacher service started here for an embedded model (`python -m ray_cluster.serve
+    --app judge`, in its own process session, its output in log_path; SIGTERM on exit). The
+    service starts at once and the function waits for it, so its start-up can overlap other
+    work. Under RAY_ADDRESS the judge is deployed on that cluster's Serve beside its other
+    applications and only it is deleted on exit."""
     url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
         yield lambda: url
         return
-    from teacher.engine import cpu_env
-    from teacher.hardware import engine_dtype, engine_eager
     from teacher.registry import get_teacher
 
-    teacher = get_teacher(judge_cfg.model)
+    get_teacher(judge_cfg.model).model_path()  # a missing judge model fails here, by name
     port = _free_port()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(teacher.model_path()),
-           "--served-model-name", teacher.id, "--host", "127.0.0.1", "--port", str(port), "--dtype", engine_dtype(),
-           "--max-model-len", str(judge_cfg.server_max_model_len), "--seed", "0", "--load-format", "safetensors", *(["--enforce-eager"] if engine_eager() else [])]
+    cmd = [sys.executable, "-m", "ray_cluster.serve", "--teacher", judge_cfg.model, "--app", JUDGE_APP,
+           "--port", str(port), "--max-model-len", str(judge_cfg.server_max_model_len),
+           "--kv-cache-gib", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), "--ready-timeout", str(READY_TIMEOUT_S)]
     log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **cpu_env(os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"))})
-    url = f"http://127.0.0.1:{port}/v1"
-    ready = []
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ready: list[str] = []
 
     def wait() -> str:
         if not ready:
-            _wait_ready(url, proc, log.name)
-            ready.append(True)
-        return url
+            ready.append(_wait_ready(proc, log_path))
+        return ready[0]
 
     try:
         yield wait
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            # The service's SIGTERM handler shuts Serve and its Ray head down; SIGKILL only
+            # if that hangs, and then the whole session.
+            proc.send_signal(signal.SIGTERM)
             try:
-                proc.wait(timeout=60)
+                proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         log.close()
 
 
-def _wait_ready(url: str, proc, log_name: str, timeout_s: float = 900) -> None:
-    import urllib.request
-
+def _wait_ready(proc, log_path: Path, timeout_s: float = READY_TIMEOUT_S + 60) -> str:
+    """The URL from the service's `ready <url> ...` line."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
+        for line in log_path.read_text(errors="replace").splitlines():
+            if line.startswith("ready "):
+                return line.split()[1]
         if proc.poll() is not None:
-            raise ValueError(f"the local judge server exited with {proc.returncode}; see {log_name}")
-        try:
-            with urllib.request.urlopen(url + "/models", timeout=5) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(2)
-    raise ValueError(f"the local judge server did not answer within {timeout_s:.0f} s; see {log_name}")
+            raise ValueError(f"the local judge service exited with {proc.returncode}; see {log_path}")
+        time.sleep(2)
+    raise ValueError(f"the local judge service did not answer within {timeout_s:.0f} s; see {log_path}")

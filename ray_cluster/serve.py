@@ -5,13 +5,16 @@
 
 Each teacher is a model id on the same endpoint (`/v1/models` lists them). The process
 prints `ready <url>` once every teacher answered a completion, and on Ctrl-C or SIGTERM
-shuts Serve and (if it started it) the local Ray head down, leaving no process behind.
-Binds to 127.0.0.1 unless --host says otherwise.
+shuts Serve and the local Ray head it started down, leaving no process behind; on a cluster
+(RAY_ADDRESS) it deletes only its own application. Binds to 127.0.0.1 unless --host says
+otherwise. The LLM judge is served the same way, as the application `judge` under /judge
+(eval/endpoint.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
@@ -39,8 +42,17 @@ def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: in
     )
 
 
+APP = "teachers"
+
+
+def route(app: str) -> str:
+    """The teachers at the root (/v1), any other application under its name (/judge/v1), so
+    that both can run on one cluster's Serve."""
+    return "/" if app == APP else f"/{app}"
+
+
 def start(teacher_ids: list[str], host: str = "127.0.0.1", port: int = 8000, top_k: int = 20,
-          max_model_len: int = 2048, kv_cache_gib: int = 2) -> str:
+          max_model_len: int = 2048, kv_cache_gib: int = 2, app: str = APP) -> str:
     from ray import serve
     from ray.serve.llm import build_openai_app
 
@@ -51,10 +63,23 @@ def start(teacher_ids: list[str], host: str = "127.0.0.1", port: int = 8000, top
         t.model_path()
     cluster = connect()
     serve.start(http_options={"host": host, "port": port})
-    app = build_openai_app({"llm_configs": [llm_config(t.id, top_k, max_model_len, kv_cache_gib, cluster["gpus"])
-                                            for t in configs]})
-    serve.run(app, name="teachers", blocking=False)
-    return f"http://{host}:{port}/v1"
+    built = build_openai_app({"llm_configs": [llm_config(t.id, top_k, max_model_len, kv_cache_gib, cluster["gpus"])
+                                              for t in configs]})
+    serve.run(built, name=app, route_prefix=route(app), blocking=False)
+    return f"{proxy_url(host, port)}{route(app).rstrip('/')}/v1"
+
+
+def proxy_url(host: str, port: int) -> str:
+    """Where Serve's HTTP proxy answers: on a cluster whose Serve was already running, its own
+    host and port, not the ones asked for (serve.start keeps the running proxy's)."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        http = _get_global_client().http_config
+        host, port = http.host, http.port
+    except Exception:  # a Ray without this internal: the options asked for are the ones in use
+        pass
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
 
 
 def wait_ready(base_url: str, teacher_ids: list[str], timeout_s: float = 600) -> float:
@@ -80,11 +105,16 @@ def wait_ready(base_url: str, teacher_ids: list[str], timeout_s: float = 600) ->
     return time.perf_counter() - t0
 
 
-def stop() -> None:
+def stop(app: str = APP) -> None:
+    """On a cluster, delete this application only (other users' stay up); on the local head
+    this process started, shut Serve and the head down."""
     from ray import serve
 
     from ray_cluster.cluster import shutdown
 
+    if os.environ.get("RAY_ADDRESS"):
+        serve.delete(app)
+        return
     serve.shutdown()
     shutdown()
 
@@ -95,12 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--top-k", type=int, default=20, help="most logprobs a request may ask for")
+    ap.add_argument("--max-model-len", type=int, default=2048, help="longest prompt + reply an engine takes")
+    ap.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache per CPU engine (ignored on GPUs)")
+    ap.add_argument("--app", default=APP, help="Serve application name; other than 'teachers', served under /<app>")
     ap.add_argument("--ready-timeout", type=float, default=600)
     args = ap.parse_args(argv)
     teachers = args.teacher or SERVED_BY_DEFAULT
     done = threading.Event()
     try:
-        url = start(teachers, args.host, args.port, args.top_k)
+        url = start(teachers, args.host, args.port, args.top_k, args.max_model_len, args.kv_cache_gib, args.app)
         # After ray.init, which installs its own SIGTERM handler that exits without cleanup.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
@@ -111,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
-        stop()
+        stop(args.app)
     return 0
 
 
