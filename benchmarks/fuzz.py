@@ -145,7 +145,7 @@ def fuzz_shards(cases: int) -> Counter:
 
 
 def fuzz_files(cases: int) -> dict[str, Counter]:
-    from eval.compare import load_input
+    from eval.comparison_inputs import load_input
     from eval.tinyfabulist import read_fables, read_tinyfabulist
     from teacher.prompts import ELEMENTS, VARIANTS, load_prompts
 

@@ -79,7 +79,7 @@ def test_the_three_real_teachers_in_one_command(tmp_path):
 @given(content=jsonl_files(json.dumps({"id": "1", "text": "The kind fox helped.", "prompt": "Write.", "character": "fox"})))
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_input_file_reads_as_text_records_or_one_error_naming_it(tmp_path, content):
-    from eval.compare import load_input
+    from eval.comparison_inputs import load_input
 
     path = tmp_path / "in.jsonl"
     path.write_bytes(content)
