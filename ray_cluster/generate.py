@@ -15,14 +15,14 @@ import json
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.redact import redact
-from distill.settings import check_ranges, type_problem
 from distill.schema import row_problem, tokenizer_fingerprint, write_table_atomic
 from ray_cluster.cluster import engine_processor_config
+from ray_cluster.generation_config import EXECUTION_SETTINGS, GenerationConfig
 from teacher import engine
 from teacher.prompts import Prompt, splits
 from teacher.registry import Teacher, check_reachable, get_teacher
@@ -34,52 +34,6 @@ from teacher.registry import Teacher, check_reachable, get_teacher
 _LOADING = threading.Lock()
 
 
-@dataclass(frozen=True)
-class GenerationConfig:
-    top_k: int = 20  # teacher alternatives kept per generated token
-    max_new_tokens: int = 160  # fable length cap, in tokens
-    temperature: float = 1.0
-    top_p: float = 1.0
-    train_samples: int = 1  # completions per training prompt
-    eval_samples: int = 1  # completions per evaluation prompt
-    shard_size: int = 16  # rows per Parquet shard: the unit of resumption
-    batch_size: int = 32  # rows per Ray Data batch; 8 batches are in flight (Ray Data LLM default)
-    max_model_len: int = 1024
-    kv_cache_gib: int = 2  # CPU engines: RAM reserved for the KV cache
-    retries: int = 1  # extra passes over rows the engine failed on, before recording them as failed
-    # Data-parallel engine replicas of the teacher (Ray Data LLM's concurrency): each is a
-    # whole engine with its own placement group, so Ray puts them where resources are, on
-    # as many nodes as it takes.
-    replicas: int = 1
-    # Extra Ray resources each engine bundle asks for, e.g. {teacher_node = 1}: a custom
-    # resource that only some nodes declare (`ray start --resources`) keeps the engines on
-    # those nodes, one replica per unit.
-    engine_resources: dict = field(default_factory=dict)
-    # Seconds to wait for every replica to start before any row is sent; a cluster that
-    # cannot place them all in time fails with the reason. 0 = start with the first engine up.
-    replica_wait_s: int = 1800
-    trust_remote_code: bool = False
-
-    def __post_init__(self):
-        check_ranges(self, {
-            "top_k": (self.top_k >= 1, "must be >= 1"), "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
-            "temperature": (self.temperature >= 0, "must be >= 0"), "top_p": (0 < self.top_p <= 1, "must be in (0, 1]"),
-            "train_samples": (self.train_samples >= 1, "must be >= 1"),
-            "eval_samples": (self.eval_samples >= 1, "must be >= 1"),
-            "shard_size": (self.shard_size >= 1, "must be >= 1"), "batch_size": (self.batch_size >= 1, "must be >= 1"),
-            "max_model_len": (self.max_model_len > self.max_new_tokens, "must be more than max_new_tokens"),
-            "kv_cache_gib": (self.kv_cache_gib >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
-            "replicas": (self.replicas >= 1, "must be >= 1"), "replica_wait_s": (self.replica_wait_s >= 0, "must be >= 0"),
-            "engine_resources": (isinstance(self.engine_resources, dict) and all(
-                isinstance(k, str) and k not in ("CPU", "GPU") and type_problem(float, v) is None and v > 0
-                for k, v in self.engine_resources.items()),
-                "must map custom resource names (not CPU or GPU) to positive numbers"),
-        })
-
-
-# How a job runs, not what it generates: a resumed job may change them (more replicas on a
-# bigger cluster) and still continue the same plan.
-EXECUTION_SETTINGS = ("replicas", "engine_resources", "replica_wait_s", "batch_size", "retries")
 DEFAULT = GenerationConfig()
 
 
@@ -207,7 +161,6 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
     Rows the engine fails on are retried (cfg.retries more passes); rows that still fail,
     or whose prompt cannot fit the context, are recorded with their reason."""
     with _LOADING:
-        from tqdm import tqdm
         from transformers import AutoTokenizer
 
     teacher = teacher if isinstance(teacher, Teacher) else get_teacher(teacher)
@@ -230,30 +183,49 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
         meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
                 "vocab_size": max(len(tok), teacher.vocab_size)}
         writer = ShardWriter(out_dir, pending, meta)
-        items = []
-        for i, shard in pending.items():
-            for t in shard:
-                p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
-                text = engine.format_prompt(teacher, p, tok)
-                n = len(tok(text).input_ids)
-                if n >= cfg.max_model_len:
-                    writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
-                    stats["failed"] += 1
-                    continue
-                items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})
+        items = _engine_items(teacher, tok, fingerprint, pending, cfg, writer, stats)
+
+    t0 = time.perf_counter()
+    _run_passes(items, run_pass or ray_pass(teacher, model_path, cfg), cfg.retries, writer, stats, teacher.id)
+    stats["wall_s"] = time.perf_counter() - t0
+    if writer.unfinished():
+        raise RuntimeError(f"{teacher.id}: generation ended with shards {writer.unfinished()} incomplete")
+    return stats
+
+
+def _engine_items(teacher, tok, fingerprint: str, pending: dict, cfg: GenerationConfig, writer: ShardWriter,
+                  stats: dict) -> list[dict]:
+    """The engine's input rows for the pending shards: each prompt formatted for the
+    teacher; one too long for the context is recorded as failed instead."""
+    items = []
+    for i, shard in pending.items():
+        for t in shard:
+            p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
+            text = engine.format_prompt(teacher, p, tok)
+            n = len(tok(text).input_ids)
+            if n >= cfg.max_model_len:
+                writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
+                stats["failed"] += 1
+                continue
+            items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})
+    return items
+
+
+def _run_passes(items: list[dict], run_pass, retries: int, writer: ShardWriter, stats: dict, teacher_id: str) -> None:
+    """Send `items` through the engine; rows it failed on go round again, up to `retries`
+    more passes, and are then recorded as failed with the engine's reason."""
+    from tqdm import tqdm
 
     texts = {it["task"]: it["prompt_text"] for it in items}
-    run_pass = run_pass or ray_pass(teacher, model_path, cfg)
-    t0 = time.perf_counter()
-    with tqdm(total=len(items), desc=f"generate {teacher.id}", unit="fable") as bar:
-        for attempt in range(cfg.retries + 1):
+    with tqdm(total=len(items), desc=f"generate {teacher_id}", unit="fable") as bar:
+        for attempt in range(retries + 1):
             if not items:
                 break
             retry = []
             for r in run_pass(items):
                 task = json.loads(r["task"])
                 if r["error"]:
-                    if attempt < cfg.retries:
+                    if attempt < retries:
                         retry.append({"prompt_text": texts[r["task"]], "task": r["task"]})
                     else:
                         writer.fail(task["shard"], task, f"engine error after {attempt + 1} attempts: {r['error']}")
@@ -268,10 +240,6 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
                     stats["failed"] += 1
                 bar.update(1)
             items = retry
-    stats["wall_s"] = time.perf_counter() - t0
-    if writer.unfinished():
-        raise RuntimeError(f"{teacher.id}: generation ended with shards {writer.unfinished()} incomplete")
-    return stats
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from ray_cluster.generate import GenerationConfig, plan_shards
+from ray_cluster.generate import plan_shards
+from ray_cluster.generation_config import GenerationConfig
 from teacher.prompts import make_splits
 from tests.conftest import ROOT, needs_models
 
@@ -69,7 +70,7 @@ def test_replicas_the_cluster_cannot_place_fail_with_the_reason(tmp_path):
     """Real Ray Data LLM on a local head: two replicas that each need a resource no node
     has. Nothing is generated; the error names the setting, the demand and the cluster."""
     code = (
-        "import sys; from pathlib import Path; from ray_cluster.generate import GenerationConfig, generate; "
+        "import sys; from pathlib import Path; from ray_cluster.generate import generate; from ray_cluster.generation_config import GenerationConfig; "
         "from teacher.prompts import make_splits; tr, ev = make_splits(2, 1); "
         "generate('smollm2-135m', tr + ev, Path(sys.argv[1]), GenerationConfig(shard_size=4, max_new_tokens=8, "
         "max_model_len=256, replicas=2, engine_resources={'teacher_node': 1}, replica_wait_s=5))"
