@@ -1,7 +1,7 @@
 """Run configuration: a TOML file (configs/*.toml) read into validated dataclasses.
 
 Settings are documented once, where they are declared: GenerationConfig in
-ray_cluster/generate.py, TrainConfig in distill/train.py, the rest below. A
+ray_cluster/generation_config.py, TrainConfig in distill/train_config.py, the rest below. A
 misspelt or invalid setting stops the run before any work, naming the setting.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from distill.settings import SettingError, build, check_ranges, show, type_problem
 from distill.train_config import TrainConfig
-from ray_cluster.generate import GenerationConfig
+from ray_cluster.generation_config import GenerationConfig
 from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
 
 
@@ -37,7 +37,8 @@ class JudgeConfig:
 
     enabled: bool = True  # judge students and teachers at the end of the run
     model: str = "smollm2-135m"  # the judge's model name at the endpoint
-    # "" = OPENAI_BASE_URL if set, else a local vLLM server for `model` (an embedded teacher)
+    # "" = OPENAI_BASE_URL if set, else `model` (an embedded teacher) served here by the
+    # teacher service (ray_cluster/serve.py, as the Serve application `judge`)
     base_url: str = ""
     prompts: int = 50  # held-out prompts judged (the protocol: 50)
     samples: int = 10  # completions per prompt and writer (the protocol: 10)
@@ -62,8 +63,8 @@ class JudgeConfig:
     # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
     # real fable scores higher is the judge's sanity line in the report.
     shuffled_control: bool = True
-    # Context length (vLLM --max-model-len) of the local judge server started when neither
-    # base_url nor OPENAI_BASE_URL is set: rubric, prompt, fable and verdict must fit.
+    # Context length (vLLM's max_model_len) of the judge served here when neither base_url
+    # nor OPENAI_BASE_URL is set: rubric, prompt, fable and verdict must fit.
     server_max_model_len: int = 2048
 
     def __post_init__(self):
@@ -82,10 +83,11 @@ class JudgeConfig:
 @dataclass(frozen=True)
 class TeacherRun:
     teacher: str
-    n_train: int  # training prompts (one fable each unless generation.train_samples > 1)
-    n_heldout: int  # evaluation prompts the teacher also writes for: held-out KL and report samples
     generation: GenerationConfig
     train: TrainConfig
+    # n_train and n_heldout may also be set at the top level, for every teacher at once.
+    n_train: int = 64  # training prompts (one fable each unless generation.train_samples > 1)
+    n_heldout: int = 16  # evaluation prompts the teacher also writes for: held-out KL and report samples
     # false: the teacher only writes held-out fables, for the comparison and the judge; no
     # student is trained from it (and n_train may be 0).
     distil: bool = True
@@ -132,8 +134,10 @@ class RunConfig:
         return [main] + (["sft"] if self.sft_baseline and main != "sft" else [])
 
 
-# Per-teacher settings besides [teacher.<id>.generation], [teacher.<id>.train] and the model keys.
-TEACHER_COUNTS = {"n_train": (int, 64), "n_heldout": (int, 16), "distil": (bool, True)}
+# Per-teacher settings besides [teacher.<id>.generation], [teacher.<id>.train] and the model keys:
+# name -> (type, default), as TeacherRun declares them.
+TEACHER_COUNTS = {f.name: (bool if f.name == "distil" else int, f.default)
+                  for f in dataclasses.fields(TeacherRun) if f.name in ("n_train", "n_heldout", "distil")}
 
 
 def _table(raw: dict, key: str, where: str = "") -> dict:
@@ -167,32 +171,7 @@ def parse(raw: dict) -> RunConfig:
     pinned = raw.get("pin_revisions", False)
     if (why := type_problem(bool, pinned)) is not None:
         raise SettingError("pin_revisions", why)
-    runs = []
-    for tid in ids:
-        where = f"teacher.{tid}"
-        over = dict(per_teacher.get(tid, {}))
-        g, t = _table(over, "generation", f"{where}."), _table(over, "train", f"{where}.")
-        declared = {k: over.pop(k) for k in MODEL_KEYS if k in over}
-        if tid not in TEACHERS and not {"path", "hub_id"} & set(declared):
-            raise SettingError("teachers", f"unknown teacher '{tid}': known teachers are {', '.join(TEACHERS)}; "
-                                           f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
-        try:
-            model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
-        except SettingError as e:
-            raise e.under(where) from None
-        counts = {**defaults, "distil": True}
-        for k, v in over.items():
-            if k not in TEACHER_COUNTS:
-                raise SettingError(f"{where}.{k}", f"unknown setting (known: {', '.join(sorted(TEACHER_COUNTS))}, "
-                                                   f"{', '.join(MODEL_KEYS)}, generation, train)")
-            if (why := type_problem(TEACHER_COUNTS[k][0], v)) is not None:
-                raise SettingError(f"{where}.{k}", why)
-            counts[k] = v
-        runs.append(TeacherRun(
-            teacher=tid, n_train=counts["n_train"], n_heldout=counts["n_heldout"], distil=counts["distil"], model=model,
-            generation=build(GenerationConfig, {**gen, **g}, f"{where}.generation"),
-            train=build(TrainConfig, {**train, **t}, f"{where}.train"),
-        ))
+    runs = [_teacher_run(tid, dict(per_teacher.get(tid, {})), gen, train, defaults, pinned) for tid in ids]
     for tid, table in per_teacher.items():
         # A table that declares a model (path or hub_id) is a registry entry, usable by a
         # --set teachers=[...] that lists it; any other table for an unlisted id is a typo.
@@ -242,6 +221,32 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return parse(raw)
 
 
+def _teacher_run(tid: str, over: dict, gen: dict, train: dict, defaults: dict, pinned: bool) -> TeacherRun:
+    """One listed teacher: its model (built in, or declared by its table) and its settings,
+    the table's own over the shared [generation] and [train] and the top-level counts."""
+    where = f"teacher.{tid}"
+    g, t = _table(over, "generation", f"{where}."), _table(over, "train", f"{where}.")
+    declared = {k: over.pop(k) for k in MODEL_KEYS if k in over}
+    if tid not in TEACHERS and not {"path", "hub_id"} & set(declared):
+        raise SettingError("teachers", f"unknown teacher '{tid}': known teachers are {', '.join(TEACHERS)}; "
+                                       f"declare a new one with {where}.path (a local HF folder) or {where}.hub_id")
+    try:
+        model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
+    except SettingError as e:
+        raise e.under(where) from None
+    counts = {**defaults, "distil": True}
+    for k, v in over.items():
+        if k not in TEACHER_COUNTS:
+            raise SettingError(f"{where}.{k}", f"unknown setting (known: {', '.join(sorted(TEACHER_COUNTS))}, "
+                                               f"{', '.join(MODEL_KEYS)}, generation, train)")
+        if (why := type_problem(TEACHER_COUNTS[k][0], v)) is not None:
+            raise SettingError(f"{where}.{k}", why)
+        counts[k] = v
+    return TeacherRun(teacher=tid, n_train=counts["n_train"], n_heldout=counts["n_heldout"], distil=counts["distil"],
+                      model=model, generation=build(GenerationConfig, {**gen, **g}, f"{where}.generation"),
+                      train=build(TrainConfig, {**train, **t}, f"{where}.train"))
+
+
 def to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -249,9 +254,10 @@ def to_dict(cfg: RunConfig) -> dict:
 def from_dict(d: dict) -> RunConfig:
     """Inverse of to_dict: the configuration a run recorded in its config.json."""
     d = dict(d)
-    teachers = [TeacherRun(t["teacher"], t["n_train"], t["n_heldout"], GenerationConfig(**t["generation"]),
-                           TrainConfig(**t["train"]), t.get("distil", True),
-                           Teacher(**t["model"]) if t.get("model") else None) for t in d.pop("teachers")]
+    teachers = [TeacherRun(teacher=t["teacher"], n_train=t["n_train"], n_heldout=t["n_heldout"],
+                           generation=GenerationConfig(**t["generation"]), train=TrainConfig(**t["train"]),
+                           distil=t.get("distil", True), model=Teacher(**t["model"]) if t.get("model") else None)
+                for t in d.pop("teachers")]
     return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**d.pop("eval", {})),
                         "judge": JudgeConfig(**d.pop("judge", {}))})
 

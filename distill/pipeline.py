@@ -99,11 +99,33 @@ def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> 
         shutdown()
 
 
-def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
+def training_rows(tr: TeacherRun, tcfg, run: RunFolder) -> tuple[list[dict], list[dict]]:
+    """The teacher's training fables for this student, and those the toxicity filter removed.
+    KD needs the student to share the teacher's token map; SFT into another tokenizer family
+    re-encodes the teacher's text (sequence-level distillation)."""
     from distill.data import retokenize
     from distill.schema import read_rows, tokenizer_fingerprint
+    from student.build import check_same_vocab
+
+    rows = read_rows(run.teacher(tr.teacher), split="train")
+    removed = []
+    if tcfg.max_toxicity < 1.0:
+        from eval.toxicity import filter_toxic
+
+        rows, removed = filter_toxic(rows, tcfg.max_toxicity)
+        if not rows:
+            raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
+    tok = student_tokenizer(tr)
+    if tcfg.objective == "kd":
+        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
+    elif tokenizer_fingerprint(tok) != rows[0]["tokenizer_fingerprint"]:
+        rows = retokenize(rows, tok)
+    return rows, removed
+
+
+def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
     from distill.train import train
-    from student.build import apply_lora, check_same_vocab, export, quantize_nf4
+    from student.build import apply_lora, export, quantize_nf4
 
     # The SFT baseline trains on the teacher's text only: no on-policy steps.
     tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
@@ -114,19 +136,7 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, 
         if out.trained.exists():
             st["status"] = "skipped"
             return
-        rows = read_rows(run.teacher(tr.teacher), split="train")
-        removed = []
-        if tcfg.max_toxicity < 1.0:
-            from eval.toxicity import filter_toxic
-
-            rows, removed = filter_toxic(rows, tcfg.max_toxicity)
-            if not rows:
-                raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
-        tok = student_tokenizer(tr)
-        if objective == "kd":
-            check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
-        elif tokenizer_fingerprint(tok) != rows[0]["tokenizer_fingerprint"]:
-            rows = retokenize(rows, tok)  # sequence-level distillation into another tokenizer family
+        rows, removed = training_rows(tr, tcfg, run)
 
         def build():  # seeded (build_initial_student): every Ray Train worker builds the same student
             model, tok = build_initial_student(tr)
@@ -196,12 +206,13 @@ def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> N
     """The teachers (and their students, where judged) compared on toxicity, diversity,
     similarity and faithfulness: runs/<name>/compare/ (eval/compare.py)."""
     from eval import compare
+    from eval.comparison_inputs import run_inputs
 
     with ledger.stage("compare") as st:
         if run.comparison.exists():
             st["status"] = "skipped"
             return
-        inputs, scores = compare.run_inputs(run)
+        inputs, scores = run_inputs(run)
         run.compare.mkdir(parents=True, exist_ok=True)
         result = compare.compare(inputs, judge_scores=scores)
         artifacts.write_json_atomic(run.comparison, result)

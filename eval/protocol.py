@@ -214,6 +214,15 @@ def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
     return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"]}
 
 
+def aggregate_table(table: dict) -> str:
+    """Per-model means of TinyFabulist verdicts as a Markdown table."""
+    crits = list(dict.fromkeys(c for t in table.values() for c in t["means"]))
+    lines = ["| model | n | " + " | ".join(crits) + " | mean |", "| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
+    lines += [f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" if c in t["means"] else "–" for c in crits)
+              + f" | {t['mean']:.2f} |" for m, t in table.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -244,15 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             from eval.tinyfabulist import aggregate, read_tinyfabulist
 
             table = aggregate([v for f in args.input for v in read_tinyfabulist(f)])
-            if args.json:
-                print(json.dumps(table, indent=1))
-            else:
-                crits = list(dict.fromkeys(c for t in table.values() for c in t["means"]))
-                print("| model | n | " + " | ".join(crits) + " | mean |")
-                print("| --- | --- | " + " | ".join("---" for _ in crits) + " | --- |")
-                for m, t in table.items():
-                    print(f"| {m} | {t['count']} | " + " | ".join(f"{t['means'][c]:.2f}" if c in t["means"] else "–"
-                                                                  for c in crits) + f" | {t['mean']:.2f} |")
+            print(json.dumps(table, indent=1) if args.json else aggregate_table(table))
             return 0
         if args.cmd == "score":
             from distill.config import load
