@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill.run_folder import Evaluated, Generated, HeldOut, JudgeSummary, RunFolder, Trained
+from distill.run_folder import Evaluated, Generated, HeldOut, JudgeFolder, JudgeSummary, RunFolder, Trained
 
 ROOT = Path(__file__).resolve().parent.parent
 BUDGET_S = 20 * 60  # the default run's target on 2 cores
@@ -151,7 +151,8 @@ def bench_compare() -> dict | None:
     tf = ROOT.parent / "shared" / "data" / "tinyfabulist"
     if not tf.exists():
         return None
-    from eval.compare import compare, embedding_model, load_input
+    from eval.compare import compare, embedding_model
+    from eval.comparison_inputs import load_input
     from eval.toxicity import toxicity
 
     t0 = time.perf_counter()
@@ -188,7 +189,7 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
         with tempfile.TemporaryDirectory() as d:
             wall, _ = timed([sys.executable, "-m", "eval.protocol", "score", "--input", *fables, "--out", d,
                              "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
-            out[mode] = {**agree_files([str(Path(d) / "verdicts.jsonl")], refs), "wall_s": wall}
+            out[mode] = {**agree_files([str(JudgeFolder(Path(d)).verdicts)], refs), "wall_s": wall}
     return out
 
 

@@ -31,6 +31,7 @@ from distill.settings import show, type_problem
 RUNS_DIR = Path(os.environ.get("KD_RUNS_DIR", "runs"))
 RECORD_VERSION = 1
 MERGED, ADAPTER, BASE, CHECKPOINTS = "merged", "adapter", "base", "checkpoints"
+COMPARISON = "comparison.json"  # also what `python -m eval.compare --out DIR` writes in DIR
 
 
 class Record:
@@ -284,7 +285,7 @@ class RunFolder:
 
     @property
     def comparison(self) -> Path:
-        return self.compare / "comparison.json"
+        return self.compare / COMPARISON
 
     @property
     def sweep(self) -> Path:

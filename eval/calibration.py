@@ -32,6 +32,7 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
     from eval.judge import judge_all, judge_from_config
     from eval.rubric import rubric_for
     from eval.verdict_cache import VerdictCache
+    from distill.run_folder import JudgeFolder
     from eval.endpoint import judge_endpoint
     from teacher.client import make_client
 
@@ -47,20 +48,21 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubric_for(judge_cfg)
-    with judge_endpoint(judge_cfg, out / "server.log") as endpoint:
+    folder = JudgeFolder(out)  # the layout of a run's judge/ folder
+    with judge_endpoint(judge_cfg, folder.server_log) as endpoint:
         judge = judge_from_config(make_client(endpoint(), max_retries=judge_cfg.retries), judge_cfg, rubric,
-                                  VerdictCache(out / "cache.sqlite"))
+                                  VerdictCache(folder.cache))
         judged = judge_all(judge, items, workers=judge_cfg.workers)
         settings = judge.settings()
     lines = [verdict_line(j["model"], j["hash"], j["verdict"], settings, j["role"] == "control")
              for j in judged if j["verdict"]]
-    artifacts.write_text_atomic(out / "verdicts.jsonl", "".join(lines))
+    artifacts.write_text_atomic(folder.verdicts, "".join(lines))
     failed = [{"model": j["model"], "hash": j["hash"], "reason": j["reason"]} for j in judged if not j["verdict"]]
     artifacts.write_json_atomic(out / "failures.json", failed)
     if not lines:
         raise ValueError(f"the judge gave no valid verdict for {len(judged)} fables; reasons in {out / 'failures.json'}")
     print(f"{len(lines)} verdicts, {len(failed)} failed (reasons in {out / 'failures.json'})")
-    return out / "verdicts.jsonl"
+    return folder.verdicts
 
 
 def cohen_kappa(a: list[str], b: list[str]) -> float:
