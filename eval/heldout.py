@@ -37,12 +37,12 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
         heldout = retokenize(heldout, tok)
     picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
 
-    def measure(model, tok, samples: bool) -> HeldOut:
+    def measure(model, tok) -> HeldOut:
         from eval.logit_metrics import heldout_metrics
 
         m = heldout_metrics(model, pad_id(tok), heldout, tr.train.max_len)
         wrote = sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
-                              cfg.eval.temperature, seed=cfg.seed) if samples else []
+                              cfg.eval.temperature, seed=cfg.seed)
         return HeldOut(**{**m, "kl": None if cross else m["kl"]}, samples=wrote)
 
     initial = run.initial(tr.teacher, own_tokens=cross)
@@ -50,12 +50,12 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
         before = HeldOut.read(initial)
     else:
         base, btok = build_initial_student(tr)
-        before = measure(on_accelerator(base), btok, samples=True)
+        before = measure(on_accelerator(base), btok)
         del base
         before.write(initial)
     merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student.merged, dtype=torch.float32,
                                                                  use_safetensors=True))
-    after = measure(merged, tok, samples=True)
+    after = measure(merged, tok)
     samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
                for r, s in zip(picks, after.samples)]
     return Evaluated(heldout_rows=len(heldout), before=before, after=dataclasses.replace(after, samples=[]),
