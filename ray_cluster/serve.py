@@ -43,6 +43,8 @@ def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: in
 
 
 APP = "teachers"
+# An engine's limits unless the caller says otherwise (the judge passes judge.server_max_model_len).
+TOP_K, MAX_MODEL_LEN, KV_CACHE_GIB = 20, 2048, 2
 
 
 def route(app: str) -> str:
@@ -51,8 +53,8 @@ def route(app: str) -> str:
     return "/" if app == APP else f"/{app}"
 
 
-def start(teacher_ids: list[str], host: str = "127.0.0.1", port: int = 8000, top_k: int = 20,
-          max_model_len: int = 2048, kv_cache_gib: int = 2, app: str = APP) -> str:
+def start(teacher_ids: list[str], host: str = "127.0.0.1", port: int = 8000, top_k: int = TOP_K,
+          max_model_len: int = MAX_MODEL_LEN, kv_cache_gib: int = KV_CACHE_GIB, app: str = APP) -> str:
     from ray import serve
     from ray.serve.llm import build_openai_app
 
@@ -124,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", action="append", help="teacher id (repeatable); default: SmolLM2 and Gemma")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
-    ap.add_argument("--top-k", type=int, default=20, help="most logprobs a request may ask for")
-    ap.add_argument("--max-model-len", type=int, default=2048, help="longest prompt + reply an engine takes")
-    ap.add_argument("--kv-cache-gib", type=int, default=2, help="KV cache per CPU engine (ignored on GPUs)")
+    ap.add_argument("--top-k", type=int, default=TOP_K, help="most logprobs a request may ask for")
+    ap.add_argument("--max-model-len", type=int, default=MAX_MODEL_LEN, help="longest prompt + reply an engine takes")
+    ap.add_argument("--kv-cache-gib", type=int, default=KV_CACHE_GIB, help="KV cache per CPU engine (ignored on GPUs)")
     ap.add_argument("--app", default=APP, help="Serve application name; other than 'teachers', served under /<app>")
     ap.add_argument("--ready-timeout", type=float, default=600)
     args = ap.parse_args(argv)
