@@ -5,8 +5,8 @@
 
 Models are built from a config with random weights, in bf16, so no model hub is needed:
 `llama2-7b` is Llama-2-7B's shape (32 blocks, hidden 4096, 32,000-token vocabulary), whose
-steps train every weight (sft, kd-topk, kd-dense) and then LoRA r=16 adapters only (lora-sft,
-lora-kd-topk); `qwen2.5-0.5b` is the default student's shape with LoRA on every variant, as
+steps take gradients for every weight (sft, kd-topk, kd-dense; sft-adamw also steps AdamW)
+and then for LoRA r=16 adapters only (lora-sft, lora-kd-topk, lora-sft-adamw); `qwen2.5-0.5b` is the default student's shape with LoRA on every variant, as
 the first runs measured. Each variant runs the same batch through distill.losses; the
 figures are ratios to the first (plain cross-entropy) step, measured in the same run.
 `--shape tiny --device cpu` is the same code at toy size, for the test suite.
@@ -30,15 +30,22 @@ TINY = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_la
 # shape: (config class name, config, variants measured on every weight, LoRA variants)
 SHAPES = {
     "qwen2.5-0.5b": ("Qwen2", QWEN_05B, (), ("sft", "kd-topk", "kd-dense")),
-    "llama2-7b": ("Llama", LLAMA2_7B, ("sft", "kd-topk", "kd-dense"), ("lora-sft", "lora-kd-topk")),
-    "tiny": ("Llama", TINY, ("sft", "kd-topk", "kd-dense"), ("lora-sft", "lora-kd-topk")),
+    "llama2-7b": ("Llama", LLAMA2_7B, ("sft", "kd-topk", "kd-dense", "sft-adamw"),
+                  ("lora-sft", "lora-kd-topk", "lora-sft-adamw")),
+    "tiny": ("Llama", TINY, ("sft", "kd-topk", "kd-dense", "sft-adamw"), ("lora-sft", "lora-kd-topk", "lora-sft-adamw")),
 }
 
 
 def step_fn(variant: str, model, batch: dict):
+    """One training step of `variant`: forward and backward; with the -adamw suffix also an
+    AdamW step over the trainable weights (its state is what full fine-tuning pays for and
+    LoRA does not)."""
     from distill.losses import forward_kl, kd_objective
 
-    variant = variant.removeprefix("lora-")
+    opt = None
+    if variant.endswith("-adamw"):
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5, foreach=False)
+    variant = variant.removeprefix("lora-").removesuffix("-adamw")
     device = batch["ids"].device.type
 
     def step():
@@ -50,6 +57,8 @@ def step_fn(variant: str, model, batch: dict):
             loss = kd_objective(logits, batch["labels"], batch["topk_ids"], batch["topk_lp"], batch["mask"],
                                 kd_weight=0.0 if variant == "sft" else 0.5)["loss"]
         loss.backward()
+        if opt is not None:
+            opt.step()
         model.zero_grad(set_to_none=True)
     return step
 
@@ -110,7 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
             model = apply_lora(model, 16, 32, 0.0)
         if variant == "kd-dense":
             batch["dense"] = torch.randn(r, s, v, device=dev, dtype=torch.bfloat16, generator=g)
-        rows[variant] = measure(variant, model, batch, args.steps)
+        try:
+            rows[variant] = measure(variant, model, batch, args.steps)
+        except torch.OutOfMemoryError:  # full AdamW at 7B needs ~76 GiB: recorded, not fatal
+            model.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            rows[variant] = {"median_s": float("nan"), "peak_gib": float("nan"), "out_of_memory": True}
     base = rows[(full or lora)[0]]
     for row in rows.values():
         row["time_vs_sft"] = row["median_s"] / base["median_s"]

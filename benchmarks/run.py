@@ -394,7 +394,8 @@ GPU_SHAPES = {
 }
 GPU_STEPS = {"sft": "plain cross-entropy (SFT)", "kd-topk": "KD, teacher top-20 (default)",
              "kd-dense": "KD, dense teacher logits", "lora-sft": "LoRA, plain cross-entropy",
-             "lora-kd-topk": "LoRA, KD, teacher top-20"}
+             "lora-kd-topk": "LoRA, KD, teacher top-20", "sft-adamw": "plain cross-entropy + AdamW step",
+             "lora-sft-adamw": "LoRA, plain cross-entropy + AdamW step"}
 
 
 def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
@@ -404,10 +405,10 @@ def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
              "Built from a config with random weights, bf16, forward + backward through `distill.losses`, median of "
              "the steps after a warm-up, all variants in one process. Not part of `make bench` (CI and this laptop "
              "have no GPU); the check's output is kept in benchmarks/results/, one file per run. Ratios compare "
-             "variants within one run, against its first (cross-entropy) step. No optimizer step is taken, so LoRA's "
-             "main saving (no gradients or AdamW state for the frozen weights, ~16 bytes a parameter) is outside "
-             "these figures: a full-weight backward frees activations as it fills gradients, and its peak is the "
-             "activations'.", ""]
+             "variants within one run, against its first (cross-entropy) step. Rows without AdamW take no "
+             "optimizer step: there a full-weight backward frees activations as it fills gradients, so its peak is "
+             "the activations' and LoRA saves nothing. The AdamW rows (runs since 2026-11-27c) add the step, whose "
+             "state for every weight is what LoRA avoids.", ""]
     for shape, text in GPU_SHAPES.items():
         mine = [(n, r) for n, r in runs if r.get("shape", "qwen2.5-0.5b") == shape]
         if not mine:
@@ -419,8 +420,9 @@ def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
                   "| run | step | s/step | time ratio | peak GiB | memory ratio |", "| --- | --- | --- | --- | --- | --- |"]
         for name, run in mine:
             for k, v in run["variants"].items():
-                lines.append(f"| {name.removesuffix('-' + shape)} | {GPU_STEPS[k]} | {v['median_s']:.3f} | {v['time_vs_sft']:.2f} | "
-                             f"{v['peak_gib']:.1f} | {v['memory_vs_sft']:.2f} |")
+                figures = ("out of memory | – | – | –" if v.get("out_of_memory") else
+                           f"{v['median_s']:.3f} | {v['time_vs_sft']:.2f} | {v['peak_gib']:.1f} | {v['memory_vs_sft']:.2f}")
+                lines.append(f"| {name.removesuffix('-' + shape)} | {GPU_STEPS[k]} | {figures} |")
         lines.append("")
     return lines
 

@@ -12,7 +12,7 @@ def test_every_variant_runs_and_is_compared_with_the_cross_entropy_step(tmp_path
                             "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     v = result["variants"]
-    assert list(v) == ["sft", "kd-topk", "kd-dense", "lora-sft", "lora-kd-topk"]
+    assert list(v) == ["sft", "kd-topk", "kd-dense", "sft-adamw", "lora-sft", "lora-kd-topk", "lora-sft-adamw"]
     assert v["sft"]["time_vs_sft"] == 1.0 and all(x["median_s"] > 0 for x in v.values())
     assert result["shape"] == "tiny" and result["params"] > 0
 
