@@ -1,7 +1,7 @@
 import pytest
 
 from benchmarks.kd_sweep import parse_variant
-from benchmarks.run import render_sweep
+from benchmarks.render import render_sweep
 from distill.train import TrainConfig
 
 
@@ -30,7 +30,7 @@ def test_the_sweep_table_pairs_each_variant_with_the_default():
 
 
 def test_the_default_section_states_each_goal_and_the_generation_bounds():
-    from benchmarks.run import render
+    from benchmarks.render import render
 
     kl = {"q": {"before": 0.6, "after": 0.54, "ce_before": 2.3, "ce_after": 2.28}}
     default = {"process_s": 2400, "stages": [{"stage": "generate", "teacher": "q", "wall_s": 600}],
