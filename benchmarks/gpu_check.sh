@@ -8,7 +8,8 @@
 #    parity of the top-k KL, held-out metrics on the GPU against the CPU); 2. benchmarks/gpu_step.py
 #    on Llama-2-7B's shape (KD top-k against CE, every weight and LoRA, time and peak memory
 #    ratios from one run) and on the default student's shape. Under 10 minutes on one H100.
-# Copy the JSON files to benchmarks/results/gpu_step-<date>-<shape>.json; `make bench` renders them.
+# Copy the JSON files to benchmarks/results/gpu_step-<date>-<shape>.json, then
+#     python -m benchmarks.run --render-only   # BENCHMARKS.md with them
 set -u
 OUT=${OUT:-gpu-check}
 mkdir -p "$OUT"

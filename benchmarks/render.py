@@ -129,6 +129,102 @@ def render_gpu(runs: list[tuple[str, dict]]) -> list[str]:
     return lines
 
 
+def render_default(default: dict) -> list[str]:
+    """The default run: stage times, held-out KL, KD against SFT, the goals, generation against its bounds."""
+    s = default["process_s"]
+    lines = ["## The default run (`make distill`, configs/default.toml, models already built)", "",
+             f"Total: **{s / 60:.1f} min** against the 20-minute budget: {s / BUDGET_S:.2f} of it.", "",
+             "| stage | teacher | wall s | share of run |", "| --- | --- | --- | --- |"]
+    lines += [f"| {st['stage']} | {st['teacher']} | {st['wall_s']:.1f} | {st['wall_s'] / s:.0%} |" for st in default["stages"]]
+    lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]
+    lines += [f"- {t}: {v['before']:.3f} → {v['after']:.3f} ({v['after'] / v['before']:.2f}×)" for t, v in default["kl"].items()]
+    lines += ["", "KD against SFT (same student, data and steps; held-out, nats/token):", "",
+              "| teacher | student | KL before | KL after | CE before | CE after |", "| --- | --- | --- | --- | --- | --- |"]
+    for t in default["kl"]:
+        for name, v in (("KD", default["kl"][t]), ("SFT", default["sft"][t])):
+            lines.append(f"| {t} | {name} | {v['before']:.3f} | {v['after']:.3f} | {v['ce_before']:.3f} | {v['ce_after']:.3f} |")
+    for t, d in default["kd_minus_sft"].items():
+        lines.append(f"\nKD − SFT held-out KL per fable ({t}): {d['mean']:+.4f} nats/token, paired bootstrap 95% "
+                     f"interval [{d['low']:+.4f}, {d['high']:+.4f}], KD lower on {d['a_lower']}/{d['n']} fables "
+                     "(goal: below zero, interval excluding it).")
+    drop = {t: 1 - v["after"] / v["before"] for t, v in default["kl"].items()}
+    lines += ["", "Goals of the default run:", "",
+              *[f"- held-out KL of the {t} student falls by **{d:.0%}** (goal ≥ 30%)" for t, d in drop.items()],
+              *[f"- {w} uses **{u:.0%}** of its prompts' elements"
+                + (" (goal ≥ 60% for the distillation teacher)" if w in default["kl"] else "")
+                for w, u in default["elements_used"].items() if u is not None]]
+    c = default.get("shuffled_control")
+    if c and c["pairs"]:
+        lines.append(f"- the judge scores the real fable above its word-shuffled copy in **{c['accuracy']:.0%}** "
+                     f"of {c['pairs']} pairs (goal ≥ 90%)")
+    curve = default.get("score_vs_loss") or {}
+    if curve.get("points"):
+        lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
+                     f"{curve['spearman']:.2f} [{curve.get('spearman_low', float('nan')):.2f}, "
+                     f"{curve.get('spearman_high', float('nan')):.2f}]")
+    lines += ["", f"### Generation against its bounds (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s, float32 "
+                  f"matrix products {default.get('gflops', float('nan')):.0f} GFLOP/s)", "",
+              "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "
+              "tokens/s bound by bandwidth, every row in flight | tokens/s bound by compute |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for t, g in default["generation"].items():
+        tps = g["generated_tokens"] / g["wall_s"] if g.get("wall_s") else float("nan")
+        lines.append(f"| {t} | {g['params'] / 1e9:.2f}B × {g['dtype']} = {g['weight_bytes'] / 1e9:.1f} GB | {g['rows']} | "
+                     f"{tps:.1f} | {g['steps_per_s_bound']:.2f} | {g['steps_per_s_bound'] * g['rows']:.0f} | "
+                     f"{g.get('tokens_per_s_compute_bound', float('nan')):.0f} |")
+    lines.append("")
+    return lines
+
+
+def render_generation(gen: dict) -> list[str]:
+    """The Ray Data LLM job against plain vLLM, in one run."""
+    p, r = gen["plain"], gen["ray"]
+    plain_tps, ray_tps = p["tokens"] / p["process_s"], r["generated_tokens"] / r["process_s"]
+    lines = ["## Generation: the Ray Data LLM job against plain `vllm.LLM.generate`", "",
+             f"SmolLM2-135M, {gen['prompts']} training prompts, up to {gen['max_new_tokens']} new tokens, "
+             "top-20 logprobs, T=1, same engine settings. Whole processes, engine start included.", "",
+             "| path | tokens | wall s | tokens/s | ratio to plain vLLM |", "| --- | --- | --- | --- | --- |",
+             f"| plain `LLM.generate` | {p['tokens']} | {p['process_s']:.1f} | {plain_tps:.0f} | 1.00 |",
+             f"| Ray job (`ray_cluster.generate`, Parquet shards) | {r['generated_tokens']} | {r['process_s']:.1f} | "
+             f"{ray_tps:.0f} | {ray_tps / plain_tps:.2f} |", "",
+             f"Target: the Ray job at least 0.9 of plain vLLM's tokens/s; this run: **{ray_tps / plain_tps:.2f}**. "
+             f"Plain vLLM alone: engine start {p['engine_start_s']:.1f} s, generation {p['generate_s']:.1f} s "
+             f"({p['tokens'] / p['generate_s']:.0f} tokens/s once started).", ""]
+    return lines
+
+
+def render_storage(storage: dict) -> list[str]:
+    """Bytes per top-k entry as stored, against float32, and the KL error it costs."""
+    e = storage["entries"]
+    f32, comp = storage["float32_bytes"] / e, storage["compact_bytes"] / e
+    lines = ["## Storage of the teacher's top-k", "",
+             f"{e} (token id, logprob) entries from the plain-vLLM run above (SmolLM2, top-20), written as the "
+             f"pipeline writes them: Parquet shards of {storage['shard_rows']} fables, zstd. Bytes are the top-k "
+             "columns on disk plus the codec's metadata.", "",
+             "| encoding | bytes per entry | ratio |", "| --- | --- | --- |",
+             f"| int32 ids + float32 logprobs (nested lists) | {f32:.2f} | 1.00 |",
+             f"| renumbered ids in byte planes + uint16 levels of 1/64 nat (stored form) | {comp:.2f} | "
+             f"{comp / f32:.2f} |", "",
+             f"Target: at most 2.0 bytes per entry with the KL within 1e-3 nats/token of the float32 values; "
+             f"this run: **{comp:.2f}** bytes. Largest logprob error after the round trip: "
+             f"{storage['max_abs_error']:.4f} nats.",
+             f"Held-out top-20 KL of the pruned SmolLM2 student over {storage['tokens']} tokens: "
+             f"{storage['kl_float32']:.5f} with float32 values, {storage['kl_compact']:.5f} reconstructed "
+             f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
+    return lines
+
+
+def render_compare(cmp: dict) -> list[str]:
+    """The teacher comparison's time against its target."""
+    lines = ["## Teacher comparison (`python -m eval.compare`)", "",
+             f"The three real TinyFabulist teachers, {cmp['fables']} fables: toxicity (whole and windows), "
+             "distinct-n, self-BLEU, embedding cosines, ROUGE-L, faithfulness. Models loaded first in "
+             f"{cmp['load_s']:.1f} s; then the comparison took **{cmp['compare_s']:.1f} s** (embeddings "
+             f"{cmp['embedding_s']:.1f} s of it) against a target of at most 60 s: "
+             f"{cmp['compare_s'] / 60:.2f} of it.", ""]
+    return lines
+
+
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
            fuzz: dict | None = None) -> str:
@@ -140,78 +236,11 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
              "(a section measured alone keeps the others' last figures, each with its date and machine): "
              + "; ".join(f"{k} {v}" for k, v in when.items()) + ".", ""]
     if default:
-        s = default["process_s"]
-        lines += ["## The default run (`make distill`, configs/default.toml, models already built)", "",
-                  f"Total: **{s / 60:.1f} min** against the 20-minute budget: {s / BUDGET_S:.2f} of it.", "",
-                  "| stage | teacher | wall s | share of run |", "| --- | --- | --- | --- |"]
-        lines += [f"| {st['stage']} | {st['teacher']} | {st['wall_s']:.1f} | {st['wall_s'] / s:.0%} |" for st in default["stages"]]
-        lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]
-        lines += [f"- {t}: {v['before']:.3f} → {v['after']:.3f} ({v['after'] / v['before']:.2f}×)" for t, v in default["kl"].items()]
-        lines += ["", "KD against SFT (same student, data and steps; held-out, nats/token):", "",
-                  "| teacher | student | KL before | KL after | CE before | CE after |", "| --- | --- | --- | --- | --- | --- |"]
-        for t in default["kl"]:
-            for name, v in (("KD", default["kl"][t]), ("SFT", default["sft"][t])):
-                lines.append(f"| {t} | {name} | {v['before']:.3f} | {v['after']:.3f} | {v['ce_before']:.3f} | {v['ce_after']:.3f} |")
-        for t, d in default["kd_minus_sft"].items():
-            lines.append(f"\nKD − SFT held-out KL per fable ({t}): {d['mean']:+.4f} nats/token, paired bootstrap 95% "
-                         f"interval [{d['low']:+.4f}, {d['high']:+.4f}], KD lower on {d['a_lower']}/{d['n']} fables "
-                         "(goal: below zero, interval excluding it).")
-        drop = {t: 1 - v["after"] / v["before"] for t, v in default["kl"].items()}
-        lines += ["", "Goals of the default run:", "",
-                  *[f"- held-out KL of the {t} student falls by **{d:.0%}** (goal ≥ 30%)" for t, d in drop.items()],
-                  *[f"- {w} uses **{u:.0%}** of its prompts' elements"
-                    + (" (goal ≥ 60% for the distillation teacher)" if w in default["kl"] else "")
-                    for w, u in default["elements_used"].items() if u is not None]]
-        c = default.get("shuffled_control")
-        if c and c["pairs"]:
-            lines.append(f"- the judge scores the real fable above its word-shuffled copy in **{c['accuracy']:.0%}** "
-                         f"of {c['pairs']} pairs (goal ≥ 90%)")
-        curve = default.get("score_vs_loss") or {}
-        if curve.get("points"):
-            lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
-                         f"{curve['spearman']:.2f} [{curve.get('spearman_low', float('nan')):.2f}, "
-                         f"{curve.get('spearman_high', float('nan')):.2f}]")
-        lines += ["", f"### Generation against its bounds (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s, float32 "
-                      f"matrix products {default.get('gflops', float('nan')):.0f} GFLOP/s)", "",
-                  "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "
-                  "tokens/s bound by bandwidth, every row in flight | tokens/s bound by compute |",
-                  "| --- | --- | --- | --- | --- | --- | --- |"]
-        for t, g in default["generation"].items():
-            tps = g["generated_tokens"] / g["wall_s"] if g.get("wall_s") else float("nan")
-            lines.append(f"| {t} | {g['params'] / 1e9:.2f}B × {g['dtype']} = {g['weight_bytes'] / 1e9:.1f} GB | {g['rows']} | "
-                         f"{tps:.1f} | {g['steps_per_s_bound']:.2f} | {g['steps_per_s_bound'] * g['rows']:.0f} | "
-                         f"{g.get('tokens_per_s_compute_bound', float('nan')):.0f} |")
-        lines.append("")
+        lines += render_default(default)
     if gen:
-        p, r = gen["plain"], gen["ray"]
-        plain_tps, ray_tps = p["tokens"] / p["process_s"], r["generated_tokens"] / r["process_s"]
-        lines += ["## Generation: the Ray Data LLM job against plain `vllm.LLM.generate`", "",
-                  f"SmolLM2-135M, {gen['prompts']} training prompts, up to {gen['max_new_tokens']} new tokens, "
-                  "top-20 logprobs, T=1, same engine settings. Whole processes, engine start included.", "",
-                  "| path | tokens | wall s | tokens/s | ratio to plain vLLM |", "| --- | --- | --- | --- | --- |",
-                  f"| plain `LLM.generate` | {p['tokens']} | {p['process_s']:.1f} | {plain_tps:.0f} | 1.00 |",
-                  f"| Ray job (`ray_cluster.generate`, Parquet shards) | {r['generated_tokens']} | {r['process_s']:.1f} | "
-                  f"{ray_tps:.0f} | {ray_tps / plain_tps:.2f} |", "",
-                  f"Target: the Ray job at least 0.9 of plain vLLM's tokens/s; this run: **{ray_tps / plain_tps:.2f}**. "
-                  f"Plain vLLM alone: engine start {p['engine_start_s']:.1f} s, generation {p['generate_s']:.1f} s "
-                  f"({p['tokens'] / p['generate_s']:.0f} tokens/s once started).", ""]
+        lines += render_generation(gen)
     if storage:
-        e = storage["entries"]
-        f32, comp = storage["float32_bytes"] / e, storage["compact_bytes"] / e
-        lines += ["## Storage of the teacher's top-k", "",
-                  f"{e} (token id, logprob) entries from the plain-vLLM run above (SmolLM2, top-20), written as the "
-                  f"pipeline writes them: Parquet shards of {storage['shard_rows']} fables, zstd. Bytes are the top-k "
-                  "columns on disk plus the codec's metadata.", "",
-                  "| encoding | bytes per entry | ratio |", "| --- | --- | --- |",
-                  f"| int32 ids + float32 logprobs (nested lists) | {f32:.2f} | 1.00 |",
-                  f"| renumbered ids in byte planes + uint16 levels of 1/64 nat (stored form) | {comp:.2f} | "
-                  f"{comp / f32:.2f} |", "",
-                  f"Target: at most 2.0 bytes per entry with the KL within 1e-3 nats/token of the float32 values; "
-                  f"this run: **{comp:.2f}** bytes. Largest logprob error after the round trip: "
-                  f"{storage['max_abs_error']:.4f} nats.",
-                  f"Held-out top-20 KL of the pruned SmolLM2 student over {storage['tokens']} tokens: "
-                  f"{storage['kl_float32']:.5f} with float32 values, {storage['kl_compact']:.5f} reconstructed "
-                  f"(difference {abs(storage['kl_compact'] - storage['kl_float32']):.1e} nats/token).", ""]
+        lines += render_storage(storage)
     if steps:
         lines += render_train_steps(steps)
     if sweep:
@@ -221,12 +250,7 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_gpu([(p.stem.removeprefix("gpu_step-"), json.loads(p.read_text()))
                              for p in gpu])
     if cmp:
-        lines += ["## Teacher comparison (`python -m eval.compare`)", "",
-                  f"The three real TinyFabulist teachers, {cmp['fables']} fables: toxicity (whole and windows), "
-                  "distinct-n, self-BLEU, embedding cosines, ROUGE-L, faithfulness. Models loaded first in "
-                  f"{cmp['load_s']:.1f} s; then the comparison took **{cmp['compare_s']:.1f} s** (embeddings "
-                  f"{cmp['embedding_s']:.1f} s of it) against a target of at most 60 s: "
-                  f"{cmp['compare_s'] / 60:.2f} of it.", ""]
+        lines += render_compare(cmp)
     if judge:
         lines += render_judge(judge)
     if fuzz:

@@ -3,6 +3,7 @@
     python -m benchmarks.run                 # what `make bench` runs (~20 min on 2 cores)
     python -m benchmarks.run --skip-default  # all but the full default run
     python -m benchmarks.run --only steps --out /tmp/b.md   # one section
+    python -m benchmarks.run --render-only   # BENCHMARKS.md again from BENCHMARKS.json and benchmarks/results/
 
 Figures are compared as ratios taken in this same run: the machines are shared and
 noisy, so absolute seconds from different runs are not comparable.
@@ -179,11 +180,14 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
 SECTIONS = ("generation", "steps", "compare", "judge", "default", "sweep", "fuzz")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run")
     ap.add_argument("--skip-default", action="store_true", help="skip the full default run")
     ap.add_argument("--only", choices=SECTIONS,
                     help="re-measure one section; the others keep their last figures (BENCHMARKS.json)")
+    ap.add_argument("--render-only", action="store_true",
+                    help="measure nothing: rewrite BENCHMARKS.md from BENCHMARKS.json and benchmarks/results/ "
+                         "(after copying in a GPU check's results)")
     ap.add_argument("--default-run", type=Path,
                     help="read the default run's figures from this finished run instead of running it again; "
                          "the sweep trains on its teacher data (default: a fresh run's)")
@@ -193,38 +197,37 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    args = ap.parse_args()
+    return ap
+
+
+def measure(sections: set[str], args, results: dict) -> None:
+    """Measure `sections` into `results`, each stamped with when and where it was measured."""
     env = dict(os.environ)
-    raw_file = Path(args.out).with_suffix(".json")
-    # Every section's raw figures, each with the time it was measured: a section measured
-    # alone is rendered beside the others' last figures, and says so.
-    results = json.loads(raw_file.read_text()) if args.only and raw_file.exists() else {}
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     now = f"{now} on {machine()}"  # sections measured on other machines keep their own
-    run = set(SECTIONS) - ({"default"} if args.skip_default else set()) if not args.only else {args.only}
-    if "generation" in run:
+    if "generation" in sections:
         with tempfile.TemporaryDirectory() as d:
             dump = Path(d) / "plain-topk.json"
             results["generation"] = bench_generation(args.prompts, args.max_new_tokens, env, dump)
             results["storage"] = bench_storage(dump)
         results["generation"]["measured"] = results["storage"]["measured"] = now
-    if "steps" in run:
+    if "steps" in sections:
         results["steps"] = {**bench_train_steps(env), "measured": now}
-    if "compare" in run:
+    if "compare" in sections:
         results["compare"] = bench_compare()
         if results["compare"]:
             results["compare"]["measured"] = now
-    if "judge" in run:
+    if "judge" in sections:
         results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"))
         if results["judge"]:
             results["judge"]["measured"] = now
-    if "default" in run:
+    if "default" in sections:
         results["default"] = {**bench_default(env, args.default_run), "measured": now}
-    if "fuzz" in run:
+    if "fuzz" in sections:
         from benchmarks import fuzz
 
         results["fuzz"] = {**fuzz.run(args.fuzz_cases), "measured": now}
-    if "sweep" in run:
+    if "sweep" in sections:
         sweep_run = args.default_run or RunFolder.named("default").root
         if RunFolder(sweep_run).manifest.exists():
             results["sweep"] = {**bench_sweep(env, sweep_run), "measured": now}
@@ -234,15 +237,26 @@ def main() -> None:
             if args.only:
                 raise SystemExit(msg)
             print(f"skipped the KD sweep: {msg}")
+
+
+def main(argv: list[str] | None = None) -> None:
     from distill.artifacts import write_json_atomic, write_text_atomic
 
-    write_json_atomic(raw_file, results)
+    args = build_parser().parse_args(argv)
+    raw_file = Path(args.out).with_suffix(".json")
+    # Every section's raw figures, each with the time it was measured: a section measured
+    # alone is rendered beside the others' last figures, and says so.
+    keep = (args.only or args.render_only) and raw_file.exists()
+    results = json.loads(raw_file.read_text()) if keep else {}
+    if not args.render_only:
+        sections = {args.only} if args.only else set(SECTIONS) - ({"default"} if args.skip_default else set())
+        measure(sections, args, results)
+        write_json_atomic(raw_file, results)
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz")))
     print(f"wrote {args.out}")
-
 
 if __name__ == "__main__":
     main()
