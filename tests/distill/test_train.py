@@ -1,7 +1,6 @@
 """Training with the real transformers Trainer + peft on a tiny model and synthetic teacher rows."""
 
 import dataclasses
-import math
 
 import pytest
 import torch
