@@ -213,10 +213,7 @@ def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> N
             st["status"] = "skipped"
             return
         inputs, scores = run_inputs(run)
-        run.compare.mkdir(parents=True, exist_ok=True)
-        result = compare.compare(inputs, judge_scores=scores)
-        artifacts.write_json_atomic(run.comparison, result)
-        compare.render(result, inputs, run.compare)
+        compare.save(compare.compare(inputs, judge_scores=scores), inputs, run.compare)
         st["writers"] = len(inputs)
 
 

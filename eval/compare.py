@@ -98,6 +98,15 @@ def _f(x, fmt=".2f") -> str:
     return "–" if x is None or (isinstance(x, float) and x != x) else format(x, fmt)
 
 
+def save(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
+    """The report with its plots, then comparison.json (every number) in `out`: a comparison
+    is done when its JSON exists. Returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    report = render(result, inputs, out)
+    artifacts.write_json_atomic(out / COMPARISON, result)
+    return report
+
+
 def render(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
     from eval.judge_report import _plt, inert, to_html
 
@@ -181,11 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             name, path = _pair(spec, "--verdicts")
             scores[name] = next(iter(aggregate(read_tinyfabulist(path)).values()))["mean"]
         prices = {k: float(v) for k, v in (_pair(p, "--price-per-hour") for p in args.price_per_hour)}
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
         result = compare(inputs, prices, scores, args.toxicity_threshold)
-        artifacts.write_json_atomic(out / COMPARISON, result)
-        print(f"report: {render(result, inputs, out)}")
+        print(f"report: {save(result, inputs, Path(args.out))}")
         return 0
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
