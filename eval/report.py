@@ -32,17 +32,15 @@ def adapter(t) -> str:
     return f"QLoRA r={t.lora_r} on an nf4 base" if t.quantization == "nf4" else f"LoRA r={t.lora_r}"
 
 
-def comparison(cfg, tr, run: RunFolder) -> list[str]:
+def comparison(tr, evals: dict[str, Evaluated]) -> list[str]:
     """The students of one teacher side by side: same start, same data, same steps."""
-    objectives = cfg.objectives(tr)
-    if len(objectives) < 2:
+    if len(evals) < 2:
         return []
     lines = [f"### Distillation against plain fine-tuning ({tr.train.steps} steps each, same student and data)", "",
              "| objective | held-out KL before | KL after | held-out CE before | CE after |",
              "| --- | --- | --- | --- | --- |"]
     after = {}
-    for o in objectives:
-        ev = Evaluated.read(run.student(tr.teacher, o).evaluated)
+    for o, ev in evals.items():
         b, a = ev.before, ev.after
         after[o] = a
         lines.append(f"| {OBJECTIVE_NAMES.get(o, o)} | {num(b.kl)} | {num(a.kl)} | {b.ce:.3f} | {a.ce:.3f} |")
@@ -86,11 +84,10 @@ def generation_line(tr, gen: Generated) -> str:
                f"({tps:.0f} tokens/s including engine start)." if gen.rows else "All shards were already generated."))
 
 
-def side_by_side(cfg, tr, run: RunFolder) -> list[str]:
+def side_by_side(evals: dict[str, Evaluated]) -> list[str]:
     """The same held-out prompts written by the teacher, the student before training and
     each trained student: what a reader judges distillation by."""
-    evals = {o: Evaluated.read(run.student(tr.teacher, o).evaluated) for o in cfg.objectives(tr)}
-    first = evals[cfg.objectives(tr)[0]]
+    first = next(iter(evals.values()))
     before = first.before.samples
     if not first.samples:
         return []
@@ -110,8 +107,9 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
     if not cfg.objectives(tr):
         return [f"## Teacher `{tr.teacher}` (compared and judged; no student: distil = false)", "",
                 generation_line(tr, gen), ""]
-    student = run.student(tr.teacher, tr.train.objective)
-    trained, ev = Trained.read(student.trained), Evaluated.read(student.evaluated)
+    # Each objective's record, read once; the first is the distilled student's (cfg.objectives).
+    evals = {o: Evaluated.read(run.student(tr.teacher, o).evaluated) for o in cfg.objectives(tr)}
+    trained, ev = Trained.read(run.student(tr.teacher, tr.train.objective).trained), evals[tr.train.objective]
     b, a = ev.before, ev.after
     if a.kl is None:
         headline = (f"**Held-out cross-entropy on the teacher's text, in the student's own tokens: {b.ce:.3f} → "
@@ -140,7 +138,7 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
         f"| top-{tr.generation.top_k} forward KL(teacher ‖ student), nats | {num(b.kl)} | {num(a.kl)} |",
         f"| cross-entropy on the teacher's tokens, nats | {b.ce:.3f} | {a.ce:.3f} |",
         "",
-        *comparison(cfg, tr, run),
+        *comparison(tr, evals),
         *([f"Toxicity filter (max_toxicity={tr.train.max_toxicity}): {len(trained.removed_as_toxic)} training "
            f"fables removed ({', '.join(r['prompt_id'] for r in trained.removed_as_toxic[:5]) or 'none'}).", ""]
           if tr.train.max_toxicity < 1.0 else []),
@@ -149,7 +147,7 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
                     for h in trained.history),
         "",
     ]
-    return lines + side_by_side(cfg, tr, run)
+    return lines + side_by_side(evals)
 
 
 def comparison_table(result: dict) -> list[str]:
