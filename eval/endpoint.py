@@ -42,7 +42,9 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None):
     port = _free_port()
     cmd = [sys.executable, "-m", "ray_cluster.serve", "--teacher", judge_cfg.model, "--app", JUDGE_APP,
            "--port", str(port), "--max-model-len", str(judge_cfg.server_max_model_len),
-           "--kv-cache-gib", os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), "--ready-timeout", str(READY_TIMEOUT_S)]
+           "--ready-timeout", str(READY_TIMEOUT_S)]
+    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # else the service's own default
+        cmd += ["--kv-cache-gib", os.environ["VLLM_CPU_KVCACHE_SPACE"]]
     log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
