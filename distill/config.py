@@ -8,6 +8,7 @@ misspelt or invalid setting stops the run before any work, naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import typing
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -136,7 +137,7 @@ class RunConfig:
 
 # Per-teacher settings besides [teacher.<id>.generation], [teacher.<id>.train] and the model keys:
 # name -> (type, default), as TeacherRun declares them.
-TEACHER_COUNTS = {f.name: (bool if f.name == "distil" else int, f.default)
+TEACHER_COUNTS = {f.name: (typing.get_type_hints(TeacherRun)[f.name], f.default)
                   for f in dataclasses.fields(TeacherRun) if f.name in ("n_train", "n_heldout", "distil")}
 
 
@@ -234,7 +235,7 @@ def _teacher_run(tid: str, over: dict, gen: dict, train: dict, defaults: dict, p
         model = declare(tid, declared, pinned) if declared or pinned or tid not in TEACHERS else TEACHERS[tid]
     except SettingError as e:
         raise e.under(where) from None
-    counts = {**defaults, "distil": True}
+    counts = {**defaults, "distil": TEACHER_COUNTS["distil"][1]}
     for k, v in over.items():
         if k not in TEACHER_COUNTS:
             raise SettingError(f"{where}.{k}", f"unknown setting (known: {', '.join(sorted(TEACHER_COUNTS))}, "
