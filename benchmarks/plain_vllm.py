@@ -19,6 +19,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--top-k", type=int, default=20)
+    ap.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling (teacher/nucleus.py; KD_NUCLEUS_PREFILTER=0 sorts)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dump", help="write the float32 top-k (logical rows) here as JSON, for the storage benchmark")
     args = ap.parse_args()
@@ -38,7 +39,7 @@ def main() -> None:
     prompts = [engine.format_prompt(teacher, p, tok) for p in train]
     llm = LLM(model=path, **engine.engine_kwargs(teacher, args.top_k, 1024))
     t1 = time.perf_counter()
-    outs = llm.generate(prompts, SamplingParams(**engine.sampling_dict(args.max_new_tokens, 1.0, 1.0, args.top_k)))
+    outs = llm.generate(prompts, SamplingParams(**engine.sampling_dict(args.max_new_tokens, 1.0, args.top_p, args.top_k)))
     t2 = time.perf_counter()
     rows = [engine.topk_from_logprobs(o.outputs[0].logprobs, list(o.outputs[0].token_ids), args.top_k) for o in outs]
     tokens = sum(len(o.outputs[0].token_ids) for o in outs)

