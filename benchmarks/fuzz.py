@@ -60,7 +60,7 @@ def fuzz_config(cases: int) -> Counter:
     from distill.settings import SettingError, check_types
 
     paths = ["train.steps", "train.lr", "train.lora_dropout", "generation.top_k", "generation.trust_remote_code",
-             "eval.temperature", "judge.mode", "name", "seed", "teachers", "n_train", "train", "teacher",
+             "generation.temperature", "judge.mode", "name", "seed", "teachers", "n_train", "train", "teacher",
              "teacher.smollm2-135m.distil", "teacher.smollm2-135m.revision", "sft_baseline", "train.steps.x"]
     sets = st.lists(st.tuples(st.one_of(st.sampled_from(paths), st.text(max_size=10)),
                               st.one_of(st.sampled_from(TOML_VALUES), st.text(max_size=10))).map("=".join), max_size=3)

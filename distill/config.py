@@ -22,14 +22,14 @@ from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
 
 @dataclass(frozen=True)
 class EvalConfig:
-    student_samples: int = 8  # eval prompts on which the student writes a fable for the report
+    # Eval prompts on which the student writes a fable for the report, sampled as the
+    # teachers sample ([generation] temperature and top_p: RunConfig.sampling).
+    student_samples: int = 8
     max_new_tokens: int = 160
-    temperature: float = 1.0
 
     def __post_init__(self):
         check_ranges(self, {"student_samples": (self.student_samples >= 0, "must be >= 0"),
-                            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
-                            "temperature": (self.temperature >= 0, "must be >= 0")})
+                            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1")})
 
 
 @dataclass(frozen=True)
@@ -42,8 +42,9 @@ class JudgeConfig:
     # teacher service (ray_cluster/serve.py, as the Serve application `judge`)
     base_url: str = ""
     prompts: int = 50  # held-out prompts judged (the protocol: 50)
-    samples: int = 10  # completions per prompt and writer (the protocol: 10)
-    temperature: float = 1.0  # of the judged completions
+    # Completions per prompt and writer (the protocol: 10), sampled as the teachers sample
+    # ([generation] temperature and top_p: RunConfig.sampling).
+    samples: int = 10
     max_new_tokens: int = 160  # of the students' judged completions
     judge_temperature: float = 0.0
     max_tokens: int = 256  # of a verdict
@@ -72,7 +73,7 @@ class JudgeConfig:
         check_ranges(self, {
             "server_max_model_len": (self.server_max_model_len > self.max_tokens, "must be more than max_tokens"),
             "prompts": (self.prompts >= 1, "must be >= 1"), "samples": (self.samples >= 1, "must be >= 1"),
-            "temperature": (self.temperature >= 0, "must be >= 0"), "max_tokens": (self.max_tokens >= 16, "must be >= 16"),
+            "max_tokens": (self.max_tokens >= 16, "must be >= 16"),
             "workers": (self.workers >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
             "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
             "judge_temperature": (self.judge_temperature >= 0, "must be >= 0"),
@@ -126,6 +127,13 @@ class RunConfig:
             "seed": (self.seed >= 0, "must be >= 0"), "eval_prompts": (self.eval_prompts >= 1, "must be >= 1"),
             "parallel_teachers": (self.parallel_teachers >= 1, "must be >= 1"),
         })
+
+    @property
+    def sampling(self) -> dict:
+        """How every writer in the run samples, teachers and students alike: [generation]'s
+        temperature and top_p, which no teacher may set for itself (_teacher_run)."""
+        g = self.teachers[0].generation
+        return {"temperature": g.temperature, "top_p": g.top_p}
 
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""
@@ -222,11 +230,18 @@ def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
     return parse(raw)
 
 
+# [generation] settings no teacher table may override: the sampling every writer shares.
+SHARED_SAMPLING = {"temperature", "top_p"}
+
+
 def _teacher_run(tid: str, over: dict, gen: dict, train: dict, defaults: dict, pinned: bool) -> TeacherRun:
     """One listed teacher: its model (built in, or declared by its table) and its settings,
     the table's own over the shared [generation] and [train] and the top-level counts."""
     where = f"teacher.{tid}"
     g, t = _table(over, "generation", f"{where}."), _table(over, "train", f"{where}.")
+    for k in SHARED_SAMPLING & set(g):
+        raise SettingError(f"{where}.generation.{k}", "every writer in a run samples alike (teachers and students): "
+                                                      f"set it once, as generation.{k}")
     declared = {k: over.pop(k) for k in MODEL_KEYS if k in over}
     if tid not in TEACHERS and not {"path", "hub_id"} & set(declared):
         raise SettingError("teachers", f"unknown teacher '{tid}': known teachers are {', '.join(TEACHERS)}; "
@@ -259,8 +274,10 @@ def from_dict(d: dict) -> RunConfig:
                            generation=GenerationConfig(**t["generation"]), train=TrainConfig(**t["train"]),
                            distil=t.get("distil", True), model=Teacher(**t["model"]) if t.get("model") else None)
                 for t in d.pop("teachers")]
-    return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**d.pop("eval", {})),
-                        "judge": JudgeConfig(**d.pop("judge", {}))})
+    # Runs recorded before every writer shared the teachers' sampling kept a temperature of
+    # their own for the students; RunConfig.sampling replaces it.
+    ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
+    return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**ev), "judge": JudgeConfig(**judge)})
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:

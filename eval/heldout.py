@@ -42,7 +42,7 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
 
         m = heldout_metrics(model, pad_id(tok), heldout, tr.train.max_len)
         wrote = sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
-                              cfg.eval.temperature, seed=cfg.seed)
+                              **cfg.sampling, seed=cfg.seed)
         return HeldOut(**{**m, "kl": None if cross else m["kl"]}, samples=wrote)
 
     initial = run.initial(tr.teacher, own_tokens=cross)

@@ -10,6 +10,13 @@ from distill.schema import ELEMENT_COLUMNS
 from eval.stats import overall_score
 
 
+def sampling_words(s) -> str:
+    """`T=1.0, top-p 0.95` for anything with a temperature and a top_p (a GenerationConfig or
+    a judge protocol record)."""
+    get = s.get if isinstance(s, dict) else lambda k, d=None: getattr(s, k, d)
+    return f"T={get('temperature')}, top-p {get('top_p', 1.0)}"
+
+
 def _plt():
     import matplotlib
 
@@ -139,7 +146,7 @@ def judge_table(summary: JudgeSummary) -> list[str]:
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
                   "95% bootstrap intervals; failed verdicts are counted, not scored. "
                   f"{summary.protocol['prompts']} held-out prompts × up to {summary.protocol['samples']} "
-                  f"completions at T={summary.protocol['temperature']} per writer."]
+                  f"completions per writer, each sampled at {sampling_words(summary.protocol)} as every writer in the run is."]
     if "135m" in j["model"].lower() or "270m" in j["model"].lower():
         lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
                      "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")

@@ -41,7 +41,7 @@ def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
 
 def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None,
                             load_student=None) -> list[dict]:
-    """`samples` completions per judged prompt by a student, at the judge temperature;
+    """`samples` completions per judged prompt by a student, sampled as the teachers sample;
     generated once and kept in judge/fables-<label>.json. `load_student()` returns
     (model, tokenizer); by default the exported students/<label>/merged."""
     from distill.schema import read_rows
@@ -62,7 +62,7 @@ def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str 
         ids = [r["prompt_token_ids"] for r in prompts]
         if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
             ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
-        samples = [sample_fables(model, tok, ids, cfg.judge.max_new_tokens, cfg.judge.temperature, seed=cfg.seed + s)
+        samples = [sample_fables(model, tok, ids, cfg.judge.max_new_tokens, **cfg.sampling, seed=cfg.seed + s)
                    for s in range(cfg.judge.samples)]
         StudentFables(label=label, samples=samples).write(out)
     return [_item(r, label, objective, tr.teacher, s, texts[i]) for s, texts in enumerate(samples)
@@ -152,7 +152,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
     summary = JudgeSummary(
-        judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, "temperature": jc.temperature,
+        judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, **cfg.sampling,
                                   "max_new_tokens": jc.max_new_tokens},
         models=summarize(by_model, criteria_names(rubric, jc.mode)), criteria=criteria_names(rubric, jc.mode),
         age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from distill.artifacts import read_json, write_text_atomic
 from distill.run_folder import Evaluated, Generated, HeldOut, JudgeSummary, RunFolder, Trained
-from eval.judge_report import inert
+from eval.judge_report import inert, sampling_words
 
 
 def machine() -> str:
@@ -79,7 +79,8 @@ def kd_against_sft(kd: HeldOut, sft: HeldOut) -> list[str]:
 def generation_line(tr, gen: Generated) -> str:
     tps = gen.generated_tokens / gen.wall_s if gen.wall_s else float("nan")
     return (f"- Teacher data: {tr.n_train} training and {tr.n_heldout} held-out prompts, top-{tr.generation.top_k} "
-            f"logprobs per token, T={tr.generation.temperature}, up to {tr.generation.max_new_tokens} new tokens. "
+            f"logprobs per token, up to {tr.generation.max_new_tokens} new tokens, sampled at {sampling_words(tr.generation)} "
+            "(every writer in the run, students included, samples the same way). "
             + (f"This run generated {gen.rows} fables, {gen.generated_tokens} tokens in {gen.wall_s:.0f} s "
                f"({tps:.0f} tokens/s including engine start)." if gen.rows else "All shards were already generated."))
 

@@ -48,6 +48,16 @@ def test_the_default_run_distils_qwen_and_compares_three_teachers():
     assert cfg.objectives(qwen) == ["kd", "sft"] and qwen.train.student_checkpoint == "qwen2.5-coder-0.5b"
     assert cfg.objectives(smol) == cfg.objectives(gemma) == [] and smol.n_train == gemma.n_train == 0
     assert qwen.n_heldout == smol.n_heldout == gemma.n_heldout  # the same held-out prompts for the comparison
+    # every writer, teachers and students, samples the same way
+    assert cfg.sampling == {"temperature": 1.0, "top_p": 0.95}
+    assert {(t.generation.temperature, t.generation.top_p) for t in cfg.teachers} == {(1.0, 0.95)}
+
+
+def test_a_run_recorded_with_its_own_student_temperature_still_reads():
+    """config.json of runs from before the shared sampling (eval/judge had a temperature)."""
+    d = config.to_dict(config.load("configs/tiny.toml"))
+    d["eval"]["temperature"] = d["judge"]["temperature"] = 0.7
+    assert config.from_dict(d) == config.load("configs/tiny.toml")
 
 
 def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_training_prompts():
@@ -168,7 +178,9 @@ def test_any_override_is_a_valid_config_or_one_setting_error(overrides):
     ("train.steps=1.5", "train.steps: expected a whole number, got 1.5"),
     ("train.steps=true", "train.steps: expected a whole number, got True"),
     ("generation.top_k=inf", "generation.top_k: expected a whole number, got inf"),
-    ("eval.temperature=nan", "eval.temperature: expected a finite number, got nan"),
+    ("generation.temperature=nan", "generation.temperature: expected a finite number, got nan"),
+    ("eval.temperature=1", "eval.temperature: unknown setting"),
+    ("teacher.smollm2-135m.generation.top_p=0.9", "teacher.smollm2-135m.generation.top_p: every writer in a run samples alike"),
     ("train.lora_dropout=-1", "train.lora_dropout: -1 must be in [0, 1)"),
     ('seed="abc"', "seed: expected a whole number, got 'abc'"),
     ('sft_baseline="no"', "sft_baseline: expected true or false, got 'no'"),
