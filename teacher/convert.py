@@ -11,8 +11,6 @@ A folder that already passed its check (models/<id>/CHECKED) is reused.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import importlib.util
 import json
 import math
@@ -120,35 +118,59 @@ def convert(teacher_id: str, force: bool = False) -> Path:
     return out
 
 
-# Peak memory of one conversion: the 1.5B's dequantized fp32 weights and their copies.
-CONVERSION_GIB = 12
+# Peak resident memory of each conversion, measured here (/usr/bin/time -v, one at a time): the
+# dequantized fp32 weights and their copies. An unlisted model is assumed as large as the largest.
+CONVERSION_GIB = {"qwen2.5-coder-1.5b": 11.2, "qwen2.5-coder-0.5b": 4.0, "gemma3-270m": 3.4, "smollm2-135m": 1.4}
+SPARE_GIB = 2.0  # left for everything else on the machine
+
+
+def memory_gib() -> float:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        return max(CONVERSION_GIB.values()) + SPARE_GIB
 
 
 def conversion_workers() -> int:
-    """Conversions run side by side where cores and memory allow: GGUF dequantization is
-    single-threaded numpy, so on 2 cores two conversions take about the time of the longest."""
-    try:
-        mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    except (ValueError, OSError):
-        mem_gib = CONVERSION_GIB
-    return max(1, min(os.cpu_count() or 1, int(mem_gib // CONVERSION_GIB)))
+    """Conversions run side by side up to one per core (GGUF dequantization is single-threaded
+    numpy); which ones run together is decided by their measured memory (convert_all)."""
+    return max(1, os.cpu_count() or 1)
 
 
-def convert_all(teachers: list[str], force: bool = False, workers: int = 1) -> None:
+def fits(running: list[float], gib: float, workers: int, budget_gib: float) -> bool:
+    """Whether a conversion peaking at `gib` may start beside those running (their peaks): a
+    free worker, and the peaks together within the budget; one alone always runs."""
+    return len(running) < workers and (not running or sum(running) + gib <= budget_gib)
+
+
+def convert_all(teachers: list[str], force: bool = False, workers: int = 1, budget_gib: float | None = None) -> None:
     """Convert each teacher; with workers > 1 side by side in separate processes, largest
-    first, so the longest conversion starts at once. A missing or corrupt part names its teacher."""
-    with contextlib.ExitStack() as stack:
-        if workers > 1 and len(teachers) > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")))
-            order = sorted(teachers, key=lambda t: -PARTED[t].size() if t in PARTED else 0)
-            jobs = {t: pool.submit(convert, t, force).result for t in order}
-        else:
-            jobs = {t: functools.partial(convert, t, force) for t in teachers}
-        for t, done in jobs.items():
-            try:
-                done()
-            except PartError as e:
-                raise PartError(f"{t}: {e}") from None
+    first, each started only when its measured peak fits beside those running (on 24 GiB:
+    the 1.5B beside the 0.5B, then the two small ones). A missing or corrupt part names its teacher."""
+    budget = (memory_gib() - SPARE_GIB) if budget_gib is None else budget_gib
+    need = {t: CONVERSION_GIB.get(t, max(CONVERSION_GIB.values())) for t in teachers}
+    if workers <= 1 or len(teachers) <= 1:
+        for t in teachers:
+            _named(t, lambda t=t: convert(t, force))
+        return
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    queue, running = sorted(teachers, key=lambda t: -need[t]), {}
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        while queue or running:
+            while queue and fits([need[t] for t in running.values()], need[queue[0]], workers, budget):
+                t = queue.pop(0)
+                running[pool.submit(convert, t, force)] = t
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in done:
+                _named(running.pop(f), f.result)
+
+
+def _named(teacher: str, result) -> None:
+    try:
+        result()
+    except PartError as e:
+        raise PartError(f"{teacher}: {e}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

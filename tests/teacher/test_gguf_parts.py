@@ -86,11 +86,24 @@ def test_make_models_stops_with_one_line_naming_the_package(monkeypatch, tmp_pat
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("cores,mem_gib,expected", [(2, 24, 2), (2, 16, 1), (16, 128, 10), (1, 64, 1), (8, 4, 1)])
-def test_conversions_run_side_by_side_only_where_cores_and_memory_allow(monkeypatch, cores, mem_gib, expected):
+@pytest.mark.parametrize("running, starts", [
+    ([], "qwen2.5-coder-1.5b"),  # one alone always runs
+    (["qwen2.5-coder-1.5b"], "qwen2.5-coder-0.5b"),  # 11.2 + 4.0 GiB fit in 24 GiB
+    (["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"], None),  # two cores: no third worker
+    (["qwen2.5-coder-0.5b"], "gemma3-270m"),
+])
+def test_conversions_start_side_by_side_as_their_measured_peaks_fit(running, starts):
     from teacher import convert
 
-    monkeypatch.setattr(convert.os, "cpu_count", lambda: cores)
-    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": mem_gib * 2**30 // 4096}
-    monkeypatch.setattr(convert.os, "sysconf", lambda name: pages[name])
-    assert convert.conversion_workers() == expected
+    need = convert.CONVERSION_GIB
+    budget = 24 - convert.SPARE_GIB
+    can = [t for t in convert.CONVERSION_GIB if t not in running and convert.fits([need[r] for r in running], need[t], 2, budget)]
+    assert (starts in can) if starts else not can
+
+
+def test_on_16_gib_the_two_qwen_conversions_take_turns():
+    from teacher import convert
+
+    need = convert.CONVERSION_GIB
+    assert not convert.fits([need["qwen2.5-coder-1.5b"]], need["qwen2.5-coder-0.5b"], 2, 16 - convert.SPARE_GIB)
+    assert convert.fits([], need["qwen2.5-coder-1.5b"], 2, 8.0)  # alone, even past the budget
