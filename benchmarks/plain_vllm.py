@@ -8,6 +8,7 @@ Same prompts, engine settings and sampling as the Ray job; prints one JSON line.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -49,8 +50,10 @@ def main() -> None:
                 for o, (ids, lps, _), p in zip(outs, rows, train)]
         with open(args.dump, "w") as f:
             json.dump(dump, f)
+    # The engine is seeded: two runs that sample alike write the same tokens.
+    digest = hashlib.sha256(json.dumps([list(o.outputs[0].token_ids) for o in outs]).encode()).hexdigest()[:16]
     print(json.dumps({"tokens": tokens, "rows": len(rows), "engine_start_s": t1 - t0, "generate_s": t2 - t1,
-                      "total_s": time.perf_counter() - t0}))
+                      "total_s": time.perf_counter() - t0, "tokens_digest": digest}))
 
 
 if __name__ == "__main__":

@@ -176,6 +176,28 @@ def render_default(default: dict) -> list[str]:
     return lines
 
 
+def render_decoding(d: dict) -> list[str]:
+    """The distillation teacher's decoding against its bounds, nucleus by sort and sort-free."""
+    bound = d["tokens_per_s_compute_bound"]
+    lines = [f"## Teacher decoding against its bounds ({d['teacher']}, {d['dtype']})", "",
+             f"Plain `vllm.LLM.generate` in one process, {d['prompts']} fables × up to {d['max_new_tokens']} new tokens "
+             f"at T=1, top-p {d['top_p']} (the default run's sampling), top-20 logprobs; engine start excluded. Bounds "
+             f"measured in the same run: float32 matrix products {d['gflops']:.0f} GFLOP/s → **{bound:.1f} tokens/s** "
+             f"whatever the batch; copy bandwidth {d['bandwidth_gbs']:.1f} GB/s → {d['steps_per_s_bound']:.2f} decoding "
+             "steps/s.", "",
+             "| top-p by | tokens | generate s | tokens/s | share of the compute bound | ratio to the sort |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    base = d["sorted"]["tokens"] / d["sorted"]["generate_s"]
+    for name, what in (("sorted", "vLLM's sort of the whole vocabulary"), ("prefiltered", "top-1024 prefilter (teacher/nucleus.py)")):
+        r = d[name]
+        tps = r["tokens"] / r["generate_s"]
+        lines.append(f"| {what} | {r['tokens']} | {r['generate_s']:.1f} | {tps:.1f} | {tps / bound:.0%} | {tps / base:.2f} |")
+    same = d["sorted"].get("tokens_digest") == d["prefiltered"].get("tokens_digest")
+    lines += ["", f"Same seeded engine, same fables: **{'yes' if same else 'no'}** (digest of every generated token id). "
+                  "Target: ≥ 60% of the compute bound.", ""]
+    return lines
+
+
 def render_generation(gen: dict) -> list[str]:
     """The Ray Data LLM job against plain vLLM, in one run."""
     p, r = gen["plain"], gen["ray"]
@@ -227,9 +249,10 @@ def render_compare(cmp: dict) -> list[str]:
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
-           fuzz: dict | None = None) -> str:
+           fuzz: dict | None = None, decoding: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
-                                          ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz))
+                                          ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
+                                          ("decoding", decoding))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -237,6 +260,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
              + "; ".join(f"{k} {v}" for k, v in when.items()) + ".", ""]
     if default:
         lines += render_default(default)
+    if decoding:
+        lines += render_decoding(decoding)
     if gen:
         lines += render_generation(gen)
     if storage:

@@ -57,6 +57,21 @@ def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
             "ray": {**ray, "process_s": ray_wall}}
 
 
+def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, max_new: int = 64,
+                   top_p: float = 0.95) -> dict:
+    """The distillation teacher's decoding speed at the default run's sampling, with the
+    sort-free nucleus (teacher/nucleus.py) and with vLLM's own sort, in one run, against
+    the machine's bandwidth and compute bounds measured in the same run."""
+    out = {"teacher": teacher, "prompts": n, "max_new_tokens": max_new, "top_p": top_p}
+    for name, flag in (("sorted", "0"), ("prefiltered", "1")):
+        _, stdout = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--teacher", teacher, "--n", str(n),
+                           "--max-new-tokens", str(max_new), "--top-p", str(top_p)],
+                          {**env, "KD_NUCLEUS_PREFILTER": flag, "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
+                           "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
+        out[name] = last_json(stdout)
+    return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
+
+
 def bench_train_steps(env: dict) -> dict:
     """KD (top-k and dense teacher) against a plain cross-entropy step, each variant in a
     fresh process so its peak memory is its own."""
@@ -177,7 +192,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
             "variants": rows}
 
 
-SECTIONS = ("generation", "steps", "compare", "judge", "default", "sweep", "fuzz")
+SECTIONS = ("generation", "decoding", "steps", "compare", "judge", "default", "sweep", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +226,8 @@ def measure(sections: set[str], args, results: dict) -> None:
             results["generation"] = bench_generation(args.prompts, args.max_new_tokens, env, dump)
             results["storage"] = bench_storage(dump)
         results["generation"]["measured"] = results["storage"]["measured"] = now
+    if "decoding" in sections:
+        results["decoding"] = {**bench_decoding(env), "measured": now}
     if "steps" in sections:
         results["steps"] = {**bench_train_steps(env), "measured": now}
     if "compare" in sections:
@@ -255,7 +272,7 @@ def main(argv: list[str] | None = None) -> None:
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
-                                             results.get("sweep"), results.get("fuzz")))
+                                             results.get("sweep"), results.get("fuzz"), results.get("decoding")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

@@ -4,9 +4,10 @@
     python -m distill.pipeline --config configs/tiny.toml --set train.steps=2 --name try
     python -m distill.pipeline --config configs/production.toml --dry-run   # the plan, nothing loaded
 
-Stages per teacher: generate (Ray Data LLM + vLLM) -> train (LoRA student, top-k KD, and
-the SFT baseline) -> evaluate (held-out KL before/after, student fables); then the LLM
-judge over every student and teacher -> report. Each stage writes
+Stages: generate (Ray Data LLM + vLLM, every teacher) -> train (LoRA student, top-k KD, and
+the SFT baseline, per distilled teacher) -> write (every student's fables: one vLLM engine
+per base student, each trained student and checkpoint a LoRA adapter on it) -> evaluate
+(held-out KL before/after) -> the LLM judge over every student and teacher -> compare -> report. Each stage writes
 its outputs atomically and is skipped when they exist, so rerunning a killed run
 keeps everything it finished (generation resumes per shard, training from its last
 checkpoint).
@@ -173,6 +174,22 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, 
         st.update(steps=trained.steps, final_loss=trained.final_loss)
 
 
+def stage_write(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
+    """Every student's fables, for the report and the judge (eval/writers.py), before the judge
+    starts its own engine: the student engine's memory is freed when the stage ends."""
+    from eval.writers import write_all
+    from ray_cluster.cluster import shutdown
+
+    if not any(cfg.objectives(tr) for tr in cfg.teachers):
+        return
+    with ledger.stage("write") as st:
+        try:
+            written = write_all(cfg, run)
+        finally:
+            shutdown()
+        st.update({"status": "skipped"} if not written else {"writers": len(written)})
+
+
 def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
     from eval.heldout import evaluate_student
 
@@ -232,6 +249,9 @@ def run(cfg: RunConfig) -> RunFolder:
     for tr in cfg.teachers:
         for objective in cfg.objectives(tr):
             stage_train(cfg, tr, objective, folder, ledger)
+    stage_write(cfg, folder, ledger)
+    for tr in cfg.teachers:
+        for objective in cfg.objectives(tr):
             stage_evaluate(cfg, tr, objective, folder, ledger)
     stage_judge(cfg, folder, ledger)
     stage_compare(cfg, folder, ledger)

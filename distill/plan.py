@@ -105,15 +105,20 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
                            "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU", "gpu_hours": 0.0})
             gpu_h += h
     j = cfg.judge
+    students = sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
+    if students:  # every student's fables: the report's and, with the judge on, the judged ones
+        completions = j.prompts * j.samples * students if j.enabled else 0
+        reports = cfg.eval.student_samples * (students + sum(1 for tr in cfg.teachers if cfg.objectives(tr)))
+        tokens = completions * j.max_new_tokens + reports * cfg.eval.max_new_tokens
+        h = tokens / gen_tok_s / 3600 if any(tr.model.gpu_memory_gib for tr in cfg.teachers) else 0.0
+        stages.append({"stage": "write", "student_completions": completions + reports, "max_tokens": tokens,
+                       "resources": "1 GPU per base student" if h else "CPU", "gpu_hours": h})
+        gpu_h += h
     if j.enabled:
         writers = sum(1 + len(cfg.objectives(tr)) for tr in cfg.teachers)
-        completions = j.prompts * j.samples * sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
-        h = completions * j.max_new_tokens / gen_tok_s / 3600 if any(tr.model.gpu_memory_gib for tr in cfg.teachers) else 0.0
         where = j.base_url or ("OPENAI_BASE_URL" if j.model not in _embedded() else f"local vLLM server of {j.model}")
         stages.append({"stage": "judge", "verdicts": j.prompts * j.samples * writers, "model": j.model, "endpoint": where,
-                       "mode": j.mode, "student_completions": completions, "resources": f"endpoint {where}",
-                       "gpu_hours": h})
-        gpu_h += h
+                       "mode": j.mode, "resources": f"endpoint {where}", "gpu_hours": 0.0})
     stages.append({"stage": "compare", "resources": "CPU", "gpu_hours": 0.0})
     stages.append({"stage": "report", "resources": "CPU", "gpu_hours": 0.0})
     return {"name": cfg.name, "stages": stages, "topk_disk_bytes": disk, "gpu_hours": gpu_h,
@@ -153,9 +158,11 @@ def render(plan: dict) -> str:
             detail = [f"{s['student']} student{size}", f"{q} r={s['lora_r']}", f"{s['tokens']:,} tokens"]
         elif s["stage"].startswith("evaluate-"):
             detail = [f"{s['rows']} held-out prompts"]
+        elif s["stage"] == "write":
+            detail = [f"{s['student_completions']:,} student completions (LoRA on one engine per base)",
+                      f"<= {s['max_tokens']:,} tokens"]
         elif s["stage"] == "judge":
-            detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']})",
-                      f"{s['student_completions']:,} student completions"]
+            detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']})"]
         gpu = f"  ~{s['gpu_hours']:.2f} GPU-h" if s["gpu_hours"] else ""
         lines.append(f"  {s['stage']:<13}{who:<24} {s['resources']:<28} {', '.join(detail)}{gpu}")
     a = plan["assumptions"]

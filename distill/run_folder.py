@@ -6,6 +6,8 @@
       students/<teacher>-initial[-own-tokens].json   the untrained student on held-out data (HeldOut)
       students/<teacher>-<objective>/                checkpoints/, adapter/, base/, merged/, ray-train/,
                                                      train.json (Trained), eval.json (Evaluated)
+      students/samples-<label>.json                  the report's fables of a student (StudentFables)
+      students/<teacher>-initial-model/              the untrained student, for a full fine-tune's fables
       judge/                     fables-<label>.json (StudentFables), cache.sqlite, verdicts.jsonl,
                                  summary.json (JudgeSummary), server.log, report.md / .html
       compare/                   comparison.json, report.md / .html
@@ -154,8 +156,9 @@ class Evaluated(Record):
 
 @dataclass(frozen=True)
 class StudentFables(Record):
-    """judge/fables-<label>.json: a student's completions of the judged prompts, one list
-    per sample (in judged-prompt order), kept so a rerun does not regenerate them."""
+    """judge/fables-<label>.json (the judged prompts) and students/samples-<label>.json (the
+    report's): a student's completions, one list per sample in prompt order, kept so a rerun
+    does not regenerate them."""
 
     label: str
     samples: list[list[str]]
@@ -192,6 +195,15 @@ class StudentFolder:
     @property
     def checkpoints(self) -> Path:
         return self.path / CHECKPOINTS
+
+    @property
+    def adapter(self) -> Path:
+        return self.path / ADAPTER
+
+    @property
+    def base(self) -> Path:
+        """The model the adapter was trained on (every objective's is the same seeded build)."""
+        return self.path / BASE
 
     @property
     def trained(self) -> Path:
@@ -274,6 +286,13 @@ class RunFolder:
 
     def initial(self, teacher: str, own_tokens: bool = False) -> Path:
         return self.root / "students" / f"{teacher}-initial{'-own-tokens' if own_tokens else ''}.json"
+
+    def initial_model(self, teacher: str) -> Path:
+        return self.root / "students" / f"{teacher}-initial-model"
+
+    def samples(self, label: str) -> Path:
+        """The report's side-by-side fables of one student (`<teacher>-initial` before training)."""
+        return self.root / "students" / f"samples-{label}.json"
 
     @property
     def judge(self) -> JudgeFolder:

@@ -1,8 +1,9 @@
 """Held-out evaluation of a trained student: top-k KL to its teacher and cross-entropy on the
 teacher's held-out text, before and after training, with fables for the report.
 
-Called by the pipeline's evaluate stage; reads the teacher's held-out rows and the exported
-student from the run folder (distill/run_folder.py) and returns the Evaluated record.
+Called by the pipeline's evaluate stage; reads the teacher's held-out rows, the exported
+student and the fables the write stage left (eval/writers.py) from the run folder
+(distill/run_folder.py) and returns the Evaluated record.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 
 from distill.run_folder import Evaluated, HeldOut, RunFolder
+from eval.writers import read_samples
 from student.initial import build_initial_student
 
 
@@ -26,7 +28,6 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
 
     from distill.data import pad_id, retokenize
     from distill.schema import read_rows, tokenizer_fingerprint
-    from eval.samples import sample_fables
     from teacher.hardware import on_accelerator
 
     student = run.student(tr.teacher, objective)
@@ -37,12 +38,11 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
         heldout = retokenize(heldout, tok)
     picks = [r for r in heldout if r["sample_index"] == 0][: cfg.eval.student_samples]
 
-    def measure(model, tok) -> HeldOut:
+    def measure(model, tok, label: str) -> HeldOut:
         from eval.logit_metrics import heldout_metrics
 
         m = heldout_metrics(model, pad_id(tok), heldout, tr.train.max_len)
-        wrote = sample_fables(model, tok, [r["prompt_token_ids"] for r in picks], cfg.eval.max_new_tokens,
-                              **cfg.sampling, seed=cfg.seed)
+        wrote = read_samples(run, label) if picks else []
         return HeldOut(**{**m, "kl": None if cross else m["kl"]}, samples=wrote)
 
     initial = run.initial(tr.teacher, own_tokens=cross)
@@ -50,12 +50,12 @@ def evaluate_student(cfg, tr, objective: str, run: RunFolder) -> Evaluated:
         before = HeldOut.read(initial)
     else:
         base, btok = build_initial_student(tr)
-        before = measure(on_accelerator(base), btok)
+        before = measure(on_accelerator(base), btok, f"{tr.teacher}-initial")
         del base
         before.write(initial)
     merged = on_accelerator(AutoModelForCausalLM.from_pretrained(student.merged, dtype=torch.float32,
                                                                  use_safetensors=True))
-    after = measure(merged, tok)
+    after = measure(merged, tok, f"{tr.teacher}-{objective}")
     samples = [{"prompt_id": r["prompt_id"], "instruction": r["instruction"], "teacher": r["text"], "student": s}
                for r, s in zip(picks, after.samples)]
     return Evaluated(heldout_rows=len(heldout), before=before, after=dataclasses.replace(after, samples=[]),

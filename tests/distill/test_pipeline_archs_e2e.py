@@ -17,7 +17,7 @@ from teacher.engine import cpu_env
 from tests.conftest import ROOT, VLLM_IN_PROCESS
 from tests.tiny_models import ARCHS, build_all
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

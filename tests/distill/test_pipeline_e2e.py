@@ -180,6 +180,7 @@ def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
     assert out["tokens"] == 12 and out["logprobs"] == 12 and out["text"].strip()
 
 
+@pytest.mark.slow  # QLoRA's own tests (tests/student/test_qlora.py) run in `make test`
 def test_qlora_student_through_the_pipeline(tiny_run):
     """QLoRA (nf4 base) on the same teacher data: trains, exports an fp32 merge, evaluates."""
     run_dir, _ = tiny_run
@@ -198,6 +199,7 @@ def test_qlora_student_through_the_pipeline(tiny_run):
     assert not (runs / "tiny-qlora" / "students" / "smollm2-135m-sft").exists()
 
 
+@pytest.mark.slow
 def test_another_tokenizer_family_gets_sequence_level_distillation(tiny_run):
     """Gemma teacher -> SmolLM2 student: logit KD is refused with the fix; SFT on the
     teacher's text, re-tokenized for the student, trains and is reported without a KL."""

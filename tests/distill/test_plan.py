@@ -32,6 +32,9 @@ def test_the_production_plan_prices_every_stage_without_loading_weights(monkeypa
     assert p["topk_disk_bytes"] == sum(s["topk_disk_bytes"] for s in gen)
     judge = next(s for s in p["stages"] if s["stage"] == "judge")
     assert judge["verdicts"] == 50 * 10 * (3 + 6) and judge["endpoint"] == "OPENAI_BASE_URL"
+    write = next(s for s in p["stages"] if s["stage"] == "write")  # every student's fables, before the judge
+    assert [s["stage"] for s in p["stages"]].index("write") < [s["stage"] for s in p["stages"]].index("judge")
+    assert write["student_completions"] == 50 * 10 * 6 + cfg.eval.student_samples * (6 + 3) and write["gpu_hours"] > 0
     assert p["gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in p["stages"]))
     # halving the assumed throughput doubles the generation hours, nothing else
     slow = plan.build(cfg, gen_tok_s=1250)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from ray_cluster.generate import plan_shards
@@ -85,6 +86,13 @@ def test_replicas_the_cluster_cannot_place_fail_with_the_reason(tmp_path):
     assert not list(tmp_path.glob("*.parquet"))
 
 
+def _in_session(p, sid: int) -> bool:
+    try:
+        return os.getsid(p.pid) == sid
+    except OSError:  # gone already
+        return False
+
+
 @pytest.mark.e2e
 @needs_models
 def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
@@ -101,11 +109,15 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(shard_dir.glob("*.parquet")):
         time.sleep(0.2)
+    # The engine writes at niceness 0, not at the 15 Ray gives its workers (teacher.engine.cpu_env).
+    engine_nice = [p.nice() for p in psutil.process_iter(["cmdline"]) if _in_session(p, proc.pid)
+                   and "VLLM::EngineCore" in " ".join(p.info["cmdline"] or [])]
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
     except ProcessLookupError:  # it had already exited: the assertion below says why
         pass
     proc.wait()
+    assert engine_nice and set(engine_nice) == {0}, engine_nice
     written = sorted(p.name for p in shard_dir.glob("*.parquet"))
     assert written, f"no shard was written before the kill (exit {proc.returncode}): {log.read_text()[-3000:]}"
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

@@ -89,6 +89,6 @@ def test_the_whole_pipeline_runs_as_one_submitted_job(head, tmp_path):
     rows = read_rows(run / "teachers" / "smollm2-135m")
     assert len(rows) == 4 + 2 and all(len(r["topk_ids"]) == len(r["token_ids"]) > 0 for r in rows)
     stages = [s["stage"] for s in json.loads((run / "stages.json").read_text())]
-    assert stages == ["generate", "train-kd", "evaluate-kd", "compare", "report"]
+    assert stages == ["generate", "train-kd", "write", "evaluate-kd", "compare", "report"]
     assert (run / "students" / "smollm2-135m-kd" / "merged" / "model.safetensors").exists()
     assert "smollm2-135m" in (run / "report.md").read_text()

@@ -22,7 +22,7 @@ from tests.listeners import ensure_ray_token, stop_session
 from tests.ray_cluster.test_job_submit import BIN, wait_for_dashboard
 from tests.ray_cluster.test_serve import free_port, free_ports
 
-pytestmark = [pytest.mark.e2e, needs_models]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_models]
 
 # What each worker node offers and each engine replica asks for: one engine per worker node.
 ENGINE_SLOT = {"kd_test_engine": 1}

@@ -94,15 +94,14 @@ def test_kd_step_on_the_embedded_student_lowers_the_loss():
     assert losses[-1] < losses[0]
 
 
-def test_held_out_metrics_and_samples_run_on_the_gpu_and_match_the_cpu():
+def test_held_out_metrics_run_on_the_gpu_and_match_the_cpu():
     """Evaluation moves the student to the GPU in bf16 (teacher.hardware.on_accelerator);
     its KL and CE must match the fp32 CPU figures to bf16 precision."""
     import copy
 
     from eval.logit_metrics import heldout_metrics
-    from eval.samples import sample_fables
     from teacher.hardware import on_accelerator
-    from tests.distill.test_train import Tok, teacher_rows, tiny_student
+    from tests.distill.test_train import teacher_rows, tiny_student
 
     cpu = tiny_student().merge_and_unload()
     gpu = on_accelerator(copy.deepcopy(cpu))
@@ -110,10 +109,3 @@ def test_held_out_metrics_and_samples_run_on_the_gpu_and_match_the_cpu():
     rows = [{**r, "sample_index": 0} for r in teacher_rows()]
     want, got = heldout_metrics(cpu, 0, rows, 32), heldout_metrics(gpu, 0, rows, 32)
     assert got["kl"] == pytest.approx(want["kl"], rel=0.05) and got["ce"] == pytest.approx(want["ce"], rel=0.05)
-
-    class T(Tok):
-        def batch_decode(self, ids, skip_special_tokens=True):
-            return [" ".join(map(str, x.tolist())) for x in ids]
-
-    out = sample_fables(gpu, T(), [[1, 2, 3], [4, 5]], max_new_tokens=4, temperature=1.0)
-    assert len(out) == 2 and all(len(o.split()) == 4 for o in out)

@@ -1,0 +1,124 @@
+"""Who writes which student fables in a run, all sampled as the teachers sample
+(RunConfig.sampling) and written in one engine start per base student
+(ray_cluster/write_fables.py):
+
+- the report's side-by-side: the first `eval.student_samples` held-out prompts, written by
+  the student before training (`<teacher>-initial`) and by each trained student;
+- the judge's: `judge.samples` completions of the first `judge.prompts` judged prompts by
+  each trained student and, for score against loss, each saved checkpoint of the first
+  distilled teacher's main student but the last (which is the finished student).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill import artifacts
+from distill.run_folder import RunFolder, StudentFables, Trained
+from ray_cluster.write_fables import Writer
+
+
+def prompt_ids(rows: list[dict], tokenizer, fingerprint: str) -> list[list[int]]:
+    """The exact token ids the teacher saw; re-encoded from its prompt text for a student of
+    another tokenizer family (sequence-level distillation)."""
+    if rows and rows[0]["tokenizer_fingerprint"] == fingerprint:
+        return [list(r["prompt_token_ids"]) for r in rows]
+    return [tokenizer(r["prompt_text"], add_special_tokens=False).input_ids for r in rows]
+
+
+def initial_model(tr, run: RunFolder) -> str:
+    """A folder holding the student as training starts from it: the LoRA students' shared
+    base (the same seeded build for every objective), the checkpoint it starts from, or,
+    for a full fine-tune of a built student, that build saved once beside the students."""
+    from student.initial import build_initial_student, student_checkpoint
+
+    if tr.train.lora_r:
+        return str(run.student(tr.teacher, tr.train.objective).base)
+    if tr.train.student_kind == "checkpoint":
+        return student_checkpoint(tr)
+    folder = run.initial_model(tr.teacher)
+    if not folder.exists():
+        with artifacts.staged_folders(folder.parent) as stage:
+            model, tok = build_initial_student(tr)
+            model.save_pretrained(stage / folder.name, safe_serialization=True)
+            tok.save_pretrained(stage / folder.name)
+    return str(folder)
+
+
+def report_writers(cfg, tr, run: RunFolder) -> list[Writer]:
+    from distill.schema import read_rows, tokenizer_fingerprint
+    from student.initial import student_tokenizer
+
+    if not cfg.eval.student_samples or not cfg.objectives(tr):
+        return []
+    tok = student_tokenizer(tr)
+    rows = [r for r in read_rows(run.teacher(tr.teacher), split="eval") if r["sample_index"] == 0]
+    ids = prompt_ids(rows[: cfg.eval.student_samples], tok, tokenizer_fingerprint(tok))
+    base = initial_model(tr, run)
+    out = [Writer(f"{tr.teacher}-initial", run.samples(f"{tr.teacher}-initial"), base, None, ids, 1,
+                  cfg.eval.max_new_tokens)]
+    for objective in cfg.objectives(tr):
+        model, adapter = _served(tr, objective, run, base)
+        label = f"{tr.teacher}-{objective}"
+        out.append(Writer(label, run.samples(label), model, adapter, ids, 1, cfg.eval.max_new_tokens))
+    return out
+
+
+def judge_writers(cfg, tr, run: RunFolder) -> list[Writer]:
+    from distill.schema import read_rows, tokenizer_fingerprint
+    from student.initial import student_tokenizer
+    from teacher.prompts import heldout_prompts
+
+    if not cfg.judge.enabled or not cfg.objectives(tr):
+        return []
+    tok = student_tokenizer(tr)
+    rows = heldout_prompts(read_rows(run.teacher(tr.teacher), split="eval"))[: cfg.judge.prompts]
+    ids = prompt_ids(rows, tok, tokenizer_fingerprint(tok))
+    base = initial_model(tr, run)
+    out = []
+    for objective in cfg.objectives(tr):
+        model, adapter = _served(tr, objective, run, base)
+        label = f"{tr.teacher}-{objective}"
+        out.append(Writer(label, run.judge.fables(label), model, adapter, ids, cfg.judge.samples,
+                          cfg.judge.max_new_tokens))
+    distilled = [t for t in cfg.teachers if cfg.objectives(t)]
+    if cfg.judge.checkpoints and distilled and distilled[0] is tr:
+        student = run.student(tr.teacher, tr.train.objective)
+        last = Trained.read(student.trained).steps
+        for ck in artifacts.checkpoints(student.checkpoints):
+            step = int(ck.name.split("-")[1])
+            if step != last:
+                label = f"{tr.teacher}-{tr.train.objective}@{step}"
+                model, adapter = (base, str(ck)) if tr.train.lora_r else (str(ck), None)
+                out.append(Writer(label, run.judge.fables(label), model, adapter, ids, cfg.judge.samples,
+                                  cfg.judge.max_new_tokens))
+    return out
+
+
+def _served(tr, objective: str, run: RunFolder, base: str) -> tuple[str, str | None]:
+    """(engine model, adapter) of a trained student: its adapter on the shared base, or its
+    merged weights when it has no adapter (a full fine-tune)."""
+    student = run.student(tr.teacher, objective)
+    if tr.train.lora_r:
+        return base, str(student.adapter)
+    return str(student.merged), None
+
+
+def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True) -> list[str]:
+    """Every missing fables file of the run, one engine start per base student. Returns the labels written."""
+    from ray_cluster.write_fables import write
+
+    labels = []
+    for tr in cfg.teachers:
+        ws = (report_writers(cfg, tr, run) if report else []) + (judge_writers(cfg, tr, run) if judge else [])
+        if ws:
+            labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r)
+    return labels
+
+
+def read_samples(run: RunFolder, label: str) -> list[str]:
+    """The report's fables of one writer, as the write stage left them."""
+    path: Path = run.samples(label)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: {label} has not written its fables; rerun the pipeline to write them")
+    return StudentFables.read(path).samples[0]
