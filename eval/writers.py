@@ -45,53 +45,53 @@ def initial_model(tr, run: RunFolder) -> str:
     return str(folder)
 
 
-def report_writers(cfg, tr, run: RunFolder) -> list[Writer]:
-    from distill.schema import read_rows, tokenizer_fingerprint
-    from student.initial import student_tokenizer
-
-    if not cfg.eval.student_samples or not cfg.objectives(tr):
-        return []
-    tok = student_tokenizer(tr)
-    rows = [r for r in read_rows(run.teacher(tr.teacher), split="eval") if r["sample_index"] == 0]
-    ids = prompt_ids(rows[: cfg.eval.student_samples], tok, tokenizer_fingerprint(tok))
-    base = initial_model(tr, run)
-    out = [Writer(f"{tr.teacher}-initial", run.samples(f"{tr.teacher}-initial"), base, None, ids, 1,
-                  cfg.eval.max_new_tokens)]
-    for objective in cfg.objectives(tr):
-        model, adapter = _served(tr, objective, run, base)
-        label = f"{tr.teacher}-{objective}"
-        out.append(Writer(label, run.samples(label), model, adapter, ids, 1, cfg.eval.max_new_tokens))
-    return out
-
-
-def judge_writers(cfg, tr, run: RunFolder) -> list[Writer]:
+def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) -> list[Writer]:
+    """The writers of one distilled teacher's students: the report's (`report`) and the
+    judge's (`judge`, when the judge is on); none for a teacher that is not distilled."""
     from distill.schema import read_rows, tokenizer_fingerprint
     from student.initial import student_tokenizer
     from teacher.prompts import heldout_prompts
 
-    if not cfg.judge.enabled or not cfg.objectives(tr):
+    report, judge = report and cfg.eval.student_samples > 0, judge and cfg.judge.enabled
+    if not cfg.objectives(tr) or not (report or judge):
         return []
     tok = student_tokenizer(tr)
-    rows = heldout_prompts(read_rows(run.teacher(tr.teacher), split="eval"))[: cfg.judge.prompts]
-    ids = prompt_ids(rows, tok, tokenizer_fingerprint(tok))
+    rows = read_rows(run.teacher(tr.teacher), split="eval")
     base = initial_model(tr, run)
     out = []
-    for objective in cfg.objectives(tr):
-        model, adapter = _served(tr, objective, run, base)
-        label = f"{tr.teacher}-{objective}"
-        out.append(Writer(label, run.judge.fables(label), model, adapter, ids, cfg.judge.samples,
-                          cfg.judge.max_new_tokens))
-    distilled = [t for t in cfg.teachers if cfg.objectives(t)]
-    if cfg.judge.checkpoints and distilled and distilled[0] is tr:
-        student = run.student(tr.teacher, tr.train.objective)
-        last = Trained.read(student.trained).steps
-        for ck in artifacts.checkpoints(student.checkpoints):
-            step = int(ck.name.split("-")[1])
-            if step != last:
-                label = f"{tr.teacher}-{tr.train.objective}@{step}"
-                model, adapter = (base, str(ck)) if tr.train.lora_r else (str(ck), None)
-                out.append(Writer(label, run.judge.fables(label), model, adapter, ids, cfg.judge.samples,
-                                  cfg.judge.max_new_tokens))
+
+    def each_student(ids, out_path, samples: int, max_new: int) -> None:
+        for objective in cfg.objectives(tr):
+            model, adapter = _served(tr, objective, run, base)
+            label = f"{tr.teacher}-{objective}"
+            out.append(Writer(label, out_path(label), model, adapter, ids, samples, max_new))
+
+    if report:
+        ids = prompt_ids([r for r in rows if r["sample_index"] == 0][: cfg.eval.student_samples], tok,
+                         tokenizer_fingerprint(tok))
+        label = f"{tr.teacher}-initial"
+        out.append(Writer(label, run.samples(label), base, None, ids, 1, cfg.eval.max_new_tokens))
+        each_student(ids, run.samples, 1, cfg.eval.max_new_tokens)
+    if judge:
+        ids = prompt_ids(heldout_prompts(rows)[: cfg.judge.prompts], tok, tokenizer_fingerprint(tok))
+        each_student(ids, run.judge.fables, cfg.judge.samples, cfg.judge.max_new_tokens)
+        distilled = [t for t in cfg.teachers if cfg.objectives(t)]
+        if cfg.judge.checkpoints and distilled[0] is tr:
+            out += checkpoint_writers(tr, run, base, ids, cfg.judge.samples, cfg.judge.max_new_tokens)
+    return out
+
+
+def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new: int) -> list[Writer]:
+    """Each saved checkpoint of the main student but the last, which is the finished student."""
+    student = run.student(tr.teacher, tr.train.objective)
+    last = Trained.read(student.trained).steps
+    out = []
+    for ck in artifacts.checkpoints(student.checkpoints):
+        step = int(ck.name.split("-")[1])
+        if step != last:
+            label = f"{tr.teacher}-{tr.train.objective}@{step}"
+            model, adapter = (base, str(ck)) if tr.train.lora_r else (str(ck), None)
+            out.append(Writer(label, run.judge.fables(label), model, adapter, ids, samples, max_new))
     return out
 
 
@@ -110,7 +110,7 @@ def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True) -> l
 
     labels = []
     for tr in cfg.teachers:
-        ws = (report_writers(cfg, tr, run) if report else []) + (judge_writers(cfg, tr, run) if judge else [])
+        ws = writers(cfg, tr, run, report, judge)
         if ws:
             labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r)
     return labels
