@@ -159,6 +159,9 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
     per_fable = {t: [Evaluated.read(run.student(t, o).evaluated).after.per_fable for o in ("kd", "sft")]
                  for t in distilled}
     kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
+    kd_runs = {t: Evaluated.read(run.student(t, "kd").evaluated) for t in distilled}
+    after_minus_before = {t: paired_bootstrap([f["kl"] for f in ev.after.per_fable], [f["kl"] for f in ev.before.per_fable])
+                          for t, ev in kd_runs.items()}
     judge = JudgeSummary.read(run.judge.summary) if run.judge.summary.exists() else None
     comparison = json.loads(run.comparison.read_text())
     generation = {t: {**Generated.read(run.generated(t)).to_dict(), **decoding_bound(t, bandwidth, gflops)}
@@ -167,7 +170,8 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
     return {"bandwidth_gbs": bandwidth, "gflops": gflops, "generation": generation,
             "process_s": wall if wall is not None else sum(st.get("wall_s", 0) for st in stages),
             "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
-            "kd_minus_sft": kd_minus_sft, "shuffled_control": judge and judge.shuffled_control,
+            "kd_minus_sft": kd_minus_sft, "after_minus_before": after_minus_before,
+            "ray_heads_started": manifest.get("ray_heads_started"), "shuffled_control": judge and judge.shuffled_control,
             "score_vs_loss": judge and judge.score_vs_loss,
             "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from distill import artifacts
 from distill.config import RunConfig, TeacherRun, load, to_dict
 from distill.run_folder import Generated, RunFolder, Trained
+from ray_cluster import cluster
 from student.initial import build_initial_student, student_checkpoint, student_tokenizer
 from teacher.prompts import load_prompts, splits
 from teacher.registry import check_reachable
@@ -67,7 +68,7 @@ def prompts_for(cfg: RunConfig, tr: TeacherRun):
 
 
 def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
-    from ray_cluster.cluster import connect, shutdown
+    from ray_cluster.cluster import connect
     from ray_cluster.generate import generate
 
     todo = [tr for tr in cfg.teachers if not run.generated(tr.teacher).exists()]
@@ -82,22 +83,19 @@ def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> 
             train, heldout = prompts_for(cfg, tr)
             done = Generated(**generate(tr.model, train + heldout, run.teacher(tr.teacher), tr.generation))
             done.write(run.generated(tr.teacher))
-            st.update(rows=done.rows, generated_tokens=done.generated_tokens)
+            st.update(rows=done.rows, generated_tokens=done.generated_tokens, engine_starts=done.engine_starts,
+                      engine_start_s=round(done.engine_start_s, 1))
 
     connect()
-    try:
-        if cfg.parallel_teachers > 1 and len(todo) > 1:
-            from concurrent.futures import ThreadPoolExecutor
+    if cfg.parallel_teachers > 1 and len(todo) > 1:
+        from concurrent.futures import ThreadPoolExecutor
 
-            with ThreadPoolExecutor(max_workers=cfg.parallel_teachers) as pool:
-                for done in [pool.submit(one, tr) for tr in todo]:
-                    done.result()  # the first failure, once every teacher has stopped
-        else:
-            for tr in todo:
-                one(tr)
-    finally:
-        # Free the engines' memory before training on the same machine.
-        shutdown()
+        with ThreadPoolExecutor(max_workers=cfg.parallel_teachers) as pool:
+            for done in [pool.submit(one, tr) for tr in todo]:
+                done.result()  # the first failure, once every teacher has stopped
+    else:
+        for tr in todo:
+            one(tr)
 
 
 def training_rows(tr: TeacherRun, tcfg, run: RunFolder) -> tuple[list[dict], list[dict]]:
@@ -176,18 +174,16 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, 
 
 def stage_write(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """Every student's fables, for the report and the judge (eval/writers.py), before the judge
-    starts its own engine: the student engine's memory is freed when the stage ends."""
+    starts its engine: a batch job's engine is gone when its job ends."""
     from eval.writers import write_all
-    from ray_cluster.cluster import shutdown
+    from ray_cluster.cluster import EngineStarts
 
     if not any(cfg.objectives(tr) for tr in cfg.teachers):
         return
     with ledger.stage("write") as st:
-        try:
-            written = write_all(cfg, run)
-        finally:
-            shutdown()
-        st.update({"status": "skipped"} if not written else {"writers": len(written)})
+        starts = EngineStarts()
+        written = write_all(cfg, run, starts=starts)
+        st.update({"status": "skipped"} if not written else {"writers": len(written), **starts.figures()})
 
 
 def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
@@ -207,6 +203,7 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolde
 def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """Every student and its teacher, judged on the same held-out prompts (eval/protocol.py)."""
     from eval.protocol import evaluate_run
+    from ray_cluster.cluster import EngineStarts
 
     if not cfg.judge.enabled:
         return
@@ -214,9 +211,11 @@ def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> Non
         if run.judge.summary.exists():
             st["status"] = "skipped"
             return
-        models = evaluate_run(run, cfg=cfg).models
+        starts = EngineStarts()
+        # The judge's service goes on the run's own Ray head (ray_cluster/serve.py in this process).
+        models = evaluate_run(run, cfg=cfg, starts=starts, on_this_head=True).models
         st.update({"fables": sum(m["fables"] for m in models.values()),
-                   "failed_verdicts": sum(m["failures"] for m in models.values())})
+                   "failed_verdicts": sum(m["failures"] for m in models.values()), **starts.figures()})
 
 
 def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
@@ -245,23 +244,31 @@ def run(cfg: RunConfig) -> RunFolder:
     artifacts.remove_partial_writes(folder.root, recursive=True)
     ledger = artifacts.Ledger(folder.stages)
     t0 = time.perf_counter()
-    stage_generate(cfg, folder, ledger)
-    for tr in cfg.teachers:
-        for objective in cfg.objectives(tr):
-            stage_train(cfg, tr, objective, folder, ledger)
-    stage_write(cfg, folder, ledger)
-    for tr in cfg.teachers:
-        for objective in cfg.objectives(tr):
-            stage_evaluate(cfg, tr, objective, folder, ledger)
-    stage_judge(cfg, folder, ledger)
+    # One Ray head for the whole run, started by the first stage that needs one (generate, write,
+    # the local judge) and kept to the end: each batch job's engines end with their job, so
+    # training in between has the memory to itself.
+    try:
+        stage_generate(cfg, folder, ledger)
+        for tr in cfg.teachers:
+            for objective in cfg.objectives(tr):
+                stage_train(cfg, tr, objective, folder, ledger)
+        stage_write(cfg, folder, ledger)
+        for tr in cfg.teachers:
+            for objective in cfg.objectives(tr):
+                stage_evaluate(cfg, tr, objective, folder, ledger)
+        stage_judge(cfg, folder, ledger)
+    finally:
+        cluster.shutdown()
     stage_compare(cfg, folder, ledger)
     with ledger.stage("report"):
-        write_report(cfg, folder, ledger.stages)
+        write_report(cfg, folder, ledger.stages, ray_heads=cluster.heads_started)
     manifest = {
         "name": cfg.name,
         "config": to_dict(cfg),
         "packages": artifacts.package_versions(),
         "stages": ledger.stages,
+        "ray_heads_started": cluster.heads_started,
+        "engine_starts": sum(s.get("engine_starts", 0) for s in ledger.stages),
         "total_wall_s": round(time.perf_counter() - t0, 2),
         "artifacts": artifacts.list_artifacts(folder.root),
     }

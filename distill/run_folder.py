@@ -105,6 +105,8 @@ class Generated(Record):
     failed: int
     generated_tokens: int
     wall_s: float
+    engine_starts: int = 0  # ray_cluster.cluster.EngineStarts; absent from runs written before it
+    engine_start_s: float = 0.0
 
 
 @dataclass(frozen=True)

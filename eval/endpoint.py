@@ -5,6 +5,7 @@ application `judge`, on 127.0.0.1, stopped on exit."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -25,13 +26,17 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def judge_endpoint(judge_cfg, log_path: Path | None = None):
+def judge_endpoint(judge_cfg, log_path: Path | None = None, on_this_head: bool = False, starts=None):
     """Yields a function returning the judge's base URL: judge.base_url, else OPENAI_BASE_URL,
-    else the teacher service started here for an embedded model (`python -m ray_cluster.serve
-    --app judge`, in its own process session, its output in log_path; SIGTERM on exit). The
-    service starts at once and the function waits for it, so its start-up can overlap other
-    work. Under RAY_ADDRESS the judge is deployed on that cluster's Serve beside its other
-    applications and only it is deleted on exit."""
+    else the teacher service started here for an embedded model, as the Serve application
+    `judge`. The service starts at once and the function waits for it, so its start-up can
+    overlap other work; its start is counted in `starts` (ray_cluster.cluster.EngineStarts).
+
+    on_this_head: deployed from this process on the Ray head it holds or starts (the pipeline's
+    one head); on exit the application and Serve go, the head stays. Otherwise `python -m
+    ray_cluster.serve --app judge` in its own process session, its output in log_path, SIGTERM
+    on exit. Under RAY_ADDRESS either way deploys on that cluster's Serve beside its other
+    applications and deletes only the judge on exit."""
     url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
     if url:
         yield lambda: url
@@ -39,14 +44,18 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None):
     from teacher.registry import get_teacher
 
     get_teacher(judge_cfg.model).model_path()  # a missing judge model fails here, by name
+    log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{os.getpid()}.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if on_this_head:
+        with _served_here(judge_cfg, log_path, starts) as wait:
+            yield wait
+        return
     port = _free_port()
     cmd = [sys.executable, "-m", "ray_cluster.serve", "--teacher", judge_cfg.model, "--app", JUDGE_APP,
            "--port", str(port), "--max-model-len", str(judge_cfg.server_max_model_len),
            "--ready-timeout", str(READY_TIMEOUT_S)]
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # else the service's own default
         cmd += ["--kv-cache-gib", os.environ["VLLM_CPU_KVCACHE_SPACE"]]
-    log_path = Path(log_path or Path(os.environ.get("TMPDIR", "/tmp")) / f"kd-judge-server-{port}.log")
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -54,7 +63,10 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None):
 
     def wait() -> str:
         if not ready:
+            t0 = time.perf_counter()
             ready.append(_wait_ready(proc, log_path))
+            if starts is not None:
+                starts.add(_took(log_path, time.perf_counter() - t0))
         return ready[0]
 
     try:
@@ -83,3 +95,64 @@ def _wait_ready(proc, log_path: Path, timeout_s: float = READY_TIMEOUT_S + 60) -
             raise ValueError(f"the local judge service exited with {proc.returncode}; see {log_path}")
         time.sleep(2)
     raise ValueError(f"the local judge service did not answer within {timeout_s:.0f} s; see {log_path}")
+
+
+def _took(log_path: Path, fallback: float) -> float:
+    """The seconds the service says its start took (its `ready ... after N s` line)."""
+    for line in log_path.read_text(errors="replace").splitlines():
+        if line.startswith("ready ") and line.endswith(" s") and " after " in line:
+            return float(line.rsplit(" after ", 1)[1][:-2])
+    return fallback
+
+
+@contextlib.contextmanager
+def _served_here(judge_cfg, log_path: Path, starts):
+    """The judge deployed from this process, started in a thread; log_path gets its ready line
+    or its error (Serve's own logs stay in the Ray session folder)."""
+    import threading
+
+    from ray_cluster import serve as service
+    from ray_cluster.cluster import connect
+
+    connect()
+    kv = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or service.KV_CACHE_GIB)
+    outcome: dict = {}
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+
+    def start() -> None:
+        t0 = time.perf_counter()
+        try:
+            try:
+                url = service.start([judge_cfg.model], port=_free_port(), max_model_len=judge_cfg.server_max_model_len,
+                                    kv_cache_gib=kv, app=JUDGE_APP)
+            finally:
+                # Importing Ray Serve LLM turns this process's root logger into Ray's JSON at INFO
+                # (every judge request then logged); the caller's logging comes back.
+                root.handlers[:] = handlers
+                root.setLevel(level)
+            service.wait_ready(url, [judge_cfg.model], READY_TIMEOUT_S)
+            took = time.perf_counter() - t0
+            outcome["url"] = url
+            if starts is not None:
+                starts.add(took)
+            log_path.write_text(f"ready {url} models={judge_cfg.model} after {took:.0f} s\n")
+        except Exception as e:  # handed to the caller by wait()
+            outcome["error"] = e
+            log_path.write_text(f"error: {type(e).__name__}: {e}\n")
+
+    thread = threading.Thread(target=start, name="judge-service", daemon=True)
+    thread.start()
+
+    def wait() -> str:
+        thread.join()
+        if "error" in outcome:
+            e = outcome["error"]
+            raise ValueError(f"the local judge service did not start ({type(e).__name__}: {e}); see {log_path}") from e
+        return outcome["url"]
+
+    try:
+        yield wait
+    finally:
+        thread.join()
+        service.stop(JUDGE_APP, keep_head=True)

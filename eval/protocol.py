@@ -84,8 +84,11 @@ def _reason_kind(reason: str) -> str:
     return reason.split(":")[0]
 
 
-def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSummary:
-    """Judge a finished run (students, teachers, optionally checkpoints) and write its report."""
+def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=None,
+                 on_this_head: bool = False) -> JudgeSummary:
+    """Judge a finished run (students, teachers, optionally checkpoints) and write its report.
+    Engine starts (fables written, the local judge) are counted in `starts`; on_this_head puts
+    the local judge on this process's Ray head (eval/endpoint.py)."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
     from eval.judge import judge_all, judge_from_config
@@ -107,13 +110,13 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
     with contextlib.ExitStack() as stack:
         endpoint = None
         if not len(cache):  # nothing judged yet: start the server now, while the students write
-            endpoint = stack.enter_context(judge_endpoint(jc, server_log))
+            endpoint = stack.enter_context(judge_endpoint(jc, server_log, on_this_head, starts))
         for tr in cfg.teachers:
             for objective in cfg.objectives(tr):
                 if not run.student(tr.teacher, objective).trained.exists():
                     raise FileNotFoundError(f"{run.root}: student {tr.teacher}-{objective} was not trained; "
                                             "finish the run first")
-        write_all(cfg, run, report=False)  # the students' judged fables not yet written, one engine start
+        write_all(cfg, run, report=False, starts=starts)  # the students' judged fables not yet written, one engine start
         items: list[dict] = []
         for tr in cfg.teachers:
             items += judge_items_for_teacher(cfg, tr, run)
@@ -131,7 +134,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None) -> JudgeSu
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:
-            endpoint = endpoint or stack.enter_context(judge_endpoint(jc, server_log))
+            endpoint = endpoint or stack.enter_context(judge_endpoint(jc, server_log, on_this_head, starts))
             judge = judge_from_config(make_client(endpoint(), max_retries=jc.retries), jc, rubric, cache)
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()

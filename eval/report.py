@@ -56,6 +56,21 @@ def comparison(tr, evals: dict[str, Evaluated]) -> list[str]:
 MIN_PAIRS = 10  # held-out fables below which a bootstrap interval is not read as a verdict
 
 
+def before_after(before: HeldOut, after: HeldOut) -> str:
+    """The student's KL per held-out fable, after − before, with its paired bootstrap interval."""
+    from eval.stats import paired_bootstrap
+
+    d = paired_bootstrap([f["kl"] for f in after.per_fable], [f["kl"] for f in before.per_fable])
+    if d["n"] < MIN_PAIRS:
+        call = f"with {d['n']} fables (fewer than {MIN_PAIRS}) the interval is too rough to call either way"
+    elif d["high"] < 0:
+        call = "the interval excludes zero: the student moved toward its teacher"
+    else:
+        call = "the interval does NOT exclude zero: no change shown"
+    return (f"Per fable, after − before: {d['mean']:+.4f} nats/token, paired bootstrap 95% interval "
+            f"[{d['low']:+.4f}, {d['high']:+.4f}], lower on {d['a_lower']}/{d['n']} fables; {call}.")
+
+
 def kd_against_sft(kd: HeldOut, sft: HeldOut) -> list[str]:
     """The per-fable difference KD - SFT with its paired bootstrap interval, read plainly."""
     from eval.stats import paired_bootstrap
@@ -119,7 +134,8 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
         verdict = "fell" if a.kl < b.kl else "did NOT fall"
         headline = (f"**Held-out KL to the teacher {verdict}: {b.kl:.3f} → {a.kl:.3f} nats/token "
                     f"({(a.kl - b.kl) / b.kl:+.0%})** "
-                    f"(over {a.tokens} teacher tokens of {ev.heldout_rows} held-out fables).")
+                    f"(over {a.tokens} teacher tokens of {ev.heldout_rows} held-out fables). "
+                    + before_after(b, a))
     loss = (f"{tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
             else "cross-entropy on the teacher's text")
     lines = [
@@ -166,7 +182,28 @@ def comparison_table(result: dict) -> list[str]:
     return lines + [""]
 
 
-def write_report(cfg, run: RunFolder, stages: list[dict]) -> Path:
+def stage_table(stages: list[dict], ray_heads: int | None = None) -> list[str]:
+    """Each stage's wall time, and the engines it started with their start-up seconds."""
+    lines = ["| stage | teacher | status | wall s | engine starts | engine start s |", "| --- | --- | --- | --- | --- | --- |"]
+    for s in stages:
+        n = s.get("engine_starts", 0)
+        lines.append(f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} | {n or ''} | "
+                     f"{format(s.get('engine_start_s', 0.0), '.1f') if n else ''} |")
+    n = sum(s.get("engine_starts", 0) for s in stages)
+    took = sum(s.get("engine_start_s", 0.0) for s in stages)
+    # Stages may overlap (teachers generating side by side): the span, not the sum, where known.
+    timed = [s for s in stages if "started" in s]
+    span = (max(s["started"] + s["wall_s"] for s in timed) - min(s["started"] for s in timed) if len(timed) == len(stages)
+            else sum(s["wall_s"] for s in stages)) if stages else 0.0
+    lines += ["", f"{span:.0f} s from the first stage's start to the last one's end; {n} engine start(s) took "
+              f"{took:.0f} s of stage time"
+              + (f"; {ray_heads} Ray head(s) started." if ray_heads is not None else ".")
+              + " An engine's start runs from its job's start to the first request it began: loading, "
+              "warm-up and Ray's scheduling."]
+    return lines
+
+
+def write_report(cfg, run: RunFolder, stages: list[dict], ray_heads: int | None = None) -> Path:
     lines = [
         f"# Distillation run `{cfg.name}`",
         "",
@@ -187,7 +224,6 @@ def write_report(cfg, run: RunFolder, stages: list[dict]) -> Path:
         lines += ["## Teacher comparison", "", *comparison_table(read_json(run.comparison)),
                   "Similarity between writers, per-element use, the most toxic windows and plots: "
                   "[compare/report.md](compare/report.md) ([HTML](compare/report.html)).", ""]
-    lines += ["## Stage times", "", "| stage | teacher | status | wall s |", "| --- | --- | --- | --- |"]
-    lines += [f"| {s['stage']} | {s['teacher']} | {s['status']} | {s['wall_s']:.1f} |" for s in stages]
+    lines += ["## Stage times", "", *stage_table(stages, ray_heads)]
     write_text_atomic(run.report, "\n".join(lines) + "\n")
     return run.report

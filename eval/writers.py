@@ -104,15 +104,16 @@ def _served(tr, objective: str, run: RunFolder, base: str) -> tuple[str, str | N
     return str(student.merged), None
 
 
-def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True) -> list[str]:
-    """Every missing fables file of the run, one engine start per base student. Returns the labels written."""
+def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True, starts=None) -> list[str]:
+    """Every missing fables file of the run, one engine start per base student (counted in
+    `starts`, a ray_cluster.cluster.EngineStarts). Returns the labels written."""
     from ray_cluster.write_fables import write
 
     labels = []
     for tr in cfg.teachers:
         ws = writers(cfg, tr, run, report, judge)
         if ws:
-            labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r)
+            labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r, starts=starts)
     return labels
 
 

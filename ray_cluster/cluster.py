@@ -13,18 +13,25 @@ turns on for a new local head unless RAY_AUTH_MODE says otherwise, is what guard
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 LOCAL_LOGICAL_CPUS = 8
 LOOPBACK = "127.0.0.1"
 
 log = logging.getLogger(__name__)
+# Local heads this process has started: a pipeline run starts one and keeps it to the end.
+heads_started = 0
 
 
 def connect() -> dict:
     """Return a description of the cluster we are attached to."""
     import ray
 
+    global heads_started
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS")
         if address:
@@ -41,12 +48,47 @@ def connect() -> dict:
                 _node_ip_address=LOOPBACK,
                 log_to_driver=False,
             )
+            heads_started += 1
             if not token_auth_on():
                 log.warning("Ray token auth is off (RAY_AUTH_MODE=%s): this head's GCS, raylet and worker ports "
                             "listen on every interface and accept anyone who reaches them",
                             os.environ.get("RAY_AUTH_MODE"))
     res = ray.cluster_resources()
     return {"address": os.environ.get("RAY_ADDRESS", "local"), "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+
+
+def request_started(row: dict) -> float:
+    """Epoch seconds at which the engine began a Ray Data LLM output row: now (its postprocess)
+    minus vLLM's own time on it; +inf for a row the engine failed on."""
+    took = row.get("time_taken_llm")
+    return time.time() - took if took is not None and took >= 0 else math.inf
+
+
+@dataclass
+class EngineStarts:
+    """Engines started by batch jobs and the seconds they took: from the job's first pull to the
+    first request an engine began (`request_started`), so model load, warm-up and Ray's
+    scheduling, plus at most one batch's buffering."""
+
+    count: int = 0
+    seconds: float = 0.0
+
+    def timed(self, rows: Iterable[dict], engines: int = 1) -> Iterator[dict]:
+        """Pass a job's output rows through, timing its engine start; counted once the job ends."""
+        t0, first = time.time(), math.inf
+        for row in rows:
+            first = min(first, row.get("started", math.inf))
+            yield row
+        self.count += engines
+        if first < math.inf:
+            self.seconds += max(0.0, first - t0)
+
+    def add(self, seconds: float, engines: int = 1) -> None:
+        self.count += engines
+        self.seconds += seconds
+
+    def figures(self) -> dict:
+        return {"engine_starts": self.count, "engine_start_s": round(self.seconds, 1)}
 
 
 def token_auth_on() -> bool:

@@ -21,7 +21,7 @@ from pathlib import Path
 from distill.artifacts import remove_partial_writes, write_text_atomic
 from distill.redact import redact
 from distill.schema import row_problem, tokenizer_fingerprint, write_table_atomic
-from ray_cluster.cluster import engine_processor_config
+from ray_cluster.cluster import EngineStarts, engine_processor_config, request_started
 from ray_cluster.generation_config import EXECUTION_SETTINGS, GenerationConfig
 from teacher import engine
 from teacher.prompts import Prompt, splits
@@ -64,12 +64,13 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
     def post(row):
         task = json.loads(row["task"])
         if row.get("__inference_error__"):
-            return {"task": row["task"], "row": "", "error": redact(str(row["__inference_error__"]))[:2000]}
+            return {"task": row["task"], "row": "", "error": redact(str(row["__inference_error__"]))[:2000],
+                    "started": request_started(row)}
         out = engine.schema_row(
             task, task["sample_index"], row["prompt"], row["prompt_token_ids"], row["generated_text"],
             row["generated_tokens"], row["logprobs"], cfg.top_k, teacher.id, sampling, task["fingerprint"],
         )
-        return {"task": row["task"], "row": json.dumps(out), "error": ""}
+        return {"task": row["task"], "row": json.dumps(out), "error": "", "started": request_started(row)}
 
     # pre and post only reshape rows: a fraction of a CPU each, so they never hold the CPU
     # an engine replica's placement group is waiting for.
@@ -173,7 +174,7 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
                           "shards": [[_key(t) for t in s] for s in shards]})
     pending = {i: s for i, s in enumerate(shards) if not (out_dir / f"{i:05d}.parquet").exists()}
     stats = {"teacher": teacher.id, "shards": len(shards), "shards_done_before": len(shards) - len(pending),
-             "rows": 0, "failed": 0, "generated_tokens": 0, "wall_s": 0.0}
+             "rows": 0, "failed": 0, "generated_tokens": 0, "wall_s": 0.0, "engine_starts": 0, "engine_start_s": 0.0}
     if not pending:
         return stats
 
@@ -185,9 +186,11 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
         writer = ShardWriter(out_dir, pending, meta)
         items = _engine_items(teacher, tok, fingerprint, pending, cfg, writer, stats)
 
-    t0 = time.perf_counter()
-    _run_passes(items, run_pass or ray_pass(teacher, model_path, cfg), cfg.retries, writer, stats, teacher.id)
+    t0, starts = time.perf_counter(), EngineStarts()
+    _run_passes(items, run_pass or ray_pass(teacher, model_path, cfg), cfg.retries, writer, stats, teacher.id,
+                starts, cfg.replicas)
     stats["wall_s"] = time.perf_counter() - t0
+    stats.update(starts.figures())
     if writer.unfinished():
         raise RuntimeError(f"{teacher.id}: generation ended with shards {writer.unfinished()} incomplete")
     return stats
@@ -211,9 +214,11 @@ def _engine_items(teacher, tok, fingerprint: str, pending: dict, cfg: Generation
     return items
 
 
-def _run_passes(items: list[dict], run_pass, retries: int, writer: ShardWriter, stats: dict, teacher_id: str) -> None:
+def _run_passes(items: list[dict], run_pass, retries: int, writer: ShardWriter, stats: dict, teacher_id: str,
+                starts: EngineStarts, replicas: int) -> None:
     """Send `items` through the engine; rows it failed on go round again, up to `retries`
-    more passes, and are then recorded as failed with the engine's reason."""
+    more passes, and are then recorded as failed with the engine's reason. Each pass is a
+    job that starts `replicas` engines."""
     from tqdm import tqdm
 
     texts = {it["task"]: it["prompt_text"] for it in items}
@@ -222,7 +227,7 @@ def _run_passes(items: list[dict], run_pass, retries: int, writer: ShardWriter, 
             if not items:
                 break
             retry = []
-            for r in run_pass(items):
+            for r in starts.timed(run_pass(items), replicas):
                 task = json.loads(r["task"])
                 if r["error"]:
                     if attempt < retries:

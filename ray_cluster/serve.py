@@ -107,9 +107,10 @@ def wait_ready(base_url: str, teacher_ids: list[str], timeout_s: float = 600) ->
     return time.perf_counter() - t0
 
 
-def stop(app: str = APP) -> None:
+def stop(app: str = APP, keep_head: bool = False) -> None:
     """On a cluster, delete this application only (other users' stay up); on the local head
-    this process started, shut Serve and the head down."""
+    this process started, shut Serve down, and the head too unless keep_head (the pipeline's
+    head, which it shuts down itself)."""
     from ray import serve
 
     from ray_cluster.cluster import shutdown
@@ -118,7 +119,8 @@ def stop(app: str = APP) -> None:
         serve.delete(app)
         return
     serve.shutdown()
-    shutdown()
+    if not keep_head:
+        shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:

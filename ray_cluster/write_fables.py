@@ -15,6 +15,7 @@ from pathlib import Path
 
 from distill.redact import redact
 from distill.run_folder import StudentFables
+from ray_cluster.cluster import EngineStarts
 from ray_cluster.generation_config import GenerationConfig
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -48,10 +49,12 @@ def check_adapter(w: Writer) -> None:
 
 
 def write(writers: list[Writer], sampling: dict, gen: GenerationConfig, teacher, lora_rank: int,
-          run_pass=None) -> list[str]:
-    """Every writer whose record is missing, one engine per base model. Returns the labels
-    written. `teacher` is the registry entry whose resources a student engine asks for (its
-    GPU or CPU bundle, one rank); `run_pass(model, items, adapters)` replaces the Ray job in tests."""
+          run_pass=None, starts: EngineStarts | None = None) -> list[str]:
+    """Every writer whose record is missing, one engine per base model (counted in `starts`).
+    Returns the labels written. `teacher` is the registry entry whose resources a student
+    engine asks for (its GPU or CPU bundle, one rank); `run_pass(model, items, adapters)`
+    replaces the Ray job in tests."""
+    starts = starts if starts is not None else EngineStarts()
     todo = [w for w in writers if not w.out.exists()]
     for w in todo:
         check_adapter(w)
@@ -63,7 +66,7 @@ def write(writers: list[Writer], sampling: dict, gen: GenerationConfig, teacher,
                  for i, w in enumerate(group) for s in range(w.samples) for j, ids in enumerate(w.prompts)]
         texts = {i: [[None] * len(w.prompts) for _ in range(w.samples)] for i, w in enumerate(group)}
         left = {i: w.samples * len(w.prompts) for i, w in enumerate(group)}
-        for r in (run_pass or ray_pass(teacher, gen, lora_rank))(model, items, adapters):
+        for r in starts.timed((run_pass or ray_pass(teacher, gen, lora_rank))(model, items, adapters)):
             i, s, j = json.loads(r["task"])
             if r["error"]:
                 what = f"LoRA adapter {group[i].adapter}" if group[i].adapter else f"model {model}"
@@ -84,7 +87,7 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
         import ray
         from ray.data.llm import build_processor
 
-        from ray_cluster.cluster import connect, engine_processor_config
+        from ray_cluster.cluster import connect, engine_processor_config, request_started
         from teacher import engine
 
         cluster = connect()
@@ -103,7 +106,7 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
         def post(row):
             error = row.get("__inference_error__")
             return {"task": row["task"], "text": "" if error else row["generated_text"],
-                    "error": redact(str(error))[:2000] if error else ""}
+                    "error": redact(str(error))[:2000] if error else "", "started": request_started(row)}
 
         light = {"num_cpus": 0.25}  # as in ray_cluster/generate.py: never hold the engine's CPU
         processor = build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs=light,

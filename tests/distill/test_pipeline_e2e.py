@@ -90,6 +90,13 @@ def test_report_and_manifest(tiny_run):
     assert ("train-sft", "smollm2-135m") in stages and ("evaluate-sft", "smollm2-135m") in stages
     assert not {s for s in stages if s[1] == "gemma3-270m" and s[0] != "generate"}  # a teacher for comparison only
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
+    # One Ray head for generate, write and the judge; each engine start counted and timed.
+    assert manifest["ray_heads_started"] == 1
+    engines = {(s["stage"], s["teacher"]): s.get("engine_starts", 0) for s in manifest["stages"]}
+    assert engines[("generate", "smollm2-135m")] == engines[("generate", "gemma3-270m")] == 1
+    assert engines[("write", "")] == 1 == engines[("judge", "")] and manifest["engine_starts"] == 4
+    assert all(0 < s["engine_start_s"] < s["wall_s"] for s in manifest["stages"] if s.get("engine_starts"))
+    assert "4 engine start(s) took" in report and "1 Ray head(s) started." in report
 
 
 def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_run):

@@ -68,3 +68,25 @@ def test_local_head_without_token_auth_says_what_is_open():
     finally:
         err = _stop(proc)
     assert "Ray token auth is off (RAY_AUTH_MODE=disabled)" in err and "every interface" in err
+
+
+def test_an_engine_start_runs_from_its_jobs_first_pull_to_the_earliest_request_it_began():
+    import math
+    import time
+
+    from ray_cluster.cluster import EngineStarts, request_started
+
+    starts = EngineStarts()
+
+    def job():  # rows arrive in completion order, not in the order the engine began them
+        t = time.time()
+        yield {"started": t + 5.0}
+        yield {"started": t + 2.0}
+        yield {"started": math.inf}  # a row the engine failed on
+
+    assert len(list(starts.timed(job(), engines=2))) == 3
+    assert starts.count == 2 and 1.9 < starts.seconds < 2.1
+    assert list(starts.timed(iter([{"task": 1}]))) == [{"task": 1}]  # a fake engine's rows carry no time
+    assert starts.figures() == {"engine_starts": 3, "engine_start_s": round(starts.seconds, 1)}
+    assert request_started({"time_taken_llm": -1}) == math.inf == request_started({})
+    assert abs(request_started({"time_taken_llm": 30.0}) - (time.time() - 30.0)) < 5
