@@ -142,7 +142,7 @@ def render_default(default: dict) -> list[str]:
     n = sum(st.get("engine_starts", 0) for st in default["stages"])
     if n:
         heads = default.get("ray_heads_started")
-        lines += ["", f"{n} engine starts took {sum(st.get('engine_start_s', 0) for st in default['stages']):.0f} s"
+        lines += ["", f"{n} engine start(s) took {sum(st.get('engine_start_s', 0) for st in default['stages']):.0f} s"
                   + (f"; {heads} Ray head(s) started for the whole run" if heads is not None else "")
                   + " (an engine's start: from its job's start to the first request it began)."]
     lines += ["", "Held-out top-20 KL to the teacher (nats/token), before → after training:", ""]

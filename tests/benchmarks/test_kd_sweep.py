@@ -33,7 +33,10 @@ def test_the_default_section_states_each_goal_and_the_generation_bounds():
     from benchmarks.render import render
 
     kl = {"q": {"before": 0.6, "after": 0.54, "ce_before": 2.3, "ce_after": 2.28}}
-    default = {"process_s": 2400, "stages": [{"stage": "generate", "teacher": "q", "wall_s": 600}],
+    default = {"process_s": 2400, "ray_heads_started": 1,
+               "stages": [{"stage": "generate", "teacher": "q", "wall_s": 600, "engine_starts": 1, "engine_start_s": 110.0},
+                          {"stage": "train-kd", "teacher": "q", "wall_s": 300}],
+               "after_minus_before": {"q": {"mean": -0.046, "low": -0.06, "high": -0.032}},
                "kl": kl, "sft": {"q": {**kl["q"], "after": 0.56}},
                "kd_minus_sft": {"q": {"mean": -0.02, "low": -0.03, "high": -0.01, "a_lower": 10, "n": 10}},
                "elements_used": {"q": 0.7, "s": None}, "bandwidth_gbs": 11.6, "gflops": 95.0,
@@ -44,7 +47,10 @@ def test_the_default_section_states_each_goal_and_the_generation_bounds():
                                     "tokens_per_s_compute_bound": 33.0}}}
     text = render(None, default, None, None, None, None)
     assert "**40.0 min** against the 20-minute budget" in text
-    assert "held-out KL of the q student falls by **10%** (goal ≥ 30%)" in text
+    assert ("held-out KL of the q student falls by **10%**, per fable after − before -0.0460 [-0.0600, -0.0320] "
+            "(goal: interval excluding zero;") in text
+    assert "| generate | q | 600.0 | 25% | 1 | 110.0 |" in text and "| train-kd | q | 300.0 | 12% |  |  |" in text
+    assert "1 engine start(s) took 110 s; 1 Ray head(s) started for the whole run" in text
     assert "q uses **70%** of its prompts' elements (goal" in text and "s uses" not in text
     assert "in **100%** of 18 pairs" in text and "over 4 checkpoints: Spearman -0.40 [-1.00, 0.60]" in text
     assert "| q | 1.54B × float32 = 6.2 GB | 34 | 12.1 | 1.87 | 64 | 33 |" in text
