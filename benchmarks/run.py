@@ -156,12 +156,13 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
     distilled = [t["teacher"] for t in manifest["config"]["teachers"] if t.get("distil", True)]
     evals = {t: _kl(run, t) for t in distilled}
     sft = {t: _kl(run, t, "sft") for t in distilled}
-    per_fable = {t: [Evaluated.read(run.student(t, o).evaluated).after.per_fable for o in ("kd", "sft")]
-                 for t in distilled}
-    kd_minus_sft = {t: paired_bootstrap([f["kl"] for f in kd], [f["kl"] for f in sf]) for t, (kd, sf) in per_fable.items()}
-    kd_runs = {t: Evaluated.read(run.student(t, "kd").evaluated) for t in distilled}
-    after_minus_before = {t: paired_bootstrap([f["kl"] for f in ev.after.per_fable], [f["kl"] for f in ev.before.per_fable])
-                          for t, ev in kd_runs.items()}
+    evaluated = {t: {o: Evaluated.read(run.student(t, o).evaluated) for o in ("kd", "sft")} for t in distilled}
+
+    def kl(held_out) -> list[float]:
+        return [f["kl"] for f in held_out.per_fable]
+
+    kd_minus_sft = {t: paired_bootstrap(kl(e["kd"].after), kl(e["sft"].after)) for t, e in evaluated.items()}
+    after_minus_before = {t: paired_bootstrap(kl(e["kd"].after), kl(e["kd"].before)) for t, e in evaluated.items()}
     judge = JudgeSummary.read(run.judge.summary) if run.judge.summary.exists() else None
     comparison = json.loads(run.comparison.read_text())
     generation = {t: {**Generated.read(run.generated(t)).to_dict(), **decoding_bound(t, bandwidth, gflops)}

@@ -68,7 +68,6 @@ def prompts_for(cfg: RunConfig, tr: TeacherRun):
 
 
 def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
-    from ray_cluster.cluster import connect
     from ray_cluster.generate import generate
 
     todo = [tr for tr in cfg.teachers if not run.generated(tr.teacher).exists()]
@@ -86,7 +85,7 @@ def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> 
             st.update(rows=done.rows, generated_tokens=done.generated_tokens, engine_starts=done.engine_starts,
                       engine_start_s=round(done.engine_start_s, 1))
 
-    connect()
+    cluster.connect()
     if cfg.parallel_teachers > 1 and len(todo) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -176,12 +175,11 @@ def stage_write(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> Non
     """Every student's fables, for the report and the judge (eval/writers.py), before the judge
     starts its engine: a batch job's engine is gone when its job ends."""
     from eval.writers import write_all
-    from ray_cluster.cluster import EngineStarts
 
     if not any(cfg.objectives(tr) for tr in cfg.teachers):
         return
     with ledger.stage("write") as st:
-        starts = EngineStarts()
+        starts = cluster.EngineStarts()
         written = write_all(cfg, run, starts=starts)
         st.update({"status": "skipped"} if not written else {"writers": len(written), **starts.figures()})
 
@@ -203,7 +201,6 @@ def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolde
 def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """Every student and its teacher, judged on the same held-out prompts (eval/protocol.py)."""
     from eval.protocol import evaluate_run
-    from ray_cluster.cluster import EngineStarts
 
     if not cfg.judge.enabled:
         return
@@ -211,7 +208,7 @@ def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> Non
         if run.judge.summary.exists():
             st["status"] = "skipped"
             return
-        starts = EngineStarts()
+        starts = cluster.EngineStarts()
         # The judge's service goes on the run's own Ray head (ray_cluster/serve.py in this process).
         models = evaluate_run(run, cfg=cfg, starts=starts, on_this_head=True).models
         st.update({"fables": sum(m["fables"] for m in models.values()),

@@ -57,16 +57,16 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None, on_this_head: bool =
     if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # else the service's own default
         cmd += ["--kv-cache-gib", os.environ["VLLM_CPU_KVCACHE_SPACE"]]
     log = open(log_path, "w")
+    t0 = time.perf_counter()  # the service's start: its own head, Serve and the engine
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     ready: list[str] = []
 
     def wait() -> str:
         if not ready:
-            t0 = time.perf_counter()
             ready.append(_wait_ready(proc, log_path))
             if starts is not None:
-                starts.add(_took(log_path, time.perf_counter() - t0))
+                starts.add(time.perf_counter() - t0)
         return ready[0]
 
     try:
@@ -95,14 +95,6 @@ def _wait_ready(proc, log_path: Path, timeout_s: float = READY_TIMEOUT_S + 60) -
             raise ValueError(f"the local judge service exited with {proc.returncode}; see {log_path}")
         time.sleep(2)
     raise ValueError(f"the local judge service did not answer within {timeout_s:.0f} s; see {log_path}")
-
-
-def _took(log_path: Path, fallback: float) -> float:
-    """The seconds the service says its start took (its `ready ... after N s` line)."""
-    for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith("ready ") and line.endswith(" s") and " after " in line:
-            return float(line.rsplit(" after ", 1)[1][:-2])
-    return fallback
 
 
 @contextlib.contextmanager
