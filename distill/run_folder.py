@@ -233,6 +233,12 @@ class JudgeFolder:
         return self.path / f"fables-{label}.json"
 
     @property
+    def merged_checkpoints(self) -> Path:
+        """Checkpoints merged for an engine that serves no LoRA on their base; removed
+        once their fables are written."""
+        return self.path / "merged-checkpoints"
+
+    @property
     def cache(self) -> Path:
         return self.path / "cache.sqlite"
 

@@ -7,10 +7,18 @@
 - the judge's: `judge.samples` completions of the first `judge.prompts` judged prompts by
   each trained student and, for score against loss, each saved checkpoint of the first
   distilled teacher's main student but the last (which is the finished student).
+
+vLLM serves LoRA adapters only on architectures that declare it (Qwen2, Llama, Mistral,
+Gemma: yes; Falcon: no). A student on any other base is served merged instead, one engine
+per writer: the finished students from their exported merge, each checkpoint from a merge
+made for the stage and removed once its fables are written.
 """
 
 from __future__ import annotations
 
+import functools
+import json
+import shutil
 from pathlib import Path
 
 from distill import artifacts
@@ -58,11 +66,12 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
     tok = student_tokenizer(tr)
     rows = read_rows(run.teacher(tr.teacher), split="eval")
     base = initial_model(tr, run)
+    lora = bool(tr.train.lora_r) and lora_served(base)
     out = []
 
     def each_student(ids, out_path, samples: int, max_new: int) -> None:
         for objective in cfg.objectives(tr):
-            model, adapter = _served(tr, objective, run, base)
+            model, adapter = _served(tr, objective, run, base, lora)
             label = f"{tr.teacher}-{objective}"
             out.append(Writer(label, out_path(label), model, adapter, ids, samples, max_new))
 
@@ -77,12 +86,15 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
         each_student(ids, run.judge.fables, cfg.judge.samples, cfg.judge.max_new_tokens)
         distilled = [t for t in cfg.teachers if cfg.objectives(t)]
         if cfg.judge.checkpoints and distilled[0] is tr:
-            out += checkpoint_writers(tr, run, base, ids, cfg.judge.samples, cfg.judge.max_new_tokens)
+            out += checkpoint_writers(tr, run, base, ids, cfg.judge.samples, cfg.judge.max_new_tokens, lora)
     return out
 
 
-def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new: int) -> list[Writer]:
-    """Each saved checkpoint of the main student but the last, which is the finished student."""
+def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new: int,
+                       lora: bool = True) -> list[Writer]:
+    """Each saved checkpoint of the main student but the last, which is the finished student.
+    A LoRA checkpoint on a base vLLM serves no adapters on (`lora` False) is merged first,
+    into run.judge.merged_checkpoints, only while its fables are still missing."""
     student = run.student(tr.teacher, tr.train.objective)
     last = Trained.read(student.trained).steps
     out = []
@@ -90,18 +102,58 @@ def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new
         step = int(ck.name.split("-")[1])
         if step != last:
             label = f"{tr.teacher}-{tr.train.objective}@{step}"
-            model, adapter = (base, str(ck)) if tr.train.lora_r else (str(ck), None)
+            if not tr.train.lora_r:
+                model, adapter = str(ck), None
+            elif lora:
+                model, adapter = base, str(ck)
+            else:
+                model, adapter = str(run.judge.merged_checkpoints / label), None
+                if not run.judge.fables(label).exists():
+                    merge_checkpoint(base, ck, Path(model))
             out.append(Writer(label, run.judge.fables(label), model, adapter, ids, samples, max_new))
     return out
 
 
-def _served(tr, objective: str, run: RunFolder, base: str) -> tuple[str, str | None]:
+def _served(tr, objective: str, run: RunFolder, base: str, lora: bool = True) -> tuple[str, str | None]:
     """(engine model, adapter) of a trained student: its adapter on the shared base, or its
-    merged weights when it has no adapter (a full fine-tune)."""
+    merged weights when it has no adapter (a full fine-tune) or vLLM serves none on its base."""
     student = run.student(tr.teacher, objective)
-    if tr.train.lora_r:
+    if tr.train.lora_r and lora:
         return base, str(student.adapter)
     return str(student.merged), None
+
+
+@functools.lru_cache(maxsize=None)
+def _arch_serves_lora(arch: str) -> bool:
+    # The model class declares it (SupportsLoRA); importing the class loads no weights. An
+    # architecture vLLM does not know gets False.
+    from vllm.model_executor.models.interfaces import supports_lora
+    from vllm.model_executor.models.registry import ModelRegistry
+
+    cls = ModelRegistry._try_load_model_cls(arch)
+    return cls is not None and supports_lora(cls)
+
+
+def lora_served(model_dir: str) -> bool:
+    """Whether vLLM can serve LoRA adapters on the model in `model_dir`."""
+    archs = json.loads((Path(model_dir) / "config.json").read_text()).get("architectures") or []
+    return bool(archs) and _arch_serves_lora(archs[0])
+
+
+def merge_checkpoint(base: str, checkpoint: Path, out: Path) -> None:
+    """The base with a LoRA checkpoint merged in, saved as safetensors (atomically) with
+    the base's tokenizer, for an engine that cannot serve the adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if (out / "config.json").exists():
+        return
+    with artifacts.staged_folders(out.parent) as stage:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
+        PeftModel.from_pretrained(model, str(checkpoint)).merge_and_unload().save_pretrained(
+            stage / out.name, safe_serialization=True)
+        AutoTokenizer.from_pretrained(base).save_pretrained(stage / out.name)
 
 
 def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True, starts=None) -> list[str]:
@@ -114,6 +166,7 @@ def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True, star
         ws = writers(cfg, tr, run, report, judge)
         if ws:
             labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r, starts=starts)
+    shutil.rmtree(run.judge.merged_checkpoints, ignore_errors=True)  # their fables are written
     return labels
 
 

@@ -71,6 +71,17 @@ def test_each_architecture_is_pruned_distilled_and_evaluated(archs_run, teacher)
     ev = json.loads((sdir / "eval.json").read_text())
     assert len(ev["after"]["per_fable"]) == 2 and ev["after"]["kl"] >= 0
     assert teacher in (run_dir / "report.md").read_text()
+    # Its fables, before and after training, written by vLLM: as LoRA adapters on the base
+    # for Llama-2 and Mistral, merged for Falcon (vLLM serves no LoRA on it).
+    for label in (f"{teacher}-initial", f"{teacher}-kd"):
+        assert len(json.loads((run_dir / "students" / f"samples-{label}.json").read_text())["samples"][0]) == 1
+
+
+def test_every_student_fable_comes_from_vllm_lora_where_it_can(archs_run):
+    run_dir, _ = archs_run
+    write = [s for s in json.loads((run_dir / "stages.json").read_text()) if s["stage"] == "write"]
+    # one engine per LoRA base (Llama-2, Mistral); Falcon's base and merged KD student: one each
+    assert [s["engine_starts"] for s in write] == [4]
 
 
 VLLM_EACH = """
