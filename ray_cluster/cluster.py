@@ -153,7 +153,7 @@ def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch
         # short job never grows past its first engine.
         concurrency=(replicas, replicas),
         placement_group_config={"bundles": engine_bundles(teacher, gpus, resources=resources)},
-        runtime_env={"env_vars": engine.cpu_env(kv_cache_gib)},
+        runtime_env={"env_vars": engine.cpu_env(kv_cache_gib, gpus)},
         chat_template_stage=False,
         tokenize_stage=False,
         detokenize_stage=False,

@@ -56,3 +56,10 @@ def test_a_pinned_hub_teacher_passes_its_commit_to_vllm_for_weights_and_tokenize
     kw = engine.engine_kwargs(declare("llama2-7b-chat", {"revision": sha}), top_k=20, max_model_len=4096)
     assert kw["revision"] == kw["tokenizer_revision"] == sha
     assert kw["dtype"] == "bfloat16" and kw["max_model_len"] == 4096
+
+
+def test_on_cpu_the_model_runs_in_the_engine_core_process_and_on_gpu_as_vllm_chooses():
+    from teacher.engine import cpu_env
+
+    assert cpu_env(2)["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and cpu_env(2)["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cpu_env(2, gpus=1)
