@@ -125,14 +125,16 @@ def test_replicas_on_two_nodes_and_a_lost_node_costs_no_prompt(cluster, tmp_path
 
     out = tmp_path / "gen"
     cmd = [sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m", "--out", str(out),
-           "--n-train", "28", "--n-eval", "4", "--max-new-tokens", "24", "--shard-size", "4", "--batch-size", "1",
+           "--n-train", "28", "--n-eval", "4", "--max-new-tokens", "96", "--shard-size", "4", "--batch-size", "1",
            "--replicas", "2", "--engine-resources", json.dumps(ENGINE_SLOT)]
     env = {**cluster.env, "RAY_ADDRESS": f"127.0.0.1:{cluster.port}"}
     with open(tmp_path / "first-run.log", "w") as log:
         first = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=log, stderr=log)
     # Both replicas up, on the two worker nodes, and each has finished rows (kept over polls:
     # a poll that lands after the job has ended sees no live engine). No row is sent before
-    # both are up (generation.replica_wait_s), so neither can take the whole queue.
+    # both are up (generation.replica_wait_s), so neither can take the whole queue. Rows are
+    # long enough (96 tokens) that the job outlasts a few polls: with 24 tokens two in-process
+    # engines finished all 32 rows between two polls and the test saw one node.
     deadline, seen = time.monotonic() + 600, []
     while time.monotonic() < deadline and first.poll() is None:
         seen += cluster.engines()
