@@ -29,3 +29,15 @@ def read_or_named_error(read, path, prefix: str = ""):
     except ValueError as e:
         assert str(e).startswith(prefix or str(path)) and "\n" not in str(e), str(e)
         return None
+
+
+@pytest.fixture(scope="session")
+def ray_head(tmp_path_factory):
+    """One Ray head for the session, started by `make ray-up` (tests/ray_head.py): the tiny
+    pipeline run is submitted to it as a job, and the Makefile's test checks its ports."""
+    if not have_models():
+        pytest.skip("embedded teachers not built; run `make models`")
+    from tests.ray_head import make_ray_up
+
+    with make_ray_up(ROOT, tmp_path_factory.mktemp("ray-head")) as head:
+        yield head

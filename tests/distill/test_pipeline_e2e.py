@@ -1,5 +1,7 @@
 """The real pipeline (Ray Data LLM + vLLM, peft LoRA, transformers Trainer) on both
-embedded teachers at the smallest useful size, then a rerun that must redo nothing.
+embedded teachers at the smallest useful size, submitted as a team runs it on its cluster:
+`ray job submit ... -- python -m distill.pipeline` to the session's `make ray-up` head
+(tests/ray_head.py); then, on its own, a rerun that must redo nothing.
 Both teachers generate; SmolLM2's data trains the students. Gemma's data trains the
 other-family and QLoRA paths below, so a second pair of students would test nothing new."""
 
@@ -31,10 +33,14 @@ def run_pipeline(runs_dir, *args):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, ray_head):
+    """Generation on the cluster's engines, the judge deployed on the cluster's Serve, and
+    training, evaluation and the report in the job's driver."""
     runs = tmp_path_factory.mktemp("runs")
-    proc = run_pipeline(runs, *TINY)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = ray_head.submit(ROOT, {"KD_RUNS_DIR": str(runs)}, "python", "-m", "distill.pipeline",
+                           "--config", "configs/tiny.toml", *TINY)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "succeeded" in proc.stdout
     return runs / "tiny", proc
 
 
@@ -90,13 +96,17 @@ def test_report_and_manifest(tiny_run):
     assert ("train-sft", "smollm2-135m") in stages and ("evaluate-sft", "smollm2-135m") in stages
     assert not {s for s in stages if s[1] == "gemma3-270m" and s[0] != "generate"}  # a teacher for comparison only
     assert all(s["wall_s"] >= 0 for s in manifest["stages"])
-    # One Ray head for generate, write and the judge; each engine start counted and timed.
-    assert manifest["ray_heads_started"] == 1
+    assert [s["stage"] for s in manifest["stages"]] == [
+        "generate", "generate", "train-kd", "train-sft", "write", "evaluate-kd", "evaluate-sft", "judge", "compare",
+        "report"]
+    # A submitted job starts no head of its own: generate, write and the judge all ran on the
+    # cluster's (tests/distill/test_pipeline_qwen_e2e.py: a run started alone starts one).
+    assert manifest["ray_heads_started"] == 0
     engines = {(s["stage"], s["teacher"]): s.get("engine_starts", 0) for s in manifest["stages"]}
     assert engines[("generate", "smollm2-135m")] == engines[("generate", "gemma3-270m")] == 1
     assert engines[("write", "")] == 1 == engines[("judge", "")] and manifest["engine_starts"] == 4
     assert all(0 < s["engine_start_s"] < s["wall_s"] for s in manifest["stages"] if s.get("engine_starts"))
-    assert "4 engine start(s) took" in report and "1 Ray head(s) started." in report
+    assert "4 engine start(s) took" in report and "0 Ray head(s) started." in report
 
 
 def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_run):

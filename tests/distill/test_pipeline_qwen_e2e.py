@@ -55,3 +55,10 @@ def test_the_pretrained_student_learns_and_kd_stays_closer_to_the_teacher_than_s
     assert after["kd"]["kl"] < after["sft"]["kl"]
     report = (qwen_run / "report.md").read_text()
     assert "per held-out fable, KD − SFT" in report and "student before training" in report
+
+
+def test_a_run_started_alone_starts_one_ray_head_for_all_its_engines(qwen_run):
+    manifest = json.loads((qwen_run / "manifest.json").read_text())
+    engines = {s["stage"]: s.get("engine_starts", 0) for s in manifest["stages"]}
+    assert manifest["ray_heads_started"] == 1 and engines["generate"] == 1 == engines["write"]
+    assert manifest["engine_starts"] == 2

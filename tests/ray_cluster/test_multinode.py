@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, needs_models
 from tests.listeners import ensure_ray_token, stop_session
-from tests.ray_cluster.test_job_submit import BIN, wait_for_dashboard
+from tests.ray_head import BIN, wait_for_dashboard
 from tests.ray_cluster.test_serve import free_port, free_ports
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, needs_models]

@@ -1,0 +1,77 @@
+"""The test session's Ray head, started as a user starts one: `make ray-up` (token auth on,
+dashboard on loopback), held in the foreground (--block) in a temp dir of its own, so that
+stopping it (a signal to its session) touches no other Ray on the machine (never `ray stop`,
+which stops every Ray on it). Jobs are submitted to it with `ray job submit`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.listeners import stop_session
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class Head:
+    dashboard: str  # the address `ray job submit --address` takes
+    dash_port: int
+    proc: subprocess.Popen  # `make ray-up`, leading its own session
+    env: dict  # what a user's shell has after `make ray-up`: the venv first, token auth on
+
+    def submit(self, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: float = 1200):
+        """`ray job submit --working-dir ... -- <entrypoint>`, waiting for the job to end."""
+        import json
+
+        return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard,
+                               "--working-dir", str(working_dir), "--runtime-env-json",
+                               json.dumps({"env_vars": env_vars}), "--", *entrypoint],
+                              env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_for_dashboard(url: str, proc, log: Path, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"ray start exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(url + "/api/version", timeout=5)
+            return
+        except urllib.error.HTTPError:  # it answered (with token auth on, 401): it is up
+            return
+        except OSError:
+            time.sleep(1)
+    raise TimeoutError(f"the Ray head's dashboard {url} did not answer in {timeout_s:.0f} s")
+
+
+@contextmanager
+def make_ray_up(root: Path, log_dir: Path):
+    """`make ray-up` on free ports; its prerequisites are taken as done (-o): starting a head
+    must not install or convert."""
+    from tests.ray_cluster.test_serve import free_ports
+
+    port, dash = free_ports(2)
+    temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    log = open(log_dir / "ray-up.log", "w")
+    proc = subprocess.Popen(["make", "-o", "setup", "-o", "models", "ray-up", f"RAY_PORT={port}", f"DASH_PORT={dash}",
+                             f"RAY_START_FLAGS=--block --temp-dir {temp}"],
+                            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, log_dir / "ray-up.log")
+        user = {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "token"}
+        yield Head(f"http://127.0.0.1:{dash}", dash, proc, user)
+    finally:
+        stop_session(proc)  # --block: the head stops its own processes on SIGTERM
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
