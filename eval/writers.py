@@ -66,13 +66,15 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
     tok = student_tokenizer(tr)
     rows = read_rows(run.teacher(tr.teacher), split="eval")
     base = initial_model(tr, run)
-    lora = bool(tr.train.lora_r) and lora_served(base)
+    # Asked only for fables still missing: the answer imports vLLM (~16 s on 2 cores), and a
+    # rerun or the judge stage's check usually finds every file written.
+    lora = functools.cache(lambda: bool(tr.train.lora_r) and lora_served(base))
     out = []
 
     def each_student(ids, out_path, samples: int, max_new: int) -> None:
         for objective in cfg.objectives(tr):
-            model, adapter = _served(tr, objective, run, base, lora)
             label = f"{tr.teacher}-{objective}"
+            model, adapter = _served(tr, objective, run, base, out_path(label).exists() or lora())
             out.append(Writer(label, out_path(label), model, adapter, ids, samples, max_new))
 
     if report:
@@ -91,9 +93,9 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
 
 
 def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new: int,
-                       lora: bool = True) -> list[Writer]:
+                       lora=lambda: True) -> list[Writer]:
     """Each saved checkpoint of the main student but the last, which is the finished student.
-    A LoRA checkpoint on a base vLLM serves no adapters on (`lora` False) is merged first,
+    A LoRA checkpoint on a base vLLM serves no adapters on (`lora()` False) is merged first,
     into run.judge.merged_checkpoints, only while its fables are still missing."""
     student = run.student(tr.teacher, tr.train.objective)
     last = Trained.read(student.trained).steps
@@ -102,14 +104,14 @@ def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new
         step = int(ck.name.split("-")[1])
         if step != last:
             label = f"{tr.teacher}-{tr.train.objective}@{step}"
+            written = run.judge.fables(label).exists()
             if not tr.train.lora_r:
                 model, adapter = str(ck), None
-            elif lora:
+            elif written or lora():
                 model, adapter = base, str(ck)
             else:
                 model, adapter = str(run.judge.merged_checkpoints / label), None
-                if not run.judge.fables(label).exists():
-                    merge_checkpoint(base, ck, Path(model))
+                merge_checkpoint(base, ck, Path(model))
             out.append(Writer(label, run.judge.fables(label), model, adapter, ids, samples, max_new))
     return out
 
@@ -144,15 +146,15 @@ def merge_checkpoint(base: str, checkpoint: Path, out: Path) -> None:
     """The base with a LoRA checkpoint merged in, saved as safetensors (atomically) with
     the base's tokenizer, for an engine that cannot serve the adapter."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from student.build import merge_adapter
 
     if (out / "config.json").exists():
         return
     with artifacts.staged_folders(out.parent) as stage:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, use_safetensors=True)
-        PeftModel.from_pretrained(model, str(checkpoint)).merge_and_unload().save_pretrained(
-            stage / out.name, safe_serialization=True)
+        merge_adapter(model, checkpoint).save_pretrained(stage / out.name, safe_serialization=True)
         AutoTokenizer.from_pretrained(base).save_pretrained(stage / out.name)
 
 

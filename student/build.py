@@ -186,10 +186,18 @@ def export(model, tokenizer, out_dir: Path, full_precision_base=None) -> dict[st
             tokenizer.save_pretrained(stage / BASE)
             model.save_pretrained(stage / ADAPTER, safe_serialization=True)
             _name_base(stage / ADAPTER, out_dir / BASE)
-            full = PeftModel.from_pretrained(base, stage / ADAPTER).merge_and_unload()
+            full = merge_adapter(base, stage / ADAPTER)
         full.save_pretrained(stage / MERGED, safe_serialization=True)
         tokenizer.save_pretrained(stage / MERGED)
     return {n: out_dir / n for n in names}
+
+
+def merge_adapter(base, adapter_dir: Path):
+    """`base` (a full-precision model, changed in place) with the LoRA adapter saved in
+    `adapter_dir` folded into its weights: an ordinary model with no peft layers."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
 def _name_base(adapter_dir: Path, base_dir: Path) -> None:
