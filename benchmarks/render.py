@@ -211,6 +211,22 @@ def render_decoding(d: dict) -> list[str]:
     return lines
 
 
+def render_lora(d: dict) -> list[str]:
+    """The student engine's decoding with LoRA adapters, per-token products against grouped."""
+    lines = ["## Student decoding with LoRA adapters (Qwen2.5-Coder-0.5B, float32)", "",
+             f"Plain `vllm.LLM.generate` in one process: {d['sequences']} fables × {d['max_new_tokens']} new tokens "
+             f"each, spread over {d['adapters']} rank-16 adapters on every linear layer (the write stage's shape: KD "
+             "and SFT students and their checkpoints on one base); engine start excluded.", "",
+             "| engine | tokens | generate s | tokens/s | ratio to no LoRA |", "| --- | --- | --- | --- | --- |"]
+    base = d["base"]["tokens"] / d["base"]["generate_s"]
+    for name, what in (("base", "no LoRA (the base alone)"), ("per_token", "LoRA, vLLM's per-token products"),
+                       ("grouped", "LoRA, one product per adapter (teacher/lora_cpu.py)")):
+        r = d[name]
+        tps = r["tokens"] / r["generate_s"]
+        lines.append(f"| {what} | {r['tokens']} | {r['generate_s']:.1f} | {tps:.1f} | {tps / base:.2f} |")
+    return lines + [""]
+
+
 def render_generation(gen: dict) -> list[str]:
     """The Ray Data LLM job against plain vLLM, in one run."""
     p, r = gen["plain"], gen["ray"]
@@ -262,10 +278,10 @@ def render_compare(cmp: dict) -> list[str]:
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
-           fuzz: dict | None = None, decoding: dict | None = None) -> str:
+           fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
-                                          ("decoding", decoding))
+                                          ("decoding", decoding), ("LoRA decoding", lora))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -275,6 +291,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_default(default)
     if decoding:
         lines += render_decoding(decoding)
+    if lora:
+        lines += render_lora(lora)
     if gen:
         lines += render_generation(gen)
     if storage:

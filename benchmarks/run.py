@@ -72,6 +72,19 @@ def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, 
     return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
 
 
+def bench_lora(env: dict, adapters: int = 5, n: int = 16, max_new: int = 64) -> dict:
+    """The student engine's decoding in the write stage's shape (`adapters` rank-16 adapters,
+    requests spread over them) with vLLM's per-token LoRA products and with the grouped ones
+    (teacher/lora_cpu.py), and the same engine without LoRA, in one run."""
+    out = {"adapters": adapters, "sequences": n, "max_new_tokens": max_new}
+    for name, k, flag in (("base", 0, "1"), ("per_token", adapters, "0"), ("grouped", adapters, "1")):
+        _, stdout = timed([sys.executable, "-m", "benchmarks.lora_vllm", "--adapters", str(k), "--n", str(n),
+                           "--max-new-tokens", str(max_new)],
+                          {**env, "KD_LORA_GROUPED": flag, "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
+        out[name] = last_json(stdout)
+    return out
+
+
 def bench_train_steps(env: dict) -> dict:
     """KD (top-k and dense teacher) against a plain cross-entropy step, each variant in a
     fresh process so its peak memory is its own."""
@@ -197,7 +210,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
             "variants": rows}
 
 
-SECTIONS = ("generation", "decoding", "steps", "compare", "judge", "default", "sweep", "fuzz")
+SECTIONS = ("generation", "decoding", "lora", "steps", "compare", "judge", "default", "sweep", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -233,6 +246,8 @@ def measure(sections: set[str], args, results: dict) -> None:
         results["generation"]["measured"] = results["storage"]["measured"] = now
     if "decoding" in sections:
         results["decoding"] = {**bench_decoding(env), "measured": now}
+    if "lora" in sections:
+        results["lora"] = {**bench_lora(env), "measured": now}
     if "steps" in sections:
         results["steps"] = {**bench_train_steps(env), "measured": now}
     if "compare" in sections:
@@ -277,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
     steps = {k: v for k, v in results["steps"].items() if k != "measured"} if results.get("steps") else None
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
-                                             results.get("sweep"), results.get("fuzz"), results.get("decoding")))
+                                             results.get("sweep"), results.get("fuzz"), results.get("decoding"),
+                                             results.get("lora")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":
