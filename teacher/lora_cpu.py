@@ -85,12 +85,12 @@ def register() -> None:
         from vllm.platforms import current_platform
     except ImportError:  # another vLLM layout: keep its own ops
         return
-    if not current_platform.is_cpu() or getattr(lora_ops.bgmv_shrink, "_kd_grouped", False):
+    if not current_platform.is_cpu() or hasattr(lora_ops.bgmv_shrink, "__wrapped__"):  # already swapped
         return
     if not all(hasattr(lora_ops, name) for name in GROUPED):
         return
     for name, fn in GROUPED.items():
-        fn._kd_grouped, fn.__wrapped__ = True, getattr(lora_ops, name)
+        fn.__wrapped__ = getattr(lora_ops, name)
         setattr(lora_ops, name, fn)
         if hasattr(punica_cpu, name):
             setattr(punica_cpu, name, fn)
