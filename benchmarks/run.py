@@ -26,6 +26,7 @@ from benchmarks.render import render
 from benchmarks.storage import bench_storage
 from distill.run_folder import Evaluated, Generated, HeldOut, JudgeFolder, JudgeSummary, RunFolder, Trained
 from eval.rubric import JUDGE_MODES
+from teacher.engine import cpu_env  # the pipeline's CPU engine environment: the benches measure that engine
 
 
 def timed(cmd: list[str], env: dict) -> tuple[float, str]:
@@ -66,8 +67,7 @@ def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, 
     for name, flag in (("sorted", "0"), ("prefiltered", "1")):
         _, stdout = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--teacher", teacher, "--n", str(n),
                            "--max-new-tokens", str(max_new), "--top-p", str(top_p)],
-                          {**env, "KD_NUCLEUS_PREFILTER": flag, "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-                           "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})
+                          {**env, **cpu_env(2), "KD_NUCLEUS_PREFILTER": flag})
         out[name] = last_json(stdout)
     return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
 
@@ -80,8 +80,7 @@ def bench_lora(env: dict, adapters: int = 5, n: int = 16, max_new: int = 64) -> 
     for name, k, flag in (("base", 0, "1"), ("per_token", adapters, "0"), ("grouped", adapters, "1")):
         _, stdout = timed([sys.executable, "-m", "benchmarks.lora_vllm", "--adapters", str(k), "--n", str(n),
                            "--max-new-tokens", str(max_new)],
-                          {**env, "KD_LORA_GROUPED": flag, "VLLM_ENABLE_V1_MULTIPROCESSING": "0",
-                           "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"})  # every core, as the write stage's engine
+                          {**env, **cpu_env(2), "KD_LORA_GROUPED": flag})
         out[name] = last_json(stdout)
     return out
 
