@@ -69,6 +69,14 @@ def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, 
                            "--max-new-tokens", str(max_new), "--top-p", str(top_p)],
                           {**env, **cpu_env(2), "KD_NUCLEUS_PREFILTER": flag})
         out[name] = last_json(stdout)
+    # The same rows through the pipeline's path: a Ray Data LLM job, the engine in a Ray actor.
+    with tempfile.TemporaryDirectory() as d:
+        _, stdout = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", teacher, "--out", d,
+                           "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new),
+                           "--top-p", str(top_p), "--batch-size", str(n)],
+                          {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
+    ray = last_json(stdout)
+    out["ray"] = {**ray, "tokens": ray["generated_tokens"], "generate_s": ray["wall_s"] - ray["engine_start_s"]}
     return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
 
 

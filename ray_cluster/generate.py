@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--top-k", type=int, default=DEFAULT.top_k)
     ap.add_argument("--max-new-tokens", type=int, default=DEFAULT.max_new_tokens)
+    ap.add_argument("--temperature", type=float, default=DEFAULT.temperature)
+    ap.add_argument("--top-p", type=float, default=DEFAULT.top_p, help="nucleus sampling of the text (the stored top-k stays raw)")
     ap.add_argument("--eval-samples", type=int, default=DEFAULT.eval_samples)
     ap.add_argument("--shard-size", type=int, default=DEFAULT.shard_size)
     ap.add_argument("--replicas", type=int, default=DEFAULT.replicas, help="data-parallel engine replicas per teacher")
@@ -277,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         for t in teachers:
             check_reachable(t)
         cfg = GenerationConfig(top_k=args.top_k, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_p=args.top_p,
                                eval_samples=args.eval_samples, shard_size=args.shard_size,
                                replicas=args.replicas, batch_size=args.batch_size,
                                engine_resources=args.engine_resources, replica_wait_s=args.replica_wait_s)

@@ -34,7 +34,16 @@ def cpu_env(kv_cache_gib: int | str, gpus: float = 0) -> dict[str, str]:
            "RAY_worker_niceness": "0"}
     if not gpus:
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+        # Ray sets OMP_NUM_THREADS to an actor's CPU count (1 for an engine bundle) and the
+        # in-process executor keeps it, so torch decoded on one core of two. Measured: the
+        # 1.5B's Ray Data job, 8 fables x 64 tokens, 103 s -> 70 s of generation.
+        env["OMP_NUM_THREADS"] = str(cpu_cores())
     return env
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (a container's cpuset, not the host's count)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:

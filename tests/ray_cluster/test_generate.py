@@ -111,14 +111,18 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
         time.sleep(0.2)
     # The engine writes at niceness 0, not at the 15 Ray gives its workers (teacher.engine.cpu_env).
     # vLLM retitles its processes (VLLM::EngineCore, VLLM::Worker); the cmdline can still be empty here.
-    engine_nice = [p.nice() for p in psutil.process_iter(["name"]) if _in_session(p, proc.pid)
-                   and (p.info["name"] or "").startswith("VLLM::")]
+    engines = [p for p in psutil.process_iter(["name"]) if _in_session(p, proc.pid)
+               and (p.info["name"] or "").startswith("VLLM::")]
+    engine_nice = [p.nice() for p in engines]
+    # ... and on every core: Ray would give an actor with a CPU:1 bundle OMP_NUM_THREADS=1.
+    engine_threads = {p.environ().get("OMP_NUM_THREADS") for p in engines}
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
     except ProcessLookupError:  # it had already exited: the assertion below says why
         pass
     proc.wait()
     assert engine_nice and set(engine_nice) == {0}, engine_nice
+    assert engine_threads == {str(len(os.sched_getaffinity(0)))}, engine_threads
     written = sorted(p.name for p in shard_dir.glob("*.parquet"))
     assert written, f"no shard was written before the kill (exit {proc.returncode}): {log.read_text()[-3000:]}"
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)

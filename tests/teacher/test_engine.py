@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -63,3 +64,5 @@ def test_on_cpu_the_model_runs_in_the_engine_core_process_and_on_gpu_as_vllm_cho
 
     assert cpu_env(2)["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and cpu_env(2)["VLLM_CPU_KVCACHE_SPACE"] == "2"
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cpu_env(2, gpus=1)
+    # every core for torch, not the one Ray gives an actor with a CPU:1 bundle
+    assert int(cpu_env(2)["OMP_NUM_THREADS"]) == len(os.sched_getaffinity(0)) and "OMP_NUM_THREADS" not in cpu_env(2, gpus=1)
