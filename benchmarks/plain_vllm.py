@@ -52,7 +52,8 @@ def main() -> None:
             json.dump(dump, f)
     # The engine is seeded: two runs that sample alike write the same tokens.
     digest = hashlib.sha256(json.dumps([list(o.outputs[0].token_ids) for o in outs]).encode()).hexdigest()[:16]
-    print(json.dumps({"tokens": tokens, "rows": len(rows), "engine_start_s": t1 - t0, "generate_s": t2 - t1,
+    prompt_tokens = sum(len(o.prompt_token_ids) for o in outs)
+    print(json.dumps({"tokens": tokens, "prompt_tokens": prompt_tokens, "rows": len(rows), "engine_start_s": t1 - t0, "generate_s": t2 - t1,
                       "total_s": time.perf_counter() - t0, "tokens_digest": digest}))
 
 

@@ -76,7 +76,9 @@ def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, 
                            "--top-p", str(top_p), "--batch-size", str(n)],
                           {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
     ray = last_json(stdout)
-    out["ray"] = {**ray, "tokens": ray["generated_tokens"], "generate_s": ray["wall_s"] - ray["engine_start_s"]}
+    # the same prompts as the plain runs, so the same prompt tokens
+    out["ray"] = {**ray, "tokens": ray["generated_tokens"], "generate_s": ray["wall_s"] - ray["engine_start_s"],
+                  "prompt_tokens": out["prefiltered"]["prompt_tokens"]}
     return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
 
 
@@ -190,7 +192,8 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
                   for t in distilled}
     stages = manifest["stages"]
     return {"bandwidth_gbs": bandwidth, "gflops": gflops, "generation": generation,
-            "process_s": wall if wall is not None else sum(st.get("wall_s", 0) for st in stages),
+            # the run's own wall clock: teachers that generate side by side count once
+            "process_s": wall if wall is not None else manifest["total_wall_s"],
             "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "kd_minus_sft": kd_minus_sft, "after_minus_before": after_minus_before,
             "ray_heads_started": manifest.get("ray_heads_started"), "shuffled_control": judge and judge.shuffled_control,

@@ -25,3 +25,16 @@ def test_the_lora_section_gives_each_engine_its_tokens_per_second_and_ratio_to_n
     page = "\n".join(render_lora(d))
     assert "| LoRA, vLLM's per-token products | 1024 | 80.0 | 12.8 | 0.40 |" in page
     assert "| LoRA, one product per adapter (teacher/lora_cpu.py) | 1024 | 40.0 | 25.6 | 0.80 |" in page
+
+
+def test_the_decoding_section_counts_prompt_tokens_against_the_compute_bound():
+    """A prompt token costs the model what a generated one does: the share of the bound counts both."""
+    from benchmarks.render import render_decoding
+
+    run = {"tokens": 1000, "prompt_tokens": 1000, "generate_s": 100.0, "tokens_digest": "a"}
+    d = {"teacher": "t", "dtype": "float32", "prompts": 8, "max_new_tokens": 64, "top_p": 0.95, "gflops": 100.0,
+         "tokens_per_s_compute_bound": 40.0, "bandwidth_gbs": 20.0, "steps_per_s_bound": 3.0,
+         "sorted": {**run, "generate_s": 200.0}, "prefiltered": run, "ray": {**run, "generate_s": 125.0}}
+    page = "\n".join(render_decoding(d))
+    assert "| 1000 | 1000 | 100.0 | 10.0 | 20.0 | 50% | 2.00 |" in page  # (1000 + 1000) / 100 s of 40
+    assert "| 1000 | 1000 | 125.0 | 8.0 | 16.0 | 40% | 1.60 |" in page and "same fables: **yes**" in page
