@@ -106,16 +106,22 @@ def test_killed_generation_resumes_without_duplicates_or_gaps(tmp_path):
     with open(log, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, start_new_session=True, stdout=sink, stderr=sink)
     shard_dir = out / "smollm2-135m"
+    # The engine writes at niceness 0, not at the 15 Ray gives its workers, and on every core,
+    # not the one thread (OMP_NUM_THREADS=1) Ray gives an actor of one CPU (teacher.engine.cpu_env).
+    # vLLM retitles its processes (VLLM::EngineCore, VLLM::Worker); the cmdline can be empty.
+    # Read while the engine runs: by the first shard it may already be shutting down.
+    engine_nice, engine_threads = [], set()
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None and not list(shard_dir.glob("*.parquet")):
+        for p in psutil.process_iter(["name"]):
+            if _in_session(p, proc.pid) and (p.info["name"] or "").startswith("VLLM::"):
+                try:
+                    nice, penv = p.nice(), p.environ()
+                except (psutil.NoSuchProcess, psutil.ZombieProcess):
+                    continue
+                engine_nice.append(nice)
+                engine_threads.add(penv.get("OMP_NUM_THREADS"))
         time.sleep(0.2)
-    # The engine writes at niceness 0, not at the 15 Ray gives its workers (teacher.engine.cpu_env).
-    # vLLM retitles its processes (VLLM::EngineCore, VLLM::Worker); the cmdline can still be empty here.
-    engines = [p for p in psutil.process_iter(["name"]) if _in_session(p, proc.pid)
-               and (p.info["name"] or "").startswith("VLLM::")]
-    engine_nice = [p.nice() for p in engines]
-    # ... and on every core: Ray would give an actor with a CPU:1 bundle OMP_NUM_THREADS=1.
-    engine_threads = {p.environ().get("OMP_NUM_THREADS") for p in engines}
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # the whole session: driver, local Ray head, engine
     except ProcessLookupError:  # it had already exited: the assertion below says why
