@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -27,6 +29,21 @@ class VerdictCache:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # Opening is serialized across processes: eight opening a new file at once saw one
+        # another's half-made database as damaged, and moved the live file aside.
+        with self._opening():
+            self._open_or_rebuild(recover_from)
+
+    @contextlib.contextmanager
+    def _opening(self):
+        with open(f"{self.path}.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _open_or_rebuild(self, recover_from) -> None:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as e:
