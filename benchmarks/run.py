@@ -45,15 +45,21 @@ def last_json(stdout: str) -> dict:
     raise ValueError("no JSON result line in the command's output")
 
 
+def ray_job(teacher: str, n: int, max_new: int, env: dict, *extra: str) -> tuple[float, dict]:
+    """`python -m ray_cluster.generate` for n training prompts on a Ray head of its own (the
+    pipeline's path), into a folder thrown away after: its wall seconds and result line."""
+    with tempfile.TemporaryDirectory() as d:
+        wall, out = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", teacher, "--out", d,
+                           "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new), *extra],
+                          {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
+    return wall, last_json(out)
+
+
 def bench_generation(n: int, max_new: int, env: dict, dump: Path) -> dict:
     plain_wall, out = timed([sys.executable, "-m", "benchmarks.plain_vllm", "--n", str(n),
                              "--max-new-tokens", str(max_new), "--dump", str(dump)], env)
     plain = last_json(out)
-    with tempfile.TemporaryDirectory() as d:
-        ray_wall, out = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", "smollm2-135m",
-                               "--out", d, "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new)],
-                              {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
-    ray = last_json(out)
+    ray_wall, ray = ray_job("smollm2-135m", n, max_new, env)
     return {"prompts": n, "max_new_tokens": max_new, "plain": {**plain, "process_s": plain_wall},
             "ray": {**ray, "process_s": ray_wall}}
 
@@ -70,16 +76,12 @@ def bench_decoding(env: dict, teacher: str = "qwen2.5-coder-1.5b", n: int = 32, 
                           {**env, **cpu_env(2), "KD_NUCLEUS_PREFILTER": flag})
         out[name] = last_json(stdout)
     # The same rows through the pipeline's path: a Ray Data LLM job, the engine in a Ray actor.
-    with tempfile.TemporaryDirectory() as d:
-        _, stdout = timed([sys.executable, "-m", "ray_cluster.generate", "--teacher", teacher, "--out", d,
-                           "--n-train", str(n), "--n-eval", "0", "--max-new-tokens", str(max_new),
-                           "--top-p", str(top_p), "--batch-size", str(n)],
-                          {k: v for k, v in env.items() if k != "RAY_ADDRESS"})
-    ray = last_json(stdout)
+    _, ray = ray_job(teacher, n, max_new, env, "--top-p", str(top_p), "--batch-size", str(n))
     # the same prompts as the plain runs, so the same prompt tokens
     out["ray"] = {**ray, "tokens": ray["generated_tokens"], "generate_s": ray["wall_s"] - ray["engine_start_s"],
                   "prompt_tokens": out["prefiltered"]["prompt_tokens"]}
-    return {**out, "bandwidth_gbs": copy_bandwidth_gbs(), **decoding_bound(teacher, copy_bandwidth_gbs(), matmul_gflops())}
+    bandwidth = copy_bandwidth_gbs()
+    return {**out, "bandwidth_gbs": bandwidth, **decoding_bound(teacher, bandwidth, matmul_gflops())}
 
 
 def bench_lora(env: dict, adapters: int = 5, n: int = 16, max_new: int = 64) -> dict:
