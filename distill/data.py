@@ -64,6 +64,18 @@ class Collator:
                 "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
 
 
+def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The model's logits at the positions from the batch's first scored one on, and the
+    batch's per-position tensors cut to the same positions. The prompt's positions predict
+    nothing the loss reads: skipping their vocabulary projection (transformers'
+    `logits_to_keep`) saves about a third of it and of the largest activation."""
+    L = batch["input_ids"].shape[1]
+    scored = batch["kd_mask"].any(dim=0).nonzero()
+    first = int(scored[0]) if len(scored) else L - 1
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=L - first).logits
+    return logits, {k: batch[k][:, first:] for k in ("labels", "kd_mask", "topk_ids", "topk_logprobs")}
+
+
 class RowDataset(torch.utils.data.Dataset):
     def __init__(self, rows: list[dict], max_len: int):
         self.items = [encode_row(r, max_len) for r in rows]

@@ -16,7 +16,7 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from distill import artifacts
-from distill.data import Collator, RowDataset, pad_id
+from distill.data import Collator, RowDataset, pad_id, scored_logits
 from distill.losses import kd_objective
 from distill.onpolicy import OnPolicy, Scorer
 from distill.run_folder import StudentFolder
@@ -65,13 +65,12 @@ class KDTrainer(Trainer):
             self._parts["on_policy"].append(1.0)
         elif self.on_policy:
             self._parts["on_policy"].append(0.0)
-        out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
-        mask = inputs["kd_mask"]
+        logits, cut = scored_logits(model, inputs)
+        mask = cut["kd_mask"]
         # Only positions that predict a generated token reach the full-vocab softmax.
         sel = mask.bool()
         parts = kd_objective(
-            out.logits[sel], inputs["labels"][sel], inputs["topk_ids"][sel], inputs["topk_logprobs"][sel],
-            mask[sel], kd_weight,
+            logits[sel], cut["labels"][sel], cut["topk_ids"][sel], cut["topk_logprobs"][sel], mask[sel], kd_weight,
         )
         for k in ("kd", "ce"):
             if k in parts:
@@ -84,7 +83,7 @@ class KDTrainer(Trainer):
                 loss = loss * mask.sum() / num_items_in_batch
                 if self.args.average_tokens_across_devices and self.args.world_size > 1:
                     loss = loss * self.accelerator.num_processes  # DDP averages the ranks' gradients
-        return (loss, out) if return_outputs else loss
+        return (loss, {"logits": logits}) if return_outputs else loss
 
     def log(self, logs: dict, *args, **kwargs) -> None:
         for k, v in self._parts.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.data import Collator, RowDataset
+from distill.data import Collator, RowDataset, scored_logits
 from distill.losses import token_cross_entropy, topk_forward_kl
 
 
@@ -25,7 +25,8 @@ def heldout_metrics(model, pad_id: int, rows: list[dict], max_len: int = 512, ba
         idx = range(i, min(i + batch_size, len(data)))
         b = {k: v.to(model.device) for k, v in collate([data[j] for j in idx]).items()}
         # Metrics in float32 whatever the model's dtype (bf16 on a GPU).
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits.float()
+        logits, b = scored_logits(model, b)
+        logits = logits.float()
         for r, j in enumerate(idx):
             sel = b["kd_mask"][r].bool()
             k = float(sel.sum())
