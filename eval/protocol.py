@@ -85,10 +85,12 @@ def _reason_kind(reason: str) -> str:
 
 
 def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=None,
-                 on_this_head: bool = False) -> JudgeSummary:
+                 on_this_head: bool = False, endpoint=None) -> JudgeSummary:
     """Judge a finished run (students, teachers, optionally checkpoints) and write its report.
     Engine starts (fables written, the local judge) are counted in `starts`; on_this_head puts
-    the local judge on this process's Ray head (eval/endpoint.py)."""
+    the local judge on this process's Ray head (eval/endpoint.py). `endpoint`: the wait
+    function of a judge_endpoint the caller already started (the pipeline starts it before
+    its write stage, so the judge's start overlaps the students' writing)."""
     from distill.config import from_dict, with_overrides
     from eval.controls import control_accuracy, shuffled_items
     from eval.judge import judge_all, judge_from_config
@@ -108,8 +110,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
     cache = VerdictCache(run.judge.cache, recover_from=run.judge.verdicts)
     server_log = run.judge.server_log
     with contextlib.ExitStack() as stack:
-        endpoint = None
-        if not len(cache):  # nothing judged yet: start the server now, while the students write
+        if endpoint is None and not len(cache):  # nothing judged yet: start the server now, while the students write
             endpoint = stack.enter_context(judge_endpoint(jc, server_log, on_this_head, starts))
         for tr in cfg.teachers:
             for objective in cfg.objectives(tr):

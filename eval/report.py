@@ -196,10 +196,11 @@ def stage_table(stages: list[dict], ray_heads: int | None = None) -> list[str]:
     span = (max(s["started"] + s["wall_s"] for s in timed) - min(s["started"] for s in timed) if len(timed) == len(stages)
             else sum(s["wall_s"] for s in stages)) if stages else 0.0
     lines += ["", f"{span:.0f} s from the first stage's start to the last one's end; {n} engine start(s) took "
-              f"{took:.0f} s of stage time"
+              f"{took:.0f} s"
               + (f"; {ray_heads} Ray head(s) started." if ray_heads is not None else ".")
               + " An engine's start runs from its job's start to the first request it began: loading, "
-              "warm-up and Ray's scheduling."]
+              "warm-up and Ray's scheduling. The judge's service starts with the write stage and is "
+              "counted in the judge's row: its start overlaps the stages before it."]
     return lines
 
 
