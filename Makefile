@@ -72,14 +72,22 @@ $(MODELS) &: $(STAMP)
 distill: setup models
 	$(PY) -m distill.pipeline --config $(CONFIG)
 
-# pytest exits 5 when it selects no test: make reports it as a failure.
+# pytest exits 5 when it selects no test: make reports it as a failure. Two pytest-xdist
+# workers, each taking whole test files: the end-to-end tests spend much of their time
+# starting processes (Ray heads, engines, imports) on one core, so two of them share 2 cores
+# well. TEST_WORKERS=0 runs everything in one process; PYTEST_ARGS adds pytest options
+# (make test PYTEST_ARGS="-k judge").
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
 test: setup models
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # What `make test` leaves out: the 3-node kill test and extra pipeline runs (QLoRA, another
 # tokenizer family, the tiny production architectures). CI runs it after `make test`.
 test-slow: setup models
-	$(PY) -m pytest -m slow
+	$(PYTEST) -m slow
 
 # Re-judge a finished run (students and teachers; cached verdicts are reused): runs/$(RUN)/judge/.
 eval: setup models
@@ -90,7 +98,7 @@ compare-teachers: setup models
 	$(PY) -m eval.compare --run $${KD_RUNS_DIR:-runs}/$(RUN) --out $${KD_RUNS_DIR:-runs}/$(RUN)/compare
 
 test-fast: setup models
-	$(PY) -m pytest -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 bench: setup models
 	$(PY) -m benchmarks.run

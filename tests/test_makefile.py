@@ -14,6 +14,18 @@ def plan(venv, *args) -> str:
                           timeout=60).stdout
 
 
+def test_make_test_runs_two_workers_and_fails_when_it_selects_no_test():
+    """`make test` spreads the files over two pytest-xdist workers, and a selection that
+    matches nothing (pytest's exit 5) fails the target instead of passing in silence."""
+    dry = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60).stdout
+    assert "-n 2 --dist loadfile" in dry
+    proc = subprocess.run(["make", "-o", "setup", "-o", "models", "test",
+                           "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "no tests ran" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+
+
 def test_a_gpu_venv_stays_a_gpu_venv_without_gpu_1(tmp_path):
     gpu = tmp_path / "gpu-venv"
     gpu.mkdir()

@@ -33,18 +33,10 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
-def ray_processes() -> set[tuple[str, str]]:
-    """(pid, command) of every Ray or vLLM process on the machine."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout.splitlines()
-    return {tuple(l.strip().split(None, 1)) for l in out
-            if any(k in l for k in ("raylet", "gcs_server", "ray::", "VLLM::"))}
-
-
 @pytest.fixture(scope="module")
 def endpoint():
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    before = ray_processes()  # the session's own head (tests/ray_head.py) stays up: not this service's
     proc = subprocess.Popen([sys.executable, "-m", "ray_cluster.serve", "--port", str(port), "--top-k", "5"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     deadline = time.time() + 900
@@ -55,7 +47,7 @@ def endpoint():
             break
     try:
         assert line.startswith("ready"), f"server did not come up (exit {proc.poll()})"
-        yield f"http://127.0.0.1:{port}/v1", proc, before
+        yield f"http://127.0.0.1:{port}/v1", proc
     finally:  # also when it never came up: a half-started server holds engines and memory
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -65,14 +57,14 @@ def endpoint():
 def test_models_are_listed_on_loopback(endpoint):
     from teacher.client import make_client
 
-    url, _, _ = endpoint
+    url, _ = endpoint
     assert {m.id for m in make_client(url).models.list().data} == {"smollm2-135m", "gemma3-270m"}
 
 
 def test_chat_completion_returns_top_logprobs(endpoint):
     from teacher.client import chat_with_logprobs, make_client
 
-    url, _, _ = endpoint
+    url, _ = endpoint
     text, lp = chat_with_logprobs(make_client(url), "smollm2-135m", "Write one sentence about a fox.", 12, top_k=5)
     assert text and 0 < len(lp.tokens) <= 12 and len(lp.logprobs) == len(lp.tokens)
     assert all(len(t) == 5 for t in lp.top) and all(v <= 0 for t in lp.top for v in t.values())
@@ -81,7 +73,7 @@ def test_chat_completion_returns_top_logprobs(endpoint):
 def test_text_completion_of_the_base_teacher(endpoint):
     from teacher.client import complete_with_logprobs, make_client
 
-    url, _, _ = endpoint
+    url, _ = endpoint
     text, lp = complete_with_logprobs(make_client(url), "gemma3-270m", "Once upon a time, a fox", 10, top_k=3)
     assert text and len(lp.tokens) == len(lp.logprobs) > 0
     assert all(1 <= len(t) <= 4 for t in lp.top)  # top-3 plus the sampled token when it ranks lower
@@ -96,7 +88,7 @@ def test_teacher_scores_given_tokens_as_transformers_does(endpoint):
     from teacher.client import make_client, score_topk
     from teacher.registry import get_teacher
 
-    url, _, _ = endpoint
+    url, _ = endpoint
     path = get_teacher("smollm2-135m").model_path()
     tok = AutoTokenizer.from_pretrained(path)
     prompt = tok("Once upon a time, a little fox").input_ids
@@ -121,7 +113,7 @@ def test_on_policy_steps_against_the_served_teacher(endpoint, tmp_path):
     from student.build import apply_lora, build_student
     from teacher.registry import get_teacher
 
-    url, _, _ = endpoint
+    url, _ = endpoint
     path = get_teacher("smollm2-135m").model_path()
     tok = AutoTokenizer.from_pretrained(path)
     model, _ = build_student("pruned", path, layers=2)
@@ -137,7 +129,7 @@ def test_on_policy_steps_against_the_served_teacher(endpoint, tmp_path):
 
 
 def test_the_endpoint_listens_on_loopback_and_its_ray_head_wants_the_token(endpoint):
-    url, proc, _ = endpoint
+    url, proc = endpoint
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     found = listeners(proc.pid)
     http = [row for row in found if row[2] == port]
@@ -146,10 +138,29 @@ def test_the_endpoint_listens_on_loopback_and_its_ray_head_wants_the_token(endpo
 
 
 def test_stopping_leaves_no_process_behind(endpoint):
-    _, proc, before = endpoint
+    """Every process the service started (its Ray head's daemons, Serve, the engines: all its
+    descendants, whatever another test runs beside it) is gone once it has stopped."""
+    import psutil
+
+    _, proc = endpoint
+    started = psutil.Process(proc.pid).children(recursive=True)
+    assert any("raylet" in " ".join(p.cmdline()) for p in started), "the service's Ray head is not its own"
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
     deadline = time.time() + 30
-    while ray_processes() - before and time.time() < deadline:
+    while _alive(started) and time.time() < deadline:
         time.sleep(1)
-    assert ray_processes() - before == set()
+    assert _alive(started) == []
+
+
+def _alive(procs) -> list:
+    import psutil
+
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
