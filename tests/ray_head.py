@@ -30,13 +30,21 @@ class Head:
     env: dict  # what a user's shell has after `make ray-up`: the venv first, token auth on
 
     def submit(self, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: float = 1200):
-        """`ray job submit --working-dir ... -- <entrypoint>`, waiting for the job to end."""
+        """`ray job submit --working-dir ... -- <entrypoint>`, waiting for the job to end.
+        A head whose dashboard answers may not have its job agent yet (Ray refuses with "No
+        available agent to submit job, please try again later", seen on 2 busy cores): the
+        submission is tried again, as Ray says, for up to two minutes; nothing ran meanwhile."""
         import json
 
-        return subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard,
-                               "--working-dir", str(working_dir), "--runtime-env-json",
-                               json.dumps({"env_vars": env_vars}), "--", *entrypoint],
-                              env=self.env, capture_output=True, text=True, timeout=timeout)
+        deadline = time.monotonic() + 120
+        while True:
+            proc = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", self.dashboard,
+                                   "--working-dir", str(working_dir), "--runtime-env-json",
+                                   json.dumps({"env_vars": env_vars}), "--", *entrypoint],
+                                  env=self.env, capture_output=True, text=True, timeout=timeout)
+            if "No available agent to submit job" not in proc.stderr + proc.stdout or time.monotonic() > deadline:
+                return proc
+            time.sleep(5)
 
 
 def wait_for_dashboard(url: str, proc, log: Path, timeout_s: float = 180) -> None:
