@@ -68,12 +68,17 @@ def make_ray_up(root: Path, log_dir: Path):
     must not install or convert."""
     from tests.ray_cluster.test_serve import free_ports
 
-    port, dash = free_ports(2)
+    # Every port of its own: another test's Ray (a pipeline's head, the served teachers) may be
+    # up beside this one, under the second xdist worker, and holds Ray's default agent ports;
+    # a head whose job agent cannot bind 52365 refuses jobs ("No available agent").
+    port, dash, agent, agent_grpc, metrics, runtime_env = free_ports(6)
+    agent_flags = (f"--dashboard-agent-listen-port {agent} --dashboard-agent-grpc-port {agent_grpc} "
+                   f"--metrics-export-port {metrics} --runtime-env-agent-port {runtime_env}")
     temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
     log = open(log_dir / "ray-up.log", "w")
     proc = subprocess.Popen(["make", "-o", "setup", "-o", "models", "ray-up", f"RAY_PORT={port}", f"DASH_PORT={dash}",
-                             f"RAY_START_FLAGS=--block --temp-dir {temp}"],
+                             f"RAY_START_FLAGS=--block --temp-dir {temp} {agent_flags}"],
                             cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, log_dir / "ray-up.log")

@@ -7,8 +7,6 @@ from distill.run_folder import JudgeSummary
 from eval.rubric import Rubric
 from eval.judge_report import write_judge_report
 from eval.protocol import summarize
-from tests.conftest import needs_models
-from tests.listeners import assert_ray_head_guarded, is_loopback, listeners
 
 
 def judged(model, scores, age="B", reason="ok", **elements):
@@ -74,31 +72,3 @@ def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
     # Still there, as text a reader sees.
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "onerror=" in page
     assert live_html(f"<p>{PLANTED}</p>") == ["<script>", "<img>", "img[onerror]"]  # the finder finds them
-
-
-@needs_models
-@pytest.mark.e2e
-def test_the_local_judge_is_the_teacher_service_on_loopback_behind_a_guarded_head(monkeypatch):
-    """judge_endpoint serves an embedded judge through ray_cluster.serve (the `judge`
-    application under /judge): it answers a chat completion, its HTTP port is a loopback one,
-    its Ray head wants the token, and leaving the block stops the whole service."""
-    import psutil
-
-    from distill.config import JudgeConfig
-    from eval.endpoint import judge_endpoint
-    from teacher.client import make_client
-
-    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    with judge_endpoint(JudgeConfig(model="smollm2-135m")) as wait:
-        url = wait()
-        service = next(p for p in psutil.Process().children() if "ray_cluster.serve" in " ".join(p.cmdline()))
-        found = listeners(service.pid)
-        reply = make_client(url, max_retries=0).chat.completions.create(
-            model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=2)
-        assert_ray_head_guarded(found)  # asks the live GCS
-    assert url.endswith("/judge/v1") and reply.choices[0].message.content is not None
-    port = int(url.rsplit(":", 1)[1].split("/")[0])
-    http = [row for row in found if row[2] == port]
-    assert http and all(is_loopback(ip) for _, ip, _ in http), http
-    assert not service.is_running() or service.status() == psutil.STATUS_ZOMBIE

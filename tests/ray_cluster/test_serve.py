@@ -34,11 +34,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def endpoint():
+def endpoint(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    err = tmp_path_factory.mktemp("serve") / "stderr.log"
     proc = subprocess.Popen([sys.executable, "-m", "ray_cluster.serve", "--port", str(port), "--top-k", "5"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=open(err, "w"), text=True)
     deadline = time.time() + 900
     line = ""
     while time.time() < deadline and proc.poll() is None:
@@ -46,7 +47,7 @@ def endpoint():
         if line.startswith("ready"):
             break
     try:
-        assert line.startswith("ready"), f"server did not come up (exit {proc.poll()})"
+        assert line.startswith("ready"), f"server did not come up (exit {proc.poll()}): {err.read_text()[-3000:]}"
         yield f"http://127.0.0.1:{port}/v1", proc
     finally:  # also when it never came up: a half-started server holds engines and memory
         if proc.poll() is None:
@@ -164,3 +165,31 @@ def _alive(procs) -> list:
         except psutil.NoSuchProcess:
             pass
     return out
+
+
+def test_the_local_judge_is_the_teacher_service_on_loopback_behind_a_guarded_head(monkeypatch):
+    """judge_endpoint serves an embedded judge through ray_cluster.serve (the `judge`
+    application under /judge): it answers a chat completion, its HTTP port is a loopback one,
+    its Ray head wants the token, and leaving the block stops the whole service. In this file,
+    not tests/eval/: pytest-xdist gives a file to one worker, and the two services on one
+    machine at once failed the first one's start (make test, two workers)."""
+    import psutil
+
+    from distill.config import JudgeConfig
+    from eval.endpoint import judge_endpoint
+    from teacher.client import make_client
+
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with judge_endpoint(JudgeConfig(model="smollm2-135m")) as wait:
+        url = wait()
+        service = next(p for p in psutil.Process().children() if "ray_cluster.serve" in " ".join(p.cmdline()))
+        found = listeners(service.pid)
+        reply = make_client(url, max_retries=0).chat.completions.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=2)
+        assert_ray_head_guarded(found)  # asks the live GCS
+    assert url.endswith("/judge/v1") and reply.choices[0].message.content is not None
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    http = [row for row in found if row[2] == port]
+    assert http and all(is_loopback(ip) for _, ip, _ in http), http
+    assert not service.is_running() or service.status() == psutil.STATUS_ZOMBIE
