@@ -32,7 +32,7 @@ def _as_int(v) -> int | None:
         return v
     if isinstance(v, float) and v.is_integer():
         return int(v)
-    if isinstance(v, str) and re.fullmatch(r"\s*\d+\s*", v):
+    if isinstance(v, str) and re.fullmatch(r"\s*[0-9]+\s*", v):  # "7", not "٧": int() reads any script's digits
         return int(v)
     return None
 
@@ -61,6 +61,17 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+def too_deep(candidate: str) -> str | None:
+    """Why the JSON starting at candidate[0] is not decoded, if it nests past the bound.
+
+    Measured on exactly the text the decoder is given, from its first bracket: string
+    state counted from the start of the whole reply goes wrong at the first quote in the
+    prose before the JSON (a quote, then 2,000 brackets: the count skipped them, and the
+    decoder's recursion raised RecursionError, which ended the judge run)."""
+    depth = json_depth(candidate)
+    return None if depth <= MAX_JSON_DEPTH else f"JSON nested {depth} deep; a verdict is one object (limit {MAX_JSON_DEPTH})"
+
+
 def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdict | None, str]:
     """A judge's reply -> (verdict, "ok") or (None, why it is not one).
 
@@ -73,13 +84,13 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
         return None, "empty reply"
     if len(text) > MAX_REPLY_CHARS:
         return None, f"reply of {len(text)} characters, longer than any verdict (limit {MAX_REPLY_CHARS})"
-    if (depth := json_depth(text)) > MAX_JSON_DEPTH:
-        return None, f"JSON nested {depth} deep; a verdict is one object (limit {MAX_JSON_DEPTH})"
     fenced = _FENCE.search(text)
     body = fenced.group(1) if fenced else text
     start = body.find("{")
     bracket = body.find("[")
     if 0 <= bracket < start or (start < 0 <= bracket):
+        if (why := too_deep(body[bracket:])) is not None:
+            return None, why
         try:  # a JSON array where an object was asked for (prose with brackets falls through)
             arr, _ = json.JSONDecoder().raw_decode(body[bracket:])
             return None, f"JSON is a list, not an object ({len(arr)} items)"
@@ -89,6 +100,8 @@ def parse_verdict(text: str | None, rubric: Rubric | None = None) -> tuple[Verdi
         if _ERRORISH.search(text):
             return None, f"an error message instead of a verdict: {clip(text)}"
         return None, f"no JSON object in the reply: {clip(text)}"
+    if (why := too_deep(body[start:])) is not None:
+        return None, why
     try:
         obj, _ = json.JSONDecoder().raw_decode(body[start:])
     except json.JSONDecodeError as e:
@@ -124,7 +137,7 @@ def clip(s: str, n: int = 120) -> str:
     return s if len(s) <= n else s[:n] + "…"
 
 
-_SCORE_TOKEN = re.compile(r"\s*(\d+)\s*")
+_SCORE_TOKEN = re.compile(r"\s*([0-9]+)\s*")
 
 
 def weighted_scores(tokens: list[dict], rubric: Rubric) -> dict[str, float] | None:
@@ -140,7 +153,7 @@ def weighted_scores(tokens: list[dict], rubric: Rubric) -> dict[str, float] | No
         text += t["token"]
     out = {}
     for name in rubric.names:
-        m = re.search(rf'"{re.escape(name)}"\s*:\s*"?(\d)', text)
+        m = re.search(rf'"{re.escape(name)}"\s*:\s*"?([0-9])', text)
         if m is None:
             return None
         at = tokens[bisect.bisect_right(starts, m.start(1)) - 1]

@@ -51,6 +51,9 @@ def test_accepted_variants(text):
     (json.dumps({**GOOD, "age_group": " "}), "missing age_group"),
     ('{"grammar": ' + "9" * 5000 + "}", "malformed JSON"),  # past Python's 4,300-digit limit
     ("[" * 5000 + "]" * 5000, "JSON nested 5000 deep"),
+    ('"' + "[" * 2000 + "]" * 2000, "JSON nested 2000 deep"),  # a quote before the nesting
+    ('He said "fine. {"a": ' + '{"a": ' * 2000 + "1" + "}" * 2001, "JSON nested 2001 deep"),
+    (json.dumps({**GOOD, "grammar": "\u0667"}), "wrong type for 'grammar'"),  # Arabic-Indic 7, not a score
     ('{"a": ' * 50 + "1" + "}" * 50, "JSON nested 50 deep"),
     (json.dumps({**GOOD, "note": "x" * 30_000}), "longer than any verdict"),
     ("Error: rate limit exceeded, please retry later.", "an error message instead of a verdict"),
@@ -131,6 +134,10 @@ JSONISH = st.recursive(
     max_leaves=30)
 
 
+def closing(opener: str) -> str:
+    return "".join({"[": "]", "{": "}"}[c] for c in reversed(opener) if c in "[{")
+
+
 @given(reply=st.one_of(
     st.text(max_size=300),
     JSONISH.map(lambda o: json.dumps(o, allow_nan=True)),
@@ -138,6 +145,13 @@ JSONISH = st.recursive(
               st.dictionaries(st.sampled_from(list(GOOD)), JSONISH, max_size=3), st.text(max_size=20),
               st.integers(1, 400)),
     st.builds(lambda d, n: "[" * d + "9" * n + "]" * d, st.integers(0, 3000), st.integers(0, 6000)),
+    # Prose with quotes, brackets and markdown before deep nesting or a verdict: a quote in
+    # the prose once hid 2,000 brackets from the depth bound (RecursionError).
+    st.builds(lambda pre, opener, d, tail: pre + opener * d + tail + closing(opener) * d,
+              st.text(alphabet='"\\ab[]{} `*!()', max_size=12), st.sampled_from(["[", "{", '{"a":', '{"a": [']),
+              st.integers(0, 3000), st.sampled_from(["", "1", json.dumps(GOOD)])),
+    st.builds(lambda pre, post: pre + json.dumps(GOOD) + post, st.text(alphabet='"\\[]{}ab ', max_size=10),
+              st.text(alphabet='"\\[]{}ab ', max_size=10)),
 ))
 @settings(max_examples=400, deadline=None)
 def test_any_reply_is_a_verdict_in_range_or_a_reason_never_an_exception(reply):
