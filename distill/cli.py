@@ -44,11 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"error: unknown command {name!r}\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
-    if name == "bench":  # its parser reads sys.argv
-        sys.argv = ["fable-kd bench", *rest]
-        return module.main() or 0
-    return module.main(rest) or 0
+    from distill.entry import guarded
+
+    def command(args: list[str] | None) -> int:
+        module = importlib.import_module(COMMANDS[name][0])
+        if name == "bench":  # its parser reads sys.argv
+            sys.argv = ["fable-kd bench", *rest]
+            return module.main() or 0
+        return module.main(args) or 0
+
+    # Any error a command did not expect ends in one line (credentials masked) and a log file.
+    return guarded(command, f"fable-kd {name}")(rest)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.redact import redact
 from distill.settings import SettingError, build, check_ranges, show, type_problem
 from distill.train_config import TrainConfig
 from ray_cluster.generation_config import GenerationConfig
@@ -265,6 +266,22 @@ def _teacher_run(tid: str, over: dict, gen: dict, train: dict, defaults: dict, p
 
 def to_dict(cfg: RunConfig) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def recorded(cfg: RunConfig) -> dict:
+    """The configuration as a run writes it (config.json, manifest.json): every string with
+    credentials masked, such as a judge.base_url of http://user:password@host/v1?api-key=...
+    A run re-judged from it needs the endpoint given again (eval/endpoint.py says so)."""
+    def mask(v):
+        if isinstance(v, str):
+            return redact(v)
+        if isinstance(v, dict):
+            return {k: mask(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [mask(x) for x in v]
+        return v
+
+    return mask(to_dict(cfg))
 
 
 def from_dict(d: dict) -> RunConfig:

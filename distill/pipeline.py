@@ -24,8 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from distill import artifacts
-from distill.config import RunConfig, TeacherRun, load, to_dict
+from distill import artifacts, entry
+from distill.config import RunConfig, TeacherRun, load, recorded
 from distill.run_folder import Generated, RunFolder, Trained
 from ray_cluster import cluster
 from student.initial import build_initial_student, student_checkpoint, student_tokenizer
@@ -253,9 +253,10 @@ def run(cfg: RunConfig) -> RunFolder:
 
     folder = RunFolder.named(cfg.name)
     folder.root.mkdir(parents=True, exist_ok=True)
-    if folder.config.exists() and artifacts.read_json(folder.config) != to_dict(cfg):
+    entry.log_to(folder.root)  # an unexpected error's traceback: runs/<name>/error.log
+    if folder.config.exists() and artifacts.read_json(folder.config) != recorded(cfg):
         raise ValueError(f"{folder.root} was started with a different configuration; pick another name (--name) or delete it")
-    artifacts.write_json_atomic(folder.config, to_dict(cfg))
+    artifacts.write_json_atomic(folder.config, recorded(cfg))
     artifacts.remove_partial_writes(folder.root, recursive=True)
     ledger = artifacts.Ledger(folder.stages)
     t0 = time.perf_counter()
@@ -282,7 +283,7 @@ def run(cfg: RunConfig) -> RunFolder:
         write_report(cfg, folder, ledger.stages, ray_heads=cluster.heads_started)
     manifest = {
         "name": cfg.name,
-        "config": to_dict(cfg),
+        "config": recorded(cfg),
         "packages": artifacts.package_versions(),
         "stages": ledger.stages,
         "ray_heads_started": cluster.heads_started,
@@ -329,4 +330,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m distill.pipeline")())

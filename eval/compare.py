@@ -206,4 +206,6 @@ def _pair(spec: str, flag: str) -> tuple[str, str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m eval.compare")())

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+from distill.redact import MASK
+
 ROOT = Path(__file__).resolve().parent.parent
 JUDGE_APP = "judge"
 READY_TIMEOUT_S = 900
@@ -38,6 +40,9 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None, on_this_head: bool =
     on exit. Under RAY_ADDRESS either way deploys on that cluster's Serve beside its other
     applications and deletes only the judge on exit."""
     url = judge_cfg.base_url or os.environ.get("OPENAI_BASE_URL")
+    if MASK in (judge_cfg.base_url or ""):
+        raise ValueError(f"judge.base_url {judge_cfg.base_url} was recorded with its credentials masked (a run never "
+                         "writes them): give the endpoint again, --set judge.base_url=URL, and the key in OPENAI_API_KEY")
     if url:
         yield lambda: url
         return

@@ -41,8 +41,9 @@ class Judge:
         self.max_text_loss = max_text_loss
 
     def settings(self) -> dict:
-        """What is recorded with every verdict (the endpoint's address, never its key)."""
-        return {"model": self.model, "base_url": str(self.client.base_url), "temperature": self.temperature,
+        """What is recorded with every verdict (the endpoint's address with any credential in
+        it masked, never its key)."""
+        return {"model": self.model, "base_url": redact(str(self.client.base_url)), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
                 **({"max_text_loss": self.max_text_loss} if self.mode == "ensemble" else {})}

@@ -21,7 +21,7 @@ from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
-from distill import artifacts
+from distill import artifacts, entry
 from distill.run_folder import JudgeSummary, RunFolder, StudentFables, Trained
 from distill.schema import ELEMENT_COLUMNS
 from eval.endpoint import judge_endpoint
@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
             from eval.calibration import score
 
             cfg = load(args.config, args.set)
+            entry.log_to(args.out)
             print(f"verdicts: {score(args.input, Path(args.out), cfg.judge, args.limit, not args.no_controls)}")
             return 0
         if args.cmd == "agree":
@@ -253,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         from eval.report import write_report
 
         run = RunFolder(Path(args.run))
+        if run.root.is_dir():
+            entry.log_to(run.root)
         evaluate_run(run, args.set)
         stages = artifacts.read_json(run.stages) if run.stages.exists() else []
         write_report(from_dict(artifacts.read_json(run.config)), run, stages)
@@ -264,4 +267,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m eval.protocol")())

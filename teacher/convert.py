@@ -188,4 +188,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m teacher.convert")())

@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import random
+import sys
 from dataclasses import asdict, dataclass, replace
 
 CHARACTERS = [
@@ -203,4 +204,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m teacher.prompts")())

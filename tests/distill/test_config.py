@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -6,6 +7,7 @@ from hypothesis import strategies as st
 
 from benchmarks.fuzz import TOML_VALUES
 from distill import config
+from tests.conftest import ROOT
 
 ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml"]
 
@@ -192,3 +194,17 @@ def test_each_bad_value_of_the_fuzz_report_is_one_named_error(override, message)
 
     with pytest.raises(SettingError, match="^" + re.escape(message)):
         config.load("configs/tiny.toml", [override])
+
+
+def test_a_run_records_its_judge_url_without_credentials_and_a_rejudge_asks_for_it_again():
+    from distill.config import from_dict, recorded
+    from eval.endpoint import judge_endpoint
+
+    url = "https://judge-user:pw-secret-1@judge.example/v1?api-key=key-secret-2&api-version=2024-06"
+    cfg = config.load(ROOT / "configs" / "default.toml", [f'judge.base_url="{url}"'])
+    rec = json.dumps(recorded(cfg))
+    assert "pw-secret-1" not in rec and "key-secret-2" not in rec and "judge.example/v1?api-key=" in rec
+    again = from_dict(json.loads(rec))
+    with pytest.raises(ValueError, match="judge.base_url .* recorded with its credentials masked"):
+        with judge_endpoint(again.judge):
+            pass

@@ -30,3 +30,21 @@ def test_plain_text_and_short_or_unnamed_values_are_left_alone():
     env = {"OPENAI_API_KEY": "short", "HOME": "/root/somewhere", "MODEL": "gpt-4o-mini"}
     text = "score 8, model gpt-4o-mini at /root/somewhere (a short note on bearer markets)"
     assert redact(text, env) == text
+
+
+SECRET = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~%!$'()*+,", min_size=1, max_size=30)
+
+
+@given(user=SECRET, password=SECRET, key=SECRET, param=st.sampled_from(["api-key", "api_key", "key", "token", "access_token", "sig", "Password"]),
+       scheme=st.sampled_from(["http", "https", "HTTPS"]), before=st.text(max_size=30), after=st.sampled_from(["", " failed", "\n", "#frag"]))
+def test_credentials_in_a_url_are_masked_and_the_address_kept(user, password, key, param, scheme, before, after):
+    url = f"{scheme}://{user}:{password}@judge.example:8443/v1?api-version=2024-06&{param}={key}"
+    out = redact(before + " " + url + after, env={})
+    assert f"{user}:{password}@" not in out and f"{param}={key}" not in out
+    assert f"{scheme}://{MASK}@judge.example:8443/v1?api-version=2024-06&{param}={MASK}" in out
+
+
+def test_urls_without_credentials_are_left_alone():
+    for text in ("http://127.0.0.1:8000/v1", "https://api.openai.com/v1?api-version=2024-06", "mailto:a@b.example",
+                 "write to team@lab.example", "runs/default/judge?x=1"):
+        assert redact(text, env={}) == text

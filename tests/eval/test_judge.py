@@ -19,6 +19,17 @@ from tests.eval.conftest import GOOD, FakeChat
 from tests.eval.test_verdict import GEVAL_RUBRIC, _logprob_tokens
 
 
+def test_credentials_in_the_judges_url_reach_no_record_and_no_cache_file(chat_server, tmp_path):
+    url = chat_server.replace("http://", "http://judge-user:pw-secret-1@")
+    cache = VerdictCache(tmp_path / "cache.sqlite")
+    rec = Judge(make_client(url), "judge-model", Rubric.load(), cache=cache).judge("p", "Once upon a time…")
+    assert rec["reason"] == "ok" and rec["judge"]["base_url"].startswith("http://[REDACTED]@127.0.0.1:")
+    files = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"pw-secret-1" not in files and "pw-secret-1" not in json.dumps(rec)
+    keyed = Judge(make_client(chat_server + "?api-key=key-secret-2&api-version=1"), "m", Rubric.load())
+    assert "key-secret-2" not in json.dumps(keyed.settings()) and "api-version=1" in keyed.settings()["base_url"]
+
+
 def test_judge_asks_for_schema_output_caches_and_records_its_settings(chat_server, tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-never-recorded")
     cache = VerdictCache(tmp_path / "cache.sqlite")
