@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from distill.artifacts import write_text_atomic
@@ -88,19 +89,25 @@ def _ci(s: dict) -> str:
     return f"{s['mean']:.2f} [{s['low']:.2f}, {s['high']:.2f}]" if s["mean"] == s["mean"] else "n/a"
 
 
-def inert(text: str, n: int | None = None) -> str:
-    """Model output (or a user's label) as markdown text that stays text: one line, clipped
-    to n characters, with <, > and & escaped, so no renderer turns it into live HTML."""
-    import html
+# Characters that start inline markdown (emphasis, code, links and images, autolinks and raw
+# HTML, entities, strikethrough, table cells): escaped with a backslash, which CommonMark
+# defines for any ASCII punctuation. "![i](https://x/i.png)" in a fable then renders as those
+# characters, not as an image fetched from x; "(" and "!" need nothing once "[" is escaped.
+_MARKDOWN = re.compile(r"([\\`*_\[\]<>&|~])")
 
+
+def inert(text: str, n: int | None = None) -> str:
+    """Model output (or a user's label) as markdown that stays text: one line, clipped to n
+    characters, every character that starts inline markdown or HTML escaped, so no renderer
+    turns it into a live link, image, script or table cell."""
     text = " ".join(str(text).split())
     if n is not None and len(text) > n:
         text = text[:n] + " …"
-    return html.escape(text, quote=False)
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def _cell(text: str, n: int = 500) -> str:
-    return inert(text, n).replace("|", "\\|")
+    return inert(text, n)
 
 
 def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
@@ -188,8 +195,8 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
         lines.append("Every reply was a valid verdict.")
     else:
         lines += ["| writer | failed | reasons |", "| --- | --- | --- |"]
-        lines += [f"| {m} | {s['failures']} of {s['fables']} | "
-                  + "; ".join(f"{r} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
+        lines += [f"| {_cell(m, 80)} | {s['failures']} of {s['fables']} | "
+                  + "; ".join(f"{_cell(r, 300)} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
     lines += ["", "## Fables side by side", ""]
     writers = list(summary.models)
     first = {}
@@ -202,7 +209,7 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
             j = first.get((pid, w))
             if j:
                 score = f"{overall_score(j):.2f}" if j["verdict"] else "failed"
-                lines.append(f"| {w} | {_cell(j['fable'])} | {score} |")
+                lines.append(f"| {_cell(w, 80)} | {_cell(j['fable'])} | {score} |")
         lines.append("")
     md = "\n".join(lines) + "\n"
     write_text_atomic(jdir / "report.md", md)

@@ -1,12 +1,17 @@
 """Summaries of judged fables: failures are counted, never averaged; intervals; age groups.
 The local judge server stays on loopback."""
 
+import json
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from distill.run_folder import JudgeSummary
 from eval.rubric import Rubric
 from eval.judge_report import write_judge_report
 from eval.protocol import summarize
+from tests.eval.conftest import GOOD
 
 
 def judged(model, scores, age="B", reason="ok", **elements):
@@ -39,20 +44,28 @@ def test_failures_are_counted_and_left_out_of_the_means(tmp_path):
     assert "<table>" in (tmp_path / "report.html").read_text()
 
 
-PLANTED = 'Once a fox <script>alert("x")</script> met a crow <img src=x onerror="alert(1)"> & left.'
+PLANTED = ('Once a fox <script>alert("x")</script> met a crow <img src=x onerror="alert(1)"> & left. '
+           "[a prize](https://evil.example/win) ![i](https://evil.example/i.png) <https://evil.example/auto> "
+           "[ref][1] *bold* `code` | a cell | ~~gone~~\n\n[1]: https://evil.example/ref")
 
 
 def live_html(page: str) -> list[str]:
-    """Every element or attribute in an HTML page that would run code or fetch something
-    (the reports' own images are local PNG plots)."""
+    """Every element or attribute in an HTML page that would run code, fetch something or
+    lead away (the reports' own images are local PNG plots, their links local files)."""
     from html.parser import HTMLParser
 
     found = []
 
+    def external(url) -> bool:
+        url = str(url or "").strip().lower()
+        return "//" in url or ":" in url.split("/")[0]
+
     class Finder(HTMLParser):
         def handle_starttag(self, tag, attrs):
-            local_plot = tag == "img" and str(dict(attrs).get("src", "")).endswith(".png") and "/" not in dict(attrs)["src"]
+            a = dict(attrs)
+            local_plot = tag == "img" and str(a.get("src", "")).endswith(".png") and not external(a.get("src"))
             found.extend([f"<{tag}>"] * (tag in ("script", "img", "iframe", "object") and not local_plot))
+            found.extend([f"<{tag} href>"] * (tag == "a" and external(a.get("href"))))
             found.extend(f"{tag}[{k}]" for k, _ in attrs if k.startswith("on"))
 
     Finder().feed(page)
@@ -60,15 +73,69 @@ def live_html(page: str) -> list[str]:
 
 
 def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
-    row = {**judged("s", [8, 6, 8, 6]), "fable": PLANTED}
-    summary = JudgeSummary(models=summarize([row], Rubric.load().names), criteria=Rubric.load().names,
+    """Fables, prompts and the judge's failure reasons carry raw HTML and markdown links,
+    images, autolinks and references: none of it renders live."""
+    from eval.verdict import parse_verdict
+
+    _, hostile_reason = parse_verdict(json.dumps({**GOOD, "age_group": "![t](//evil.example/a.png)"}))
+    rows = [{**judged("s", [8, 6, 8, 6]), "fable": PLANTED, "prompt": "Write [x](https://evil.example/p)."},
+            judged("s", None, reason=hostile_reason), judged("s", None, reason="malformed: " + PLANTED)]
+    summary = JudgeSummary(models=summarize(rows, Rubric.load().names), criteria=Rubric.load().names,
                            age_groups=dict(Rubric.load().age_groups), score_vs_loss={"points": []},
                            judge={"model": "j", "rubric": "fable-v1", "rubric_digest": "x", "temperature": 0.0,
                                   "structured": True},
                            protocol={"prompts": 1, "samples": 1, "temperature": 1.0}, shuffled_control=None)
-    md = write_judge_report(tmp_path, summary, [row]).read_text()
+    md = write_judge_report(tmp_path, summary, rows).read_text()
     page = (tmp_path / "report.html").read_text()
-    assert live_html(page) == [] and "<script" not in md and "<img" not in md
+    assert live_html(page) == []
+    # The markdown file itself, rendered as a viewer that passes raw HTML through would.
+    from markdown_it import MarkdownIt
+
+    assert live_html(MarkdownIt("commonmark").enable("table").render(md)) == []
     # Still there, as text a reader sees.
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page and "onerror=" in page
+    assert "![i](https://evil.example/i.png)" in page and "![t](//evil.example/a.png)" in page
     assert live_html(f"<p>{PLANTED}</p>") == ["<script>", "<img>", "img[onerror]"]  # the finder finds them
+    from eval.judge_report import to_html
+
+    assert live_html(to_html(PLANTED, "raw")) == ["<a href>", "<img>", "<a href>", "<a href>"]  # and markdown's
+
+
+MARKUP = st.sampled_from(["[", "]", "(", ")", "!", "<", ">", "`", "*", "_", "&", "|", "\\", "~", "#", "\n", "-",
+                          "https://evil.example/i.png", "//evil.example", "javascript:alert(1)", "&#60;", "&lt;",
+                          "<img src=x onerror=alert(1)>", "<script>", "[1]: https://evil.example", "\n\n[1]: /x"])
+
+
+@given(parts=st.lists(MARKUP | st.text(max_size=6), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_any_text_made_inert_renders_as_exactly_itself(parts):
+    """What a reader of the HTML sees is the text itself, on one line; nothing in it is live."""
+    from html.parser import HTMLParser
+
+    from eval.judge_report import inert, to_html
+
+    text = "".join(parts)
+    page = to_html(f"| fable |\n| --- |\n| {inert(text)} |\n", "t")
+    assert live_html(page) == []
+    cells: list[str] = []
+
+    class Cells(HTMLParser):
+        inside = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "td":
+                self.inside = True
+                cells.append("")
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "td"
+
+        def handle_data(self, data):
+            if self.inside:
+                cells[-1] += data
+
+    Cells(convert_charrefs=True).feed(page)
+    # CommonMark replaces NUL with U+FFFD (its spec, for security); nothing else changes.
+    assert cells == [" ".join(text.split()).replace("\x00", "\ufffd")]
+
+
