@@ -2,7 +2,8 @@
 
 Fables: one JSON object a line with `prompt`, `fable`, `hash` and `llm_name`. Verdicts: one a
 line with `llm_name`, `hash` and `evaluation` holding a number per criterion (TinyFabulist's
-own: grammar, creativity, moral_clarity, adherence_to_prompt; ours add age_group). `hash`
+own: grammar, creativity, moral_clarity, adherence_to_prompt, and in its later files
+best_age_group, a letter A-E; ours write age_group). `hash`
 names (writer, prompt), so verdicts of two judges join on (llm_name, hash). A malformed line
 stops with its file and line number.
 """
@@ -15,7 +16,10 @@ import re
 from pathlib import Path
 
 TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
-NOT_SCORES = {"type", "explanation", "age_group"}
+# TinyFabulist's later evaluation files name the age group `best_age_group` (a letter A-E);
+# ours write `age_group`. Neither is a score.
+AGE_FIELDS = ("age_group", "best_age_group")
+NOT_SCORES = {"type", "explanation", *AGE_FIELDS}
 _TF_KEYS = {"Main Character": "character", "Setting": "setting", "Challenge": "conflict", "Outcome": "resolution",
             "Teaching": "moral"}
 
@@ -62,6 +66,18 @@ def _score(v) -> float:
     return float(v)
 
 
+def _age_group(ev: dict) -> str | None:
+    """The verdict's age group (a letter, upper-cased) from whichever field its file uses."""
+    for field in AGE_FIELDS:
+        v = ev.get(field)
+        if v is None or (isinstance(v, str) and not v.strip()):
+            continue
+        if not isinstance(v, str):
+            raise TypeError(f"{field} is {v!r:.20}, not text")
+        return v.strip().upper() if len(v.strip()) == 1 else v.strip()
+    return None
+
+
 def read_tinyfabulist(path: str | Path) -> list[dict]:
     """Verdict lines -> [{"model", "hash", "scores", "age_group", "control"}]; the criteria are
     the evaluation's numeric fields, which must be finite."""
@@ -80,7 +96,7 @@ def read_tinyfabulist(path: str | Path) -> list[dict]:
             if not isinstance(control, bool):
                 raise TypeError(f"control is {control!r:.20}, not true or false")
             out.append({"model": str(obj["llm_name"]), "hash": obj.get("hash"), "scores": scores,
-                        "age_group": ev.get("age_group"), "control": control})
+                        "age_group": _age_group(ev), "control": control})
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # ValueError: JSON too
             raise ValueError(f"{path}:{n}: not a TinyFabulist verdict ({type(e).__name__}: {str(e)[:200]})") from None
     if not out:

@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz import jsonl_files
@@ -59,3 +61,28 @@ def test_tinyfabulist_prompt_elements():
               "The fable should:\n  - Begin with vivid scene-setting\n")
     assert tinyfabulist_elements(prompt) == {"character": "a loyal wolf", "setting": "a desert", "conflict": "stealing food",
                                              "resolution": "learns a lesson", "moral": "honesty is the best policy"}
+
+
+def test_published_verdicts_with_best_age_group_read_and_aggregate(tmp_path):
+    """TinyFabulist's later evaluation files: best_age_group, a letter, beside the four scores."""
+    from eval.calibration import agree_files
+    from eval.tinyfabulist import aggregate
+
+    ev = {"type": "Fable Evaluation", "grammar": 8, "creativity": 7, "moral_clarity": 8, "adherence_to_prompt": 9,
+          "best_age_group": "B", "explanation": ["fine", "fine"]}
+    theirs = tmp_path / "evaluations.jsonl"
+    theirs.write_text("".join(json.dumps({"llm_name": "m", "hash": f"h{i}", "evaluation": {**ev, "best_age_group": a}}) + "\n"
+                              for i, a in enumerate("BCb")))
+    rows = read_tinyfabulist(theirs)
+    assert [r["age_group"] for r in rows] == ["B", "C", "B"]
+    assert set(rows[0]["scores"]) == {"grammar", "creativity", "moral_clarity", "adherence_to_prompt"}
+    assert aggregate(rows)["m"]["count"] == 3
+    ours = tmp_path / "ours.jsonl"
+    ours.write_text("".join(json.dumps({"llm_name": "m", "hash": f"h{i}", "evaluation": {**ev, "age_group": a}}) + "\n"
+                            for i, a in enumerate("BCC")))
+    result = agree_files([ours], [theirs])
+    assert result["age_group_kappa"] is not None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"llm_name": "m", "hash": "h", "evaluation": {**ev, "best_age_group": 2}}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: not a TinyFabulist verdict \(TypeError: best_age_group is 2"):
+        read_tinyfabulist(bad)
