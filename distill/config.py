@@ -125,7 +125,8 @@ class RunConfig:
             # A path component of runs/<name>: no separators, and not "." or "..".
             "name": (bool(re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", self.name)),
                      "must be 1-100 letters, digits, '.', '_' or '-', not starting with '.' or '-'"),
-            "seed": (self.seed >= 0, "must be >= 0"), "eval_prompts": (self.eval_prompts >= 1, "must be >= 1"),
+            # numpy and transformers.set_seed take 32-bit seeds
+            "seed": (0 <= self.seed < 2**32, "must be within 0..4294967295 (2**32 - 1)"), "eval_prompts": (self.eval_prompts >= 1, "must be >= 1"),
             "parallel_teachers": (self.parallel_teachers >= 1, "must be >= 1"),
         })
 
@@ -285,16 +286,28 @@ def recorded(cfg: RunConfig) -> dict:
 
 
 def from_dict(d: dict) -> RunConfig:
-    """Inverse of to_dict: the configuration a run recorded in its config.json."""
-    d = dict(d)
-    teachers = [TeacherRun(teacher=t["teacher"], n_train=t["n_train"], n_heldout=t["n_heldout"],
-                           generation=GenerationConfig(**t["generation"]), train=TrainConfig(**t["train"]),
-                           distil=t.get("distil", True), model=Teacher(**t["model"]) if t.get("model") else None)
-                for t in d.pop("teachers")]
-    # Runs recorded before every writer shared the teachers' sampling kept a temperature of
-    # their own for the students; RunConfig.sampling replaces it.
-    ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
-    return RunConfig(**{**d, "teachers": teachers, "eval": EvalConfig(**ev), "judge": JudgeConfig(**judge)})
+    """Inverse of to_dict: the configuration a run recorded in its config.json, type-checked
+    as a config file is (an edited `"enabled": "False"` is refused, not read as true)."""
+    try:
+        d = dict(d)
+        teachers = []
+        for t in d.pop("teachers"):
+            t = dict(t)
+            where = f"teacher.{t.get('teacher')}"
+            model = t.pop("model", None)
+            gen = build(GenerationConfig, t.pop("generation"), f"{where}.generation")
+            train = build(TrainConfig, t.pop("train"), f"{where}.train")
+            model = build(Teacher, model, f"{where}.model") if model else None
+            teachers.append(build(TeacherRun, {**t, "generation": gen, "train": train, "model": model}, where))
+        # Runs recorded before every writer shared the teachers' sampling kept a temperature of
+        # their own for the students; RunConfig.sampling replaces it.
+        ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
+        return build(RunConfig, {**d, "teachers": teachers, "eval": build(EvalConfig, ev, "eval"),
+                                 "judge": build(JudgeConfig, judge, "judge")}, "")
+    except SettingError as e:
+        raise SettingError(e.setting, f"{e.why} (in the run's recorded config.json)") from None
+    except (KeyError, TypeError, AttributeError) as e:
+        raise SettingError("", f"the run's recorded config.json is not a run configuration ({type(e).__name__}: {e})") from None
 
 
 def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:

@@ -36,6 +36,10 @@ from teacher.registry import check_reachable
 def preflight(cfg: RunConfig) -> None:
     """Everything that can be checked before long work starts."""
     j = cfg.judge
+    if j.enabled:
+        from eval.rubric import rubric_for
+
+        rubric_for(j)  # a missing or broken judge.rubric stops here, not at the judge stage
     if j.enabled and not (j.base_url or os.environ.get("OPENAI_BASE_URL")):
         from teacher.registry import EMBEDDED
 

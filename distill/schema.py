@@ -165,9 +165,12 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(json.dumps(vocab, ensure_ascii=True).encode()).hexdigest()[:16]
 
 
+MAX_LOGPROB = 1e-4  # float32 log-softmax rounds log(1) to a few 1e-7 at most
+
+
 def row_problem(row: dict) -> str | None:
     """Why a row's top-k cannot be trusted, or None: one list of K ids and K logprobs per
-    generated token, logprobs not NaN, rank 1 finite, each list in descending order (-inf,
+    generated token, logprobs not NaN and not above 0, rank 1 finite, each list in descending order (-inf,
     a token outside the sampling support, may trail). Checked before a shard is written and
     after one is read."""
     T = len(row["token_ids"])
@@ -186,6 +189,13 @@ def row_problem(row: dict) -> str | None:
         return "NaN logprob"
     if not np.isfinite(lp[:, 0]).all() or np.isposinf(lp).any():
         return "a rank-1 logprob that is not finite"
+    sampled = np.asarray(row["token_logprobs"], dtype=np.float64)
+    # A log-probability is at most 0; past float rounding a positive one is not a distribution
+    # (it would make the tail bucket's mass negative).
+    for name, values in (("topk_logprobs", lp), ("token_logprobs", sampled)):
+        if (values > MAX_LOGPROB).any():
+            t = int(np.argwhere(values > MAX_LOGPROB)[0][0])
+            return f"{name} at token {t} holds a positive logprob ({float(values.max()):.4g}): a probability above 1"
     with np.errstate(invalid="ignore"):  # -inf - -inf: two trailing tokens outside the support
         rising = np.diff(lp, axis=1) > 1e-4
     if rising.any():

@@ -72,5 +72,11 @@ class Rubric:
 
 
 def rubric_for(judge_cfg) -> Rubric:
-    """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise."""
-    return Rubric.load(judge_cfg.rubric or (RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL))
+    """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise.
+    A configured one that cannot be read is named as the setting it came from."""
+    if not judge_cfg.rubric:
+        return Rubric.load(RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL)
+    try:
+        return Rubric.load(judge_cfg.rubric)
+    except ValueError as e:
+        raise ValueError(f"judge.rubric: {e}") from None

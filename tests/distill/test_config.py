@@ -208,3 +208,30 @@ def test_a_run_records_its_judge_url_without_credentials_and_a_rejudge_asks_for_
     with pytest.raises(ValueError, match="judge.base_url .* recorded with its credentials masked"):
         with judge_endpoint(again.judge):
             pass
+
+
+@pytest.mark.parametrize("path", ROOT_CONFIGS + ["configs/production.toml"])
+def test_a_recorded_config_reads_back_as_the_run_and_an_edited_one_is_type_checked(path):
+    from distill.config import from_dict, recorded
+
+    cfg = config.load(ROOT / path)
+    d = json.loads(json.dumps(recorded(cfg)))
+    assert from_dict(d) == cfg
+    for section, key, bad in [("judge", "enabled", "False"), ("judge", "prompts", "6"), ("eval", "student_samples", 2.5)]:
+        edited = json.loads(json.dumps(d))
+        edited[section][key] = bad
+        with pytest.raises(ValueError, match=rf"^{section}\.{key}: .* \(in the run's recorded config.json\)$"):
+            from_dict(edited)
+    edited = json.loads(json.dumps(d))
+    edited["teachers"][0]["train"]["steps"] = "16"
+    with pytest.raises(ValueError, match=rf"^teacher\.{cfg.teachers[0].teacher}\.train\.steps: expected a whole number"):
+        from_dict(edited)
+
+
+@pytest.mark.parametrize("seed, ok", [(0, True), (2**32 - 1, True), (2**32, False), (-1, False)])
+def test_the_seed_is_a_32_bit_seed(seed, ok):
+    if ok:
+        assert config.load(ROOT / "configs/default.toml", [f"seed={seed}"]).seed == seed
+    else:
+        with pytest.raises(ValueError, match=r"^seed: .* must be within 0\.\.4294967295"):
+            config.load(ROOT / "configs/default.toml", [f"seed={seed}"])

@@ -19,6 +19,8 @@ def run(args, **env):
     (["--config", "configs/tiny.toml", "--set", "train.lr=7"], "train.lr: 7 must be in (0, 1)"),
     (["--config", "configs/nope.toml"], "configs/nope.toml cannot be read"),
     (["--config", "configs/tiny.toml", "--set", 'prompts_file="/nonexistent/p.jsonl"'], "/nonexistent/p.jsonl cannot be read"),
+    (["--config", "configs/tiny.toml", "--set", 'judge.rubric="no/such.toml"'], "judge.rubric: rubric no/such.toml: FileNotFoundError"),
+    (["--config", "configs/tiny.toml", "--set", "seed=4294967296"], "seed: 4294967296 must be within 0..4294967295"),
 ])
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
     proc = run(args, KD_RUNS_DIR=str(tmp_path))

@@ -112,6 +112,9 @@ def fable_rows(n=4, T=12, K=5, seed=0):
     (lambda r: r["topk_logprobs"][3].reverse(), "out of order at token 3"),
     (lambda r: r["topk_ids"].pop(), "topk_ids has 11 entries for 12 generated tokens"),
     (lambda r: r["topk_logprobs"][4].pop(), "unequal length"),
+    (lambda r: r["topk_logprobs"].__setitem__(6, [0.7] + r["topk_logprobs"][6][1:]), "topk_logprobs at token 6 holds a positive logprob"),
+    (lambda r: r["topk_logprobs"].__setitem__(2, [abs(x) for x in r["topk_logprobs"][2]][::-1]), "token 2 holds a positive logprob"),
+    (lambda r: r["token_logprobs"].__setitem__(7, 2.5), "token_logprobs at token 7 holds a positive logprob"),
 ])
 def test_untrustworthy_top_k_is_refused_before_it_is_written(tmp_path, change, problem):
     rows = fable_rows()
