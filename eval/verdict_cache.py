@@ -14,6 +14,12 @@ import time
 from pathlib import Path
 
 
+def _busy(e: sqlite3.Error) -> bool:
+    """Locked or busy past the timeout (SQLITE_BUSY 5, SQLITE_LOCKED 6, and their extended codes)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    return (code is not None and code & 0xFF in (5, 6)) or "locked" in str(e) or "busy" in str(e)
+
+
 class VerdictCache:
     """Verdicts by (judge settings, rubric, prompt, fable), in SQLite: each one is
     committed as it arrives, so a killed evaluation keeps every verdict it paid for.
@@ -47,6 +53,10 @@ class VerdictCache:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as e:
+            if _busy(e):  # another process holds it: not damage, and never moved from under that writer
+                raise RuntimeError(f"verdict cache {self.path} stayed locked by another process for "
+                                   f"{self.BUSY_TIMEOUT_S:.0f} s ({e}); let that evaluation finish or stop it, then "
+                                   "rerun (finished verdicts are kept)") from None
             aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
             for suffix in ("", "-wal", "-shm"):
                 if Path(f"{self.path}{suffix}").exists():
@@ -107,6 +117,10 @@ class VerdictCache:
             except (ValueError, KeyError, TypeError, AttributeError):
                 continue
         return n
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
     def __len__(self) -> int:
         with self._lock:

@@ -1,6 +1,8 @@
 """The verdict cache: shared by processes, rebuilt when damaged, never a crash."""
 
 import json
+
+import pytest
 from pathlib import Path
 
 from eval.judge import Judge
@@ -47,3 +49,21 @@ def test_a_damaged_record_is_a_miss_not_a_crash(tmp_path):
     with cache._db:
         cache._db.execute("INSERT INTO verdicts VALUES (?, ?)", ("k", "{not json"))
     assert cache.get("k") is None
+
+
+def test_a_cache_locked_past_the_timeout_is_not_damage_and_stays_where_it_is(tmp_path, monkeypatch):
+    import sqlite3
+
+    path = tmp_path / "cache.sqlite"
+    cache = VerdictCache(path)
+    cache.put("k", {"verdict": None, "reason": "ok", "raw": "x", "judge": {}})
+    cache.close()
+    holder = sqlite3.connect(str(path), isolation_level=None)
+    holder.execute("PRAGMA journal_mode=DELETE")  # a rollback journal: an exclusive lock keeps readers out
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(VerdictCache, "BUSY_TIMEOUT_S", 0.2)
+    with pytest.raises(RuntimeError, match=r"cache.sqlite stayed locked by another process .*database is locked"):
+        VerdictCache(path)
+    holder.execute("COMMIT")
+    holder.close()
+    assert not list(tmp_path.glob("*.damaged-*")) and VerdictCache(path).get("k")["raw"] == "x"
