@@ -161,6 +161,10 @@ def export(model, tokenizer, out_dir: Path, full_precision_base=None) -> dict[st
         base = AutoModelForCausalLM.from_pretrained("<student>/base")
         model = PeftModel.from_pretrained(base, "<student>/adapter")
 
+    or load_adapted("<student>/adapter"). The adapter names its base as "../base", relative,
+    so the folder moves whole; AutoPeftModelForCausalLM resolves that from the working
+    directory, so run it from inside <student>/adapter or use one of the two above.
+
     A QLoRA adapter is merged into `full_precision_base()` (the same student in fp32), not
     into the 4-bit weights: the merged model and the base are then ordinary checkpoints.
     Everything is written into a temporary folder and renamed into place at the end
@@ -200,10 +204,31 @@ def merge_adapter(base, adapter_dir: Path):
     return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
 
 
+BASE_FROM_ADAPTER = "../base"
+
+
 def _name_base(adapter_dir: Path, base_dir: Path) -> None:
-    """Point the adapter's config at the base saved beside it; peft records whatever the
-    model was loaded from (the unpruned teacher's folder, for a pruned student)."""
+    """Point the adapter's config at the base saved beside it, as a path relative to the
+    adapter folder, so the student folder can move (an absolute path broke every load after
+    a run folder was moved or copied to another machine); peft records whatever the model
+    was loaded from (the unpruned teacher's folder, for a pruned student)."""
+    assert base_dir.name == Path(BASE_FROM_ADAPTER).name
     cfg_file = adapter_dir / "adapter_config.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg["base_model_name_or_path"] = str(base_dir.resolve())
+    cfg["base_model_name_or_path"] = BASE_FROM_ADAPTER
     cfg_file.write_text(json.dumps(cfg, indent=2, sort_keys=True))
+
+
+def load_adapted(adapter_dir: str | Path, **kwargs):
+    """The student with its LoRA adapter, from `<student>/adapter` wherever the folder now is:
+    the base named in adapter_config.json, a relative one resolved against the adapter folder
+    (peft's AutoPeftModelForCausalLM resolves it against the working directory instead)."""
+    from peft import PeftConfig, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter_dir = Path(adapter_dir)
+    base = PeftConfig.from_pretrained(str(adapter_dir)).base_model_name_or_path
+    if not Path(base).is_absolute() and (adapter_dir / base).is_dir():
+        base = str((adapter_dir / base).resolve())
+    model = AutoModelForCausalLM.from_pretrained(base, use_safetensors=True, **kwargs)
+    return PeftModel.from_pretrained(model, str(adapter_dir))

@@ -1,3 +1,5 @@
+import shutil
+
 import pytest
 import torch
 
@@ -38,7 +40,7 @@ def word_tokenizer():
     return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel({f"t{i}": i for i in range(64)}, unk_token="t0")))
 
 
-def test_lora_trains_only_adapters_and_the_export_loads_anywhere(tmp_path):
+def test_lora_trains_only_adapters_and_the_export_loads_anywhere(tmp_path, monkeypatch):
     from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -62,8 +64,19 @@ def test_lora_trains_only_adapters_and_the_export_loads_anywhere(tmp_path):
         base = AutoModelForCausalLM.from_pretrained(paths["base"], use_safetensors=True)
         assert base.config.num_hidden_layers == 3
         adapted = PeftModel.from_pretrained(base, paths["adapter"])
-        by_name = AutoPeftModelForCausalLM.from_pretrained(paths["adapter"])  # base from adapter_config.json
-        for other in (merged, adapted, by_name):
+        # The student folder moves whole (to another run folder, another machine): the adapter
+        # names its base relative to itself, never by the absolute path it was written at.
+        moved = tmp_path / "elsewhere" / "student"
+        shutil.move(str(tmp_path / "adapter"), str(tmp_path / "keep-adapter"))
+        moved.mkdir(parents=True)
+        for name, src in (("adapter", tmp_path / "keep-adapter"), ("base", paths["base"])):
+            shutil.copytree(src, moved / name)
+        assert str(tmp_path) not in (moved / "adapter" / "adapter_config.json").read_text()
+        relocated = build.load_adapted(moved / "adapter")
+        with monkeypatch.context() as m:
+            m.chdir(moved / "adapter")
+            by_name = AutoPeftModelForCausalLM.from_pretrained(".")  # base from adapter_config.json
+        for other in (merged, adapted, relocated, by_name):
             torch.testing.assert_close(other(input_ids=ids).logits, want, atol=1e-4, rtol=1e-4)
         bare = AutoModelForCausalLM.from_pretrained(paths["base"], use_safetensors=True)  # peft wrapped `base` in place
         assert not torch.allclose(bare(input_ids=ids).logits, want, atol=1e-3)  # the adapter matters
