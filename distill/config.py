@@ -220,7 +220,21 @@ def _set(raw: dict, dotted: str) -> None:
     node[parts[-1]] = parsed
 
 
+# Where the package is installed (the checkout, or site-packages): configs/ ships beside it.
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_path(path: str | Path) -> Path:
+    """A config file as given, or, for a relative path that is not there, the shipped one of
+    that name (configs/default.toml from an installed package, run outside a checkout)."""
+    path = Path(path)
+    if path.is_absolute() or path.exists() or not (INSTALL_ROOT / path).is_file():
+        return path
+    return INSTALL_ROOT / path
+
+
 def load(path: str | Path, overrides: list[str] = ()) -> RunConfig:
+    path = config_path(path)
     try:
         raw = tomllib.loads(Path(path).read_text())
     except OSError as e:

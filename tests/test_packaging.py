@@ -23,6 +23,7 @@ def test_the_wheel_installs_and_runs_fable_kd_from_outside_the_repository(tmp_pa
     [wheel] = (tmp_path / "dist").glob("fable_kd-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "eval/rubrics/fable.toml" in names and "eval/rubrics/fable-5.toml" in names
+    assert {"configs/default.toml", "configs/production.toml", "configs/tiny.toml"} <= set(names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert not any(n.startswith("tests/") for n in names)
     site = tmp_path / "site"
@@ -38,6 +39,10 @@ def test_the_wheel_installs_and_runs_fable_kd_from_outside_the_repository(tmp_pa
     helped = subprocess.run([str(site / "bin" / "fable-kd"), "--help"], cwd=elsewhere, env=env, capture_output=True,
                             text=True, timeout=120)
     assert helped.returncode == 0 and "distill" in helped.stdout and "compare" in helped.stdout, helped.stderr
+    # The default config ships in the wheel: the documented command finds it outside a checkout.
+    planned = subprocess.run([str(site / "bin" / "fable-kd"), "distill", "--config", "configs/default.toml", "--dry-run"],
+                             cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
+    assert planned.returncode == 0 and "qwen2.5-coder-1.5b" in planned.stdout, planned.stderr[-2000:]
     probe = (
         "import sys; from distill import cli; cli.main(['--help']);"
         f"heavy = [m for m in {HEAVY!r} if m in sys.modules];"
