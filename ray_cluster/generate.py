@@ -50,7 +50,7 @@ def _processor(teacher, model_path: str, cfg: GenerationConfig, gpus: float):
     from ray.data.llm import build_processor
 
     config = engine_processor_config(
-        teacher, model_path, engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code),
+        teacher, model_path, engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, cfg.trust_remote_code, model_path),
         cfg.batch_size, cfg.kv_cache_gib, gpus, replicas=cfg.replicas, resources=cfg.engine_resources,
         replica_wait_s=cfg.replica_wait_s,
         # A failing row comes back with its error instead of aborting the whole job.
@@ -184,7 +184,8 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
         meta = {"teacher": teacher.id, "hub_id": teacher.hub_id, "top_k": cfg.top_k, "logprobs_mode": "raw_logprobs",
                 "vocab_size": max(len(tok), teacher.vocab_size)}
         writer = ShardWriter(out_dir, pending, meta)
-        items = _engine_items(teacher, tok, fingerprint, pending, cfg, writer, stats)
+        limit = engine.engine_kwargs(teacher, cfg.top_k, cfg.max_model_len, model_path=model_path)["max_model_len"]
+        items = _engine_items(teacher, tok, fingerprint, pending, cfg, writer, stats, limit)
 
     t0, starts = time.perf_counter(), EngineStarts()
     _run_passes(items, run_pass or ray_pass(teacher, model_path, cfg), cfg.retries, writer, stats, teacher.id,
@@ -196,8 +197,28 @@ def generate(teacher: str | Teacher, prompts: list[Prompt], out_dir: Path, cfg: 
     return stats
 
 
+def check_context(teacher: Teacher, prompts: list[Prompt], cfg: GenerationConfig) -> None:
+    """Before any work: when the model allows fewer tokens than generation.max_model_len (its
+    max_position_embeddings), the engine runs at the model's length, provided the longest
+    formatted prompt and max_new_tokens fit in it; otherwise one error naming the teacher and
+    both numbers. A model whose config is not on this machine (a hub teacher not yet
+    downloaded) is left to the engine."""
+    from transformers import AutoTokenizer
+
+    model_path = teacher.model_path()
+    limit = engine.model_context(model_path)
+    if limit is None or limit >= cfg.max_model_len or not prompts:
+        return
+    tok = AutoTokenizer.from_pretrained(model_path, trust_remote_code=cfg.trust_remote_code, **teacher.load_kwargs())
+    longest = max(len(tok(engine.format_prompt(teacher, p, tok)).input_ids) for p in prompts)
+    if longest + cfg.max_new_tokens > limit:
+        raise ValueError(f"teacher '{teacher.id}': the model allows {limit} tokens (max_position_embeddings), but its "
+                         f"longest prompt ({longest} tokens) and generation.max_new_tokens ({cfg.max_new_tokens}) need "
+                         f"{longest + cfg.max_new_tokens}: lower generation.max_new_tokens")
+
+
 def _engine_items(teacher, tok, fingerprint: str, pending: dict, cfg: GenerationConfig, writer: ShardWriter,
-                  stats: dict) -> list[dict]:
+                  stats: dict, limit: int | None = None) -> list[dict]:
     """The engine's input rows for the pending shards: each prompt formatted for the
     teacher; one too long for the context is recorded as failed instead."""
     items = []
@@ -206,8 +227,8 @@ def _engine_items(teacher, tok, fingerprint: str, pending: dict, cfg: Generation
             p = Prompt(**{k: v for k, v in t.items() if k != "sample_index"})
             text = engine.format_prompt(teacher, p, tok)
             n = len(tok(text).input_ids)
-            if n >= cfg.max_model_len:
-                writer.fail(i, t, f"prompt has {n} tokens; max_model_len is {cfg.max_model_len}")
+            if n >= (limit or cfg.max_model_len):
+                writer.fail(i, t, f"prompt has {n} tokens; the engine's max_model_len is {limit or cfg.max_model_len}")
                 stats["failed"] += 1
                 continue
             items.append({"prompt_text": text, "task": json.dumps({**t, "shard": i, "fingerprint": fingerprint})})

@@ -35,7 +35,7 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
         prompt_ids = tok(p["prompt"]).input_ids
         completion_ids = tok(p["completion"], add_special_tokens=False).input_ids
         items.append({"n": n, "ids": prompt_ids + completion_ids, "start": len(prompt_ids)})
-    kw = engine.engine_kwargs(teacher, top_k, max_model_len)
+    kw = engine.engine_kwargs(teacher, top_k, max_model_len, model_path=path)
     kw["enable_prefix_caching"] = False  # vLLM computes no prompt logprobs for cached prefixes
     cluster = connect()
     config = engine_processor_config(teacher, path, kw, 16, kv_cache_gib, cluster["gpus"])

@@ -35,7 +35,7 @@ def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: in
     teacher = get_teacher(teacher_id)
     return LLMConfig(
         model_loading_config={"model_id": teacher.id, "model_source": teacher.model_path()},
-        engine_kwargs=engine.engine_kwargs(teacher, top_k, max_model_len),
+        engine_kwargs=engine.engine_kwargs(teacher, top_k, max_model_len, model_path=teacher.model_path()),
         placement_group_config={"bundles": engine_bundles(teacher, gpus)},
         runtime_env={"env_vars": engine.cpu_env(kv_cache_gib, gpus)},
         deployment_config={"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},

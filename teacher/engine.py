@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 
 from teacher import formats
 from teacher.hardware import engine_dtype, engine_eager
@@ -46,7 +47,22 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False) -> dict:
+def model_context(model_path: str) -> int | None:
+    """The longest sequence the model was built for (max_position_embeddings in its
+    config.json, or its text model's), where the folder is on this machine; else None."""
+    try:
+        cfg = json.loads((Path(model_path) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for c in (cfg, cfg.get("text_config") or {}):
+        v = c.get("max_position_embeddings") if isinstance(c, dict) else None
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote_code: bool = False,
+                  model_path: str | None = None) -> dict:
     kw = {
         "dtype": engine_dtype(),  # bf16 where native, else fp32 (teacher/hardware.py)
         "enforce_eager": engine_eager(),  # no compile warm-up on CPU
@@ -62,7 +78,11 @@ def engine_kwargs(teacher: Teacher, top_k: int, max_model_len: int, trust_remote
     if teacher.source == "hub":  # the pinned weights and the tokenizer of the same commit
         kw.update(revision=teacher.revision, tokenizer_revision=teacher.revision)
     kw.update(teacher.engine)
-    kw["max_model_len"] = min(kw["max_model_len"], max_model_len)
+    # Never past what the model allows: vLLM refuses a max_model_len above the model's
+    # max_position_embeddings, inside the engine actor, as a pydantic error (preflight has
+    # already checked that the prompts and max_new_tokens fit the shorter context).
+    limit = model_context(model_path) if model_path else None
+    kw["max_model_len"] = min(kw["max_model_len"], max_model_len, *([limit] if limit else []))
     return kw
 
 

@@ -66,3 +66,43 @@ def test_on_cpu_the_model_runs_in_the_engine_core_process_and_on_gpu_as_vllm_cho
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cpu_env(2, gpus=1)
     # every core for torch, not the one Ray gives an actor with a CPU:1 bundle
     assert int(cpu_env(2)["OMP_NUM_THREADS"]) == len(os.sched_getaffinity(0)) and "OMP_NUM_THREADS" not in cpu_env(2, gpus=1)
+
+
+def short_context_teacher(tmp_path, positions: int):
+    """A tiny Llama-2 folder whose model allows only `positions` tokens, declared by path."""
+    import json
+
+    from tests.tiny_models import build
+
+    folder = build(tmp_path, "tiny-llama2")
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "max_position_embeddings": positions}))
+    toml = tmp_path / "short.toml"
+    toml.write_text(f'name = "short"\nteachers = ["short"]\nn_train = 2\nn_heldout = 1\nsft_baseline = false\n'
+                    f'[generation]\nmax_new_tokens = 64\nmax_model_len = 1024\n[judge]\nenabled = false\n'
+                    f'[teacher.short]\npath = "{folder}"\nfamily = "llama2"\n')
+    return folder, toml
+
+
+def test_the_engine_runs_at_the_models_own_length_when_it_is_shorter(tmp_path):
+    from distill.config import load
+    from distill.pipeline import preflight
+
+    folder, toml = short_context_teacher(tmp_path, 256)
+    cfg = load(toml)
+    tr = cfg.teachers[0]
+    assert engine.model_context(str(folder)) == 256
+    kw = engine.engine_kwargs(tr.model, 20, tr.generation.max_model_len, model_path=str(folder))
+    assert kw["max_model_len"] == 256  # not 1024, which vLLM refuses inside the engine actor
+    assert engine.engine_kwargs(tr.model, 20, 128, model_path=str(folder))["max_model_len"] == 128
+    preflight(cfg)  # prompts (~60 tokens) and 64 new tokens fit in 256
+
+
+def test_a_model_too_short_for_its_prompts_and_new_tokens_stops_at_preflight_naming_both(tmp_path):
+    from distill.config import load
+    from distill.pipeline import preflight
+
+    _, toml = short_context_teacher(tmp_path, 96)
+    with pytest.raises(ValueError, match=r"^teacher 'short': the model allows 96 tokens \(max_position_embeddings\), "
+                                         r"but its longest prompt \(\d+ tokens\) and generation.max_new_tokens \(64\) need \d+"):
+        preflight(load(toml))
