@@ -15,9 +15,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
+
+from distill.redact import redact
 
 LOCAL_LOGICAL_CPUS = 8
 LOOPBACK = "127.0.0.1"
@@ -125,6 +129,59 @@ def engine_bundles(teacher, gpus: float, remote: bool | None = None, resources: 
                          f"head has {gpus:g}; run on a GPU machine or cluster (RAY_ADDRESS), or set "
                          f"teacher.{teacher.id}.gpu_memory_gib = 0 to run it on CPU")
     return [{"GPU": 1, "CPU": 1, **extra} for _ in range(tp)]
+
+
+# Restarts of a crashed engine replica before its job fails. Ray Data restarts a map actor
+# without end (max_restarts=-1) and retries its tasks without end: an engine that dies at its
+# first batch (an attention shape the CPU backend lacks) restarted for 8.5 minutes until
+# stopped by hand. Two restarts cover a transient death; a third death names its reason.
+ENGINE_RESTARTS = 2
+
+
+def bounded(processor, restarts: int = ENGINE_RESTARTS):
+    """A Ray Data LLM processor whose vLLM stage restarts a dead engine at most `restarts`
+    times, and retries a task on it as often, instead of forever."""
+    stage = processor.get_stage_by_name("vLLMEngineStage")
+    stage.map_batches_kwargs.update(max_restarts=restarts, max_task_retries=restarts)
+    return processor
+
+
+def engine_failure(error: BaseException, what: str, since: float) -> RuntimeError:
+    """One line for a job whose engine kept dying: what died, how often it was restarted,
+    and the engine's own reason, read from the worker logs of this machine's Ray session
+    (on a remote cluster: `ray logs`)."""
+    reason = engine_reason(since)
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    return RuntimeError(f"{what}: its vLLM engine died {ENGINE_RESTARTS + 1} times and was not restarted again; "
+                        + (f"the engine's reason: {reason}" if reason else
+                           f"Ray says: {type(error).__name__}: {first} (the engine's own log is in the Ray worker logs)"))
+
+
+_ENGINE_ERROR = re.compile(r"ERROR .*?\] ((?:\w+\.)*\w*(?:Error|Exception)): (.+)$")
+
+
+def engine_reason(since: float = 0.0) -> str | None:
+    """The first error an engine logged (its root cause, not the EngineDeadError that
+    follows it) in the worker logs of this machine's Ray session, written after `since`."""
+    import ray
+
+    try:
+        logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    except AttributeError:  # not started from this process (a remote cluster)
+        return None
+    found = []
+    for f in logs.glob("worker-*.out"):
+        try:
+            if f.stat().st_mtime < since:
+                continue
+            for line in f.read_text(errors="replace").splitlines():
+                m = _ENGINE_ERROR.search(line)
+                if m and "EngineDeadError" not in m.group(1):
+                    found.append((f.stat().st_mtime, f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2).strip()}"))
+                    break
+        except OSError:
+            continue
+    return redact(min(found)[1])[:500] if found else None
 
 
 def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,

@@ -137,12 +137,13 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
     """The real engine: one Ray Data LLM pipeline over `items`, streaming results back."""
     import ray
 
-    from ray_cluster.cluster import connect
+    from ray_cluster.cluster import bounded, connect, engine_failure
 
     def run(items: list[dict]):
         cluster = connect()
         with _LOADING:
-            processor = _processor(teacher, model_path, cfg, cluster["gpus"])
+            processor = bounded(_processor(teacher, model_path, cfg, cluster["gpus"]))
+        started = time.time()
         try:
             yield from processor(ray.data.from_items(items)).iter_rows()
         except ray.exceptions.GetTimeoutError as e:
@@ -152,6 +153,8 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
                 f"(generation.replica_wait_s); each needs the resources {cfg.engine_resources or 'CPU/GPU only'} "
                 f"on top of its CPU/GPU bundle, and the cluster has {have}: lower "
                 f"generation.replicas, add nodes, or wait longer ({e})") from None
+        except ray.exceptions.RayError as e:  # the engine died past its restarts
+            raise engine_failure(e, f"teacher '{teacher.id}'", started) from None
 
     return run
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from teacher import engine
@@ -25,7 +26,7 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
     from ray.data.llm import build_processor
     from transformers import AutoTokenizer
 
-    from ray_cluster.cluster import connect, engine_processor_config
+    from ray_cluster.cluster import bounded, connect, engine_failure, engine_processor_config
 
     teacher = get_teacher(teacher_id)
     path = teacher.model_path()
@@ -51,8 +52,12 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
         return {"n": row["n"], "out": json.dumps({"token_ids": ids[start:], "token_logprobs": chosen,
                                                   "topk_ids": topk_ids, "topk_logprobs": topk_lps})}
 
-    processor = build_processor(config, preprocess=pre, postprocess=post)
-    results = {int(r["n"]): json.loads(r["out"]) for r in processor(ray.data.from_items(items)).iter_rows()}
+    processor = bounded(build_processor(config, preprocess=pre, postprocess=post))
+    started = time.time()
+    try:
+        results = {int(r["n"]): json.loads(r["out"]) for r in processor(ray.data.from_items(items)).iter_rows()}
+    except ray.exceptions.RayError as e:  # the engine died past its restarts
+        raise engine_failure(e, f"teacher '{teacher.id}'", started) from None
     return [results[n] for n in range(len(pairs))]
 
 

@@ -10,6 +10,7 @@ as all of them are back, so a killed job keeps every writer it finished.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -87,7 +88,7 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
         import ray
         from ray.data.llm import build_processor
 
-        from ray_cluster.cluster import connect, engine_processor_config, request_started
+        from ray_cluster.cluster import bounded, connect, engine_failure, engine_processor_config, request_started
         from teacher import engine
 
         cluster = connect()
@@ -109,8 +110,12 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
                     "error": redact(str(error))[:2000] if error else "", "started": request_started(row)}
 
         light = {"num_cpus": 0.25}  # as in ray_cluster/generate.py: never hold the engine's CPU
-        processor = build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs=light,
-                                    postprocess_map_kwargs=light)
-        yield from processor(ray.data.from_items(items)).iter_rows()
+        processor = bounded(build_processor(config, preprocess=pre, postprocess=post, preprocess_map_kwargs=light,
+                                            postprocess_map_kwargs=light))
+        started = time.time()
+        try:
+            yield from processor(ray.data.from_items(items)).iter_rows()
+        except ray.exceptions.RayError as e:  # the engine died past its restarts
+            raise engine_failure(e, f"the student engine on {model}", started) from None
 
     return run

