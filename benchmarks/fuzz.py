@@ -30,6 +30,60 @@ TOML_VALUES = ["0", "1", "-1", "2", "1.5", "1e-3", "1e400", "inf", "-inf", "nan"
                "{a = 1}", "{}", '"' + "9" * 5000 + '"', "9" * 5000, "", "=", "[", "{", '"unterminated']
 
 
+# Text that markdown or HTML would make live, for the report renderers (eval/judge_report.inert).
+MARKUP = st.sampled_from(["[", "]", "(", ")", "!", "<", ">", "`", "*", "_", "&", "|", "\\", "~", "#", "\n", "-",
+                          "https://evil.example/i.png", "//evil.example", "javascript:alert(1)", "&#60;", "&lt;",
+                          "<img src=x onerror=alert(1)>", "<script>", "[1]: https://evil.example", "\n\n[1]: /x"])
+
+
+def live_html(page: str) -> list[str]:
+    """Every element or attribute in an HTML page that would run code, fetch something or
+    lead away (the reports' own images are local PNG plots, their links local files)."""
+    from html.parser import HTMLParser
+
+    found = []
+
+    def external(url) -> bool:
+        url = str(url or "").strip().lower()
+        return "//" in url or ":" in url.split("/")[0]
+
+    class Finder(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            a = dict(attrs)
+            local_plot = tag == "img" and str(a.get("src", "")).endswith(".png") and not external(a.get("src"))
+            found.extend([f"<{tag}>"] * (tag in ("script", "img", "iframe", "object") and not local_plot))
+            found.extend([f"<{tag} href>"] * (tag == "a" and external(a.get("href"))))
+            found.extend(f"{tag}[{k}]" for k, _ in attrs if k.startswith("on"))
+
+    Finder().feed(page)
+    return found
+
+
+def cell_text(page: str) -> list[str]:
+    """The text of every table cell of an HTML page, as a reader sees it."""
+    from html.parser import HTMLParser
+
+    cells: list[str] = []
+
+    class Cells(HTMLParser):
+        inside = False
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "td":
+                self.inside = True
+                cells.append("")
+
+        def handle_endtag(self, tag):
+            self.inside = self.inside and tag != "td"
+
+        def handle_data(self, data):
+            if self.inside:
+                cells[-1] += data
+
+    Cells(convert_charrefs=True).feed(page)
+    return cells
+
+
 def jsonl_files(valid_line: str):
     """File contents for reader fuzzing: raw bytes, JSON values of any shape a line, and a
     valid line with one field replaced or cut (also used by the readers' tests)."""
@@ -90,7 +144,11 @@ def fuzz_verdicts(cases: int) -> Counter:
     replies = st.one_of(st.text(max_size=300), JSONISH.map(json.dumps),
                         st.builds(lambda o: json.dumps({**good, **o}), st.dictionaries(st.sampled_from(list(good)), JSONISH,
                                                                                       max_size=3)),
-                        st.builds(lambda d: "[" * d + "]" * d, st.integers(0, 5000)))
+                        st.builds(lambda d: "[" * d + "]" * d, st.integers(0, 5000)),
+                        # prose with quotes, brackets and markdown before deep nesting or a verdict
+                        st.builds(lambda pre, d: pre + '{"a": [' * d + "1" + "]}" * d,
+                                  st.text(alphabet='"\\ab[]{} `*!()', max_size=12), st.integers(0, 3000)),
+                        st.builds(lambda pre: pre + json.dumps(good), st.text(alphabet='"\\[]{}ab ', max_size=10)))
 
     def classify(reply):
         v, why = parse_verdict(reply, rubric)
@@ -100,6 +158,40 @@ def fuzz_verdicts(cases: int) -> Counter:
         return "accepted" if ok and v.age_group in dict(rubric.age_groups) else "accepted_garbage"
 
     return _run(replies, classify, cases)
+
+
+def fuzz_report_text(cases: int) -> Counter:
+    """Model and judge text through the report renderer: accepted when the HTML shows exactly
+    the text and nothing in it is live (a link, image, script or handler)."""
+    from eval.judge_report import inert, to_html
+
+    def classify(parts):
+        text = "".join(parts)
+        page = to_html(f"| fable |\n| --- |\n| {inert(text)} |\n", "t")
+        shown = [" ".join(text.split()).replace("\x00", "\ufffd")]
+        return "accepted" if not live_html(page) and cell_text(page) == shown else "accepted_garbage"
+
+    return _run(st.lists(MARKUP | st.text(max_size=6), max_size=30), classify, cases)
+
+
+def fuzz_urls(cases: int) -> Counter:
+    """URLs with a password and a key in them through redact(): accepted when neither is left."""
+    from distill.redact import redact
+
+    secret = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~%!$'()*+,",
+                     min_size=1, max_size=30)
+    urls = st.builds(lambda scheme, user, pw, param, key, around: (
+        around + f"{scheme}://{user}:{pw}@judge.example:8443/v1?api-version=1&{param}={key}" + around, (user, pw, param, key)),
+        st.sampled_from(["http", "https", "HTTPS"]), secret, secret,
+        st.sampled_from(["api-key", "api_key", "key", "token", "access_token", "sig", "Password"]), secret,
+        st.sampled_from(["", " ", "\n", "error at "]))
+
+    def classify(case):
+        text, (user, pw, param, key) = case
+        out = redact(text, env={})
+        return "accepted" if f"{user}:{pw}@" not in out and f"{param}={key}" not in out else "accepted_garbage"
+
+    return _run(urls, classify, cases)
 
 
 def fuzz_shards(cases: int) -> Counter:
@@ -166,11 +258,18 @@ def fuzz_files(cases: int) -> dict[str, Counter]:
                          "resolution": "shares", "moral": "help others", "variant": 1})
     verdict = json.dumps({"llm_name": "m", "hash": "h", "evaluation": {"grammar": 8, "creativity": 7, "age_group": "B"}})
     fable = json.dumps({"llm_name": "m", "hash": "h", "prompt": "Write.", "fable": "Once a fox..."})
+    published = json.dumps({"llm_name": "m", "hash": "h", "evaluation": {
+        "type": "Fable Evaluation", "grammar": 8, "creativity": 7, "moral_clarity": 8, "adherence_to_prompt": 9,
+        "best_age_group": "B", "explanation": ["clear", "original"]}})
     return {
         "prompts file": reader(prompt, lambda p: load_prompts(str(p)), lambda r: all(
             isinstance(getattr(r, k), str) and getattr(r, k).strip() for k in ELEMENTS) and 0 <= r.variant < len(VARIANTS)),
         "TinyFabulist verdicts": reader(verdict, read_tinyfabulist, lambda v: v["scores"] and all(
             isinstance(s, float) and math.isfinite(s) and 0 <= s <= 10 for s in v["scores"].values())),
+        "TinyFabulist verdicts, published layout (best_age_group)": reader(
+            published, read_tinyfabulist, lambda v: v["scores"] and "best_age_group" not in v["scores"] and all(
+                isinstance(s, float) and math.isfinite(s) and 0 <= s <= 10 for s in v["scores"].values())
+            and (v["age_group"] is None or isinstance(v["age_group"], str))),
         "TinyFabulist fables": reader(fable, read_fables, lambda f: all(isinstance(f[k], str) for k in ("prompt", "fable"))),
         "comparison input": reader(json.dumps({"text": "A fox.", "prompt": "Write."}),
                                    lambda p: load_input(str(p), "jsonl", {}),
@@ -181,7 +280,9 @@ def fuzz_files(cases: int) -> dict[str, Counter]:
 def run(cases: int = 1000) -> dict:
     t0 = time.perf_counter()
     targets = {"config and --set": fuzz_config(cases), "judge replies (parse_verdict)": fuzz_verdicts(cases),
-               "shards (byte damage)": fuzz_shards(cases), **fuzz_files(cases)}
+               "shards (byte damage)": fuzz_shards(cases), **fuzz_files(cases),
+               "model text in reports (inert, HTML)": fuzz_report_text(cases),
+               "credentials in URLs (redact)": fuzz_urls(cases)}
     return {"cases_per_target": cases, "wall_s": round(time.perf_counter() - t0, 1),
             "targets": {name: {k: c.get(k, 0) for k in ("accepted", "clean_error", "traceback", "accepted_garbage")}
                         for name, c in targets.items()}}

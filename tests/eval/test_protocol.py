@@ -11,6 +11,7 @@ from distill.run_folder import JudgeSummary
 from eval.rubric import Rubric
 from eval.judge_report import write_judge_report
 from eval.protocol import summarize
+from benchmarks.fuzz import MARKUP, cell_text, live_html
 from tests.eval.conftest import GOOD
 
 
@@ -49,29 +50,6 @@ PLANTED = ('Once a fox <script>alert("x")</script> met a crow <img src=x onerror
            "[ref][1] *bold* `code` | a cell | ~~gone~~\n\n[1]: https://evil.example/ref")
 
 
-def live_html(page: str) -> list[str]:
-    """Every element or attribute in an HTML page that would run code, fetch something or
-    lead away (the reports' own images are local PNG plots, their links local files)."""
-    from html.parser import HTMLParser
-
-    found = []
-
-    def external(url) -> bool:
-        url = str(url or "").strip().lower()
-        return "//" in url or ":" in url.split("/")[0]
-
-    class Finder(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            a = dict(attrs)
-            local_plot = tag == "img" and str(a.get("src", "")).endswith(".png") and not external(a.get("src"))
-            found.extend([f"<{tag}>"] * (tag in ("script", "img", "iframe", "object") and not local_plot))
-            found.extend([f"<{tag} href>"] * (tag == "a" and external(a.get("href"))))
-            found.extend(f"{tag}[{k}]" for k, _ in attrs if k.startswith("on"))
-
-    Finder().feed(page)
-    return found
-
-
 def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
     """Fables, prompts and the judge's failure reasons carry raw HTML and markdown links,
     images, autolinks and references: none of it renders live."""
@@ -101,40 +79,16 @@ def test_fables_reach_the_html_report_as_text_never_as_markup(tmp_path):
     assert live_html(to_html(PLANTED, "raw")) == ["<a href>", "<img>", "<a href>", "<a href>"]  # and markdown's
 
 
-MARKUP = st.sampled_from(["[", "]", "(", ")", "!", "<", ">", "`", "*", "_", "&", "|", "\\", "~", "#", "\n", "-",
-                          "https://evil.example/i.png", "//evil.example", "javascript:alert(1)", "&#60;", "&lt;",
-                          "<img src=x onerror=alert(1)>", "<script>", "[1]: https://evil.example", "\n\n[1]: /x"])
-
-
 @given(parts=st.lists(MARKUP | st.text(max_size=6), max_size=30))
 @settings(max_examples=300, deadline=None)
 def test_any_text_made_inert_renders_as_exactly_itself(parts):
     """What a reader of the HTML sees is the text itself, on one line; nothing in it is live."""
-    from html.parser import HTMLParser
-
     from eval.judge_report import inert, to_html
 
     text = "".join(parts)
     page = to_html(f"| fable |\n| --- |\n| {inert(text)} |\n", "t")
     assert live_html(page) == []
-    cells: list[str] = []
-
-    class Cells(HTMLParser):
-        inside = False
-
-        def handle_starttag(self, tag, attrs):
-            if tag == "td":
-                self.inside = True
-                cells.append("")
-
-        def handle_endtag(self, tag):
-            self.inside = self.inside and tag != "td"
-
-        def handle_data(self, data):
-            if self.inside:
-                cells[-1] += data
-
-    Cells(convert_charrefs=True).feed(page)
+    cells = cell_text(page)
     # CommonMark replaces NUL with U+FFFD (its spec, for security); nothing else changes.
     assert cells == [" ".join(text.split()).replace("\x00", "\ufffd")]
 
