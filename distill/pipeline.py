@@ -149,7 +149,7 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, 
             model, tok = build_initial_student(tr)
             if tcfg.quantization == "nf4":
                 with tempfile.TemporaryDirectory(dir=run.root) as d:
-                    model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code)
+                    model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code, tcfg.precision)
             if tcfg.lora_r:
                 model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
             return model, tok

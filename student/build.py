@@ -118,9 +118,22 @@ FOUR_BIT_TRAP = (
 )
 
 
-def quantize_nf4(model, work_dir: Path, trust_remote_code: bool = False):
+def qlora_compute_dtype(precision: str = "auto"):
+    """The dtype nf4 layers compute in: bf16 on a GPU when training runs in bf16 (train.precision
+    "bf16", or "auto" where bf16 is fast), as QLoRA does; fp32 otherwise and always on CPU, where
+    bitsandbytes' bf16 path has not been checked against the dequantized reference
+    (tests/student/test_qlora.py) and AVX512-BF16 repacking already needs a guard."""
+    from teacher.hardware import bf16_is_fast
+
+    on_gpu = torch.cuda.is_available()
+    wants_bf16 = precision == "bf16" or (precision == "auto" and bf16_is_fast())
+    return torch.bfloat16 if on_gpu and wants_bf16 else torch.float32
+
+
+def quantize_nf4(model, work_dir: Path, trust_remote_code: bool = False, precision: str = "auto"):
     """QLoRA's base: `model` reloaded with its linear layers in bitsandbytes nf4 (double
-    quantization, fp32 compute); embeddings and the output head stay in fp32.
+    quantization, compute in qlora_compute_dtype(precision)); embeddings and the output head
+    stay in fp32.
 
     On CPU the returned model refuses eval-mode or no-grad forwards (see FOUR_BIT_TRAP)."""
     from peft import prepare_model_for_kbit_training
@@ -129,7 +142,7 @@ def quantize_nf4(model, work_dir: Path, trust_remote_code: bool = False):
     work_dir = Path(work_dir)
     model.save_pretrained(work_dir, safe_serialization=True)
     quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.float32)
+                               bnb_4bit_compute_dtype=qlora_compute_dtype(precision))
     q = AutoModelForCausalLM.from_pretrained(work_dir, quantization_config=quant, dtype=torch.float32,
                                              use_safetensors=True, trust_remote_code=trust_remote_code)
     # Gradient checkpointing would recompute forwards under no_grad; the student is small.

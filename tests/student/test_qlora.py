@@ -106,3 +106,17 @@ def test_qlora_trains_with_the_trainer_and_exports_a_full_precision_merge(tmp_pa
 class SavingTok(Tok):
     def save_pretrained(self, path):
         path.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.mark.parametrize("cuda, fast, precision, want", [
+    (True, True, "auto", torch.bfloat16), (True, True, "bf16", torch.bfloat16), (True, False, "bf16", torch.bfloat16),
+    (True, False, "auto", torch.float32), (True, True, "fp32", torch.float32),
+    (False, True, "auto", torch.float32), (False, True, "bf16", torch.float32),
+])
+def test_nf4_layers_compute_in_bf16_on_a_gpu_training_in_bf16_and_fp32_on_cpu(monkeypatch, cuda, fast, precision, want):
+    from student import build
+    from teacher import hardware
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(hardware, "bf16_is_fast", lambda: fast)
+    assert build.qlora_compute_dtype(precision) == want
