@@ -233,7 +233,8 @@ def check_reachable(teacher: Teacher, timeout_s: float = 10.0) -> None:
     if teacher.source != "hub":
         teacher.model_path()
         return
-    from huggingface_hub import HfApi, try_to_load_from_cache
+    from huggingface_hub import HfApi, auth_check, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError
 
     if isinstance(try_to_load_from_cache(teacher.hub_id, "config.json", revision=teacher.revision), str):
         return
@@ -241,7 +242,15 @@ def check_reachable(teacher: Teacher, timeout_s: float = 10.0) -> None:
         if os.environ.get("HF_HUB_OFFLINE") == "1":
             raise ConnectionError("HF_HUB_OFFLINE=1")
         HfApi().model_info(teacher.hub_id, revision=teacher.revision, timeout=timeout_s)
-    except Exception as e:  # offline, unreachable, gated without a token, unknown repo
+        # A gated repository's card is public; its files are not without an accepted licence
+        # and a token (Llama-2): checked here, before any teacher generates, not at tokenizer load.
+        auth_check(teacher.hub_id)
+    except GatedRepoError:
+        raise FileNotFoundError(
+            f"teacher '{teacher.id}': {teacher.hub_id} is gated: accept its licence on the model's hub page with "
+            "your account, then set HF_TOKEN to a token of that account (or `hf auth login`)"
+        ) from None
+    except Exception as e:  # offline, unreachable, unknown repo
         raise FileNotFoundError(
             f"teacher '{teacher.id}': weights of {teacher.hub_id}@{teacher.revision} are not in the local cache "
             f"and the hub cannot be reached ({type(e).__name__}). Download them where the hub is reachable "

@@ -68,3 +68,25 @@ def test_bad_teacher_declarations_are_named(tmp_path, table, pinned, message):
     table = {k: v.format(d=tmp_path) if isinstance(v, str) else v for k, v in table.items()}
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         registry.declare("t", table, pinned)
+
+
+def test_a_gated_teacher_without_access_stops_before_any_work_naming_the_fix(tmp_path, monkeypatch):
+    """Llama-2 without an accepted licence or a token: its card answers, its files do not.
+    A fake hub at the boundary, with the hub client's own error type."""
+    import httpx
+    import huggingface_hub
+    import huggingface_hub.constants as c
+    from huggingface_hub.errors import GatedRepoError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", lambda self, *a, **k: object())
+
+    def refuse(repo_id, **kw):
+        request = httpx.Request("GET", f"https://hub.example/api/models/{repo_id}/auth-check")
+        raise GatedRepoError(f"Access to model {repo_id} is restricted.", response=httpx.Response(403, request=request))
+
+    monkeypatch.setattr(huggingface_hub, "auth_check", refuse)
+    with pytest.raises(FileNotFoundError, match=r"teacher 'llama2-7b-chat': meta-llama/Llama-2-7b-chat-hf is gated: "
+                                                r"accept its licence .* set HF_TOKEN"):
+        registry.check_reachable(registry.get_teacher("llama2-7b-chat"))
