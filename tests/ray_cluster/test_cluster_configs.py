@@ -39,7 +39,15 @@ def test_ray_up_gpu_workers_are_what_the_engines_ask_for_and_run_the_installed_r
     assert "make setup GPU=1" in " ".join(config["setup_commands"])
     for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
         assert ".venv/bin/ray " in cmd and "fable-kd/.venv/bin:$PATH" in cmd or cmd.endswith("ray stop")
-    assert config["file_mounts"] == {"/home/ubuntu/fable-kd": "."}
+    assert config["file_mounts"]["/home/ubuntu/fable-kd"] == "."
+    # Token auth on every node, with the one token copied from the user's machine.
+    assert config["file_mounts"]["/home/ubuntu/.ray/auth_token"] == "~/.ray/auth_token"
+    for cmd in config["head_start_ray_commands"] + config["worker_start_ray_commands"]:
+        assert "RAY_AUTH_MODE=token " in cmd or cmd.endswith("ray stop")
+    # The local venv, models and runs never travel; the job runs the synced checkout's venv.
+    assert {".venv", "models", "runs"} <= set(config["rsync_exclude"]) and ".gitignore" in config["rsync_filter"]
+    header = (CONFIGS / "cluster-aws.yaml").read_text()
+    assert "--working-dir . -- \\\n#     .venv/bin/python" not in header and "cd ~/fable-kd && .venv/bin/python" in header
 
 
 def test_engine_resources_go_into_every_bundle_of_an_engine():
