@@ -113,3 +113,15 @@ def test_rayjob_runs_the_whole_pipeline_from_its_image_with_the_token_on_the_dri
     [workers] = spec["rayClusterSpec"]["workerGroupSpecs"]
     assert workers["minReplicas"] == workers["replicas"] == 0 and spec["rayClusterSpec"]["enableInTreeAutoscaling"]
     assert spec["rayClusterSpec"]["rayVersion"] == __import__("ray").__version__
+    assert spec["rayClusterSpec"]["authOptions"]["mode"] == "token"
+    # An image that exists where it is built, never pulled as :latest from nowhere.
+    pods = [head] + [c for g in spec["rayClusterSpec"]["workerGroupSpecs"] for c in g["template"]["spec"]["containers"]]
+    assert all(not c["image"].endswith(":latest") and c["imagePullPolicy"] == "IfNotPresent" for c in pods)
+    # The volume every pod mounts is defined, and shared across nodes.
+    claims = {v["persistentVolumeClaim"]["claimName"] for g in [spec["rayClusterSpec"]["headGroupSpec"]]
+              + spec["rayClusterSpec"]["workerGroupSpecs"] for v in g["template"]["spec"]["volumes"]}
+    pvc = yaml.safe_load((CONFIGS / "rayjob-volume.yaml").read_text())
+    assert claims == {pvc["metadata"]["name"]} and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    # COPY . . ships no venv, models or runs.
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", "models", "runs", ".git"} <= set(ignored)
