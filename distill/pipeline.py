@@ -46,10 +46,10 @@ def preflight(cfg: RunConfig) -> None:
         if j.model not in EMBEDDED:
             raise ValueError(f"judge.model={j.model!r} is not an embedded model that can be served here, and no "
                              "endpoint is set: export OPENAI_BASE_URL (and OPENAI_API_KEY) or set judge.base_url")
+    from ray_cluster.generate import check_context
+
     for tr in cfg.teachers:
         check_reachable(tr.model)  # raises with the fix (`make models`, HF_HOME) when missing
-        from ray_cluster.generate import check_context
-
         train, ev = prompts_for(cfg, tr)
         check_context(tr.model, train + ev, tr.generation)  # a model shorter than the engine's context
         if tr.train.student_kind == "checkpoint" and not Path(student_checkpoint(tr)).exists():

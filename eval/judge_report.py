@@ -106,10 +106,6 @@ def inert(text: str, n: int | None = None) -> str:
     return _MARKDOWN.sub(r"\\\1", text)
 
 
-def _cell(text: str, n: int = 500) -> str:
-    return inert(text, n)
-
-
 def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
     """Can this judge tell a fable from its own words shuffled? Read before the scores.
     With the ensemble's readability gate, says how many verdicts the gate decided."""
@@ -177,7 +173,7 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
         cells = []
         for e in ELEMENT_COLUMNS:
             worst = s["elements"].get(e) or []
-            cells.append(_cell(f"{worst[0][0]} ({worst[0][1]:.2f}, n={worst[0][2]})", 60) if worst else "–")
+            cells.append(inert(f"{worst[0][0]} ({worst[0][1]:.2f}, n={worst[0][2]})", 60) if worst else "–")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     curve = summary.score_vs_loss or {}
     if curve.get("points"):
@@ -195,8 +191,8 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
         lines.append("Every reply was a valid verdict.")
     else:
         lines += ["| writer | failed | reasons |", "| --- | --- | --- |"]
-        lines += [f"| {_cell(m, 80)} | {s['failures']} of {s['fables']} | "
-                  + "; ".join(f"{_cell(r, 300)} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
+        lines += [f"| {inert(m, 80)} | {s['failures']} of {s['fables']} | "
+                  + "; ".join(f"{inert(r, 300)} ×{n}" for r, n in s["failure_reasons"]) + " |" for m, s in fails.items()]
     lines += ["", "## Fables side by side", ""]
     writers = list(summary.models)
     first = {}
@@ -204,12 +200,12 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
         first.setdefault((j["prompt_id"], j["model"]), j)
     for pid in list(dict.fromkeys(j["prompt_id"] for j in judged))[:3]:
         some = next(j for j in judged if j["prompt_id"] == pid)
-        lines += [f"**Prompt**: {_cell(some['prompt'], 400)}", "", "| writer | fable | overall |", "| --- | --- | --- |"]
+        lines += [f"**Prompt**: {inert(some['prompt'], 400)}", "", "| writer | fable | overall |", "| --- | --- | --- |"]
         for w in writers:
             j = first.get((pid, w))
             if j:
                 score = f"{overall_score(j):.2f}" if j["verdict"] else "failed"
-                lines.append(f"| {_cell(w, 80)} | {_cell(j['fable'])} | {score} |")
+                lines.append(f"| {inert(w, 80)} | {inert(j['fable'], 500)} | {score} |")
         lines.append("")
     md = "\n".join(lines) + "\n"
     write_text_atomic(jdir / "report.md", md)

@@ -150,11 +150,12 @@ def engine_failure(error: BaseException, what: str, since: float) -> RuntimeErro
     """One line for a job whose engine kept dying: what died, how often it was restarted,
     and the engine's own reason, read from the worker logs of this machine's Ray session
     (on a remote cluster: `ray logs`)."""
+    from distill.entry import one_line
+
     reason = engine_reason(since)
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
     return RuntimeError(f"{what}: its vLLM engine died {ENGINE_RESTARTS + 1} times and was not restarted again; "
                         + (f"the engine's reason: {reason}" if reason else
-                           f"Ray says: {type(error).__name__}: {first} (the engine's own log is in the Ray worker logs)"))
+                           f"Ray says: {one_line(error)} (the engine's own log is in the Ray worker logs)"))
 
 
 _ENGINE_ERROR = re.compile(r"ERROR .*?\] ((?:\w+\.)*\w*(?:Error|Exception)): (.+)$")
