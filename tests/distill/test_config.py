@@ -235,3 +235,17 @@ def test_the_seed_is_a_32_bit_seed(seed, ok):
     else:
         with pytest.raises(ValueError, match=r"^seed: .* must be within 0\.\.4294967295"):
             config.load(ROOT / "configs/default.toml", [f"seed={seed}"])
+
+
+def test_a_run_builds_only_the_embedded_models_it_loads(monkeypatch):
+    """What `make distill` converts before the run (teacher.convert --config): the default
+    run's three teachers, its checkpoint student and the judge served here; a config of hub
+    teachers with a remote judge, nothing."""
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    assert config.load(ROOT / "configs/default.toml").embedded_models() == [
+        "smollm2-135m", "gemma3-270m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+    assert config.load(ROOT / "configs/production.toml").embedded_models() == []
+    one = config.load(ROOT / "configs/tiny-qwen.toml", ["judge.enabled=true"])
+    assert one.embedded_models() == ["smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]  # smollm2: the judge
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    assert one.embedded_models() == ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]

@@ -65,3 +65,25 @@ def test_a_run_whose_judge_has_no_endpoint_stops_before_any_work(monkeypatch, tm
     cfg = config.load(f)
     with pytest.raises(ValueError, match="judge.model='gpt-4o' is not an embedded model.*export OPENAI_BASE_URL"):
         preflight(cfg)
+
+
+def test_a_gpu_run_refuses_a_machine_without_gpus_unless_a_cluster_adds_them(monkeypatch):
+    """A GPU torch on a machine with no GPU (a laptop with the GPU venv, a CPU-only head):
+    refused at once without RAY_ADDRESS, accepted with it (the autoscaler adds GPU workers).
+    The CPU build of torch is refused either way (tests/test_makefile.py runs that as a user)."""
+    import torch
+
+    from distill.pipeline import check_gpus
+
+    cfg = config.load(ROOT / "configs/production.toml")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    with pytest.raises(RuntimeError, match=r"teacher '\w[\w.-]+' needs 1 GPU\(s\).*this machine has 0.*RAY_ADDRESS"):
+        check_gpus(cfg)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
+    check_gpus(cfg)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(RuntimeError, match="is the CPU build: set it up with `make setup GPU=1`"):
+        check_gpus(cfg)
+    check_gpus(config.load(ROOT / "configs/default.toml"))  # embedded teachers run on the CPU
