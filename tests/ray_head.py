@@ -22,12 +22,29 @@ from tests.listeners import stop_session
 BIN = Path(sys.executable).parent
 
 
+# HF_TOKEN of the session's head: what files written by Ray, a job or a run must never hold.
+SECRET = "hf_session_stand_in_5d1c0b7a"
+
+
+def files_holding(root: Path, needle: str) -> list[str]:
+    """The files under root that hold needle (sockets and files gone meanwhile are passed over)."""
+    found = []
+    for p in Path(root).rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink() and needle.encode() in p.read_bytes():
+                found.append(str(p.relative_to(root)))
+        except OSError:
+            pass
+    return found
+
+
 @dataclass(frozen=True)
 class Head:
     dashboard: str  # the address `ray job submit --address` takes
     dash_port: int
     proc: subprocess.Popen  # `make ray-up`, leading its own session
     env: dict  # what a user's shell has after `make ray-up`: the venv first, token auth on
+    temp: str  # the head's --temp-dir: its session's logs and files
 
     def submit(self, working_dir: Path, env_vars: dict, *entrypoint: str, timeout: float = 1200):
         """`ray job submit --working-dir ... -- <entrypoint>`, waiting for the job to end.
@@ -75,7 +92,9 @@ def make_ray_up(root: Path, log_dir: Path):
     agent_flags = (f"--dashboard-agent-listen-port {agent} --dashboard-agent-grpc-port {agent_grpc} "
                    f"--metrics-export-port {metrics} --runtime-env-agent-port {runtime_env}")
     temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}
+    # The user's secret, exported before `make ray-up` as the README says: the head's processes,
+    # its jobs and their tasks inherit it, and no file may hold it (SECRET).
+    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}, "HF_TOKEN": SECRET}
     log = open(log_dir / "ray-up.log", "w")
     proc = subprocess.Popen(["make", "-o", "setup", "-o", "models", "ray-up", f"RAY_PORT={port}", f"DASH_PORT={dash}",
                              f"RAY_START_FLAGS=--block --temp-dir {temp} {agent_flags}"],
@@ -83,7 +102,7 @@ def make_ray_up(root: Path, log_dir: Path):
     try:
         wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, log_dir / "ray-up.log")
         user = {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "token"}
-        yield Head(f"http://127.0.0.1:{dash}", dash, proc, user)
+        yield Head(f"http://127.0.0.1:{dash}", dash, proc, user, temp)
     finally:
         stop_session(proc)  # --block: the head stops its own processes on SIGTERM
         log.close()

@@ -82,3 +82,24 @@ def test_make_distill_with_hub_teachers_builds_no_embedded_model_and_refuses_the
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error")]
     assert len(errors) == 1 and "is the CPU build" in errors[0] and "make setup GPU=1" in errors[0], proc.stderr[-2000:]
     assert not models.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.e2e
+def test_a_secret_exported_before_ray_up_reaches_jobs_and_tasks_and_no_file(ray_head, tmp_path):
+    """The README's way to give the cluster HF_TOKEN: exported in the shell that runs
+    `make ray-up` (tests/ray_head.py does). A job's driver and a Ray task it starts both read
+    it, and no file of the head's session holds it. (Ray writes a job's --runtime-env-json
+    env_vars in plain text to runtime_env_agent.log, so secrets never go that way.)"""
+    import hashlib
+
+    from tests.ray_head import SECRET, files_holding
+
+    job = ("import os, ray, hashlib; ray.init(); "
+           "seen = ray.get(ray.remote(lambda: os.environ.get('HF_TOKEN', '')).remote()); "
+           "print('driver', hashlib.sha256(os.environ.get('HF_TOKEN', '').encode()).hexdigest(), "
+           "'task', hashlib.sha256(seen.encode()).hexdigest())")
+    proc = ray_head.submit(tmp_path, {}, "python", "-c", job, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    digest = hashlib.sha256(SECRET.encode()).hexdigest()
+    assert f"driver {digest} task {digest}" in proc.stdout, [ln for ln in proc.stdout.splitlines() if "driver" in ln]
+    assert files_holding(ray_head.temp, SECRET) == []

@@ -79,8 +79,12 @@ def test_students_are_exported_and_kl_falls(tiny_run):
         assert train["steps"] == 4 and train["trainable_params"] < train["params"] / 10
 
 
-def test_report_and_manifest(tiny_run):
+def test_report_and_manifest(tiny_run, ray_head):
+    from tests.ray_head import SECRET, files_holding
+
     run_dir, proc = tiny_run
+    # The job ran with the head's HF_TOKEN in its environment: no file of the run holds it.
+    assert files_holding(run_dir, SECRET) == [] and files_holding(ray_head.temp, SECRET) == []
     report = (run_dir / "report.md").read_text()
     assert report.count("Held-out KL to the teacher fell") == 1
     # the KD student next to the same student trained with plain cross-entropy, per distilled teacher

@@ -125,3 +125,42 @@ def test_rayjob_runs_the_whole_pipeline_from_its_image_with_the_token_on_the_dri
     # COPY . . ships no venv, models or runs.
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", "models", "runs", ".git"} <= set(ignored)
+
+
+@pytest.mark.parametrize("node", ["head", "worker"])
+def test_ray_up_start_commands_read_secrets_by_name_into_ray_start_alone(node, tmp_path):
+    """Each node's start command as `ray up` runs it, over a stand-in home: `aws` answers
+    for /fable-kd/HF_TOKEN only (its value from the environment, so no file holds it) and
+    `.venv/bin/ray` records what it was started with. `ray start` gets the secret and token
+    auth; a parameter that is missing is named and skipped; no file ends up holding the secret."""
+    import hashlib
+    import subprocess
+
+    config = yaml.safe_load((CONFIGS / "cluster-aws.yaml").read_text())
+    [start] = [c for c in config[f"{node}_start_ray_commands"] if "ray start" in c]
+    home, bin_ = tmp_path / "home", tmp_path / "bin"
+    checkout = home / "fable-kd"
+    (checkout / ".venv" / "bin").mkdir(parents=True)
+    (checkout / "ray_cluster").symlink_to(ROOT / "ray_cluster")
+    bin_.mkdir()
+    (bin_ / "aws").write_text('#!/bin/sh\n[ "$4" = /fable-kd/HF_TOKEN ] && [ "$3" = --name ] || exit 254\n'
+                              'printf "%s\\n" "$STAND_IN_SECRET"\n')
+    ray = checkout / ".venv" / "bin" / "ray"
+    ray.write_text('#!/bin/sh\npython3 -c "import os, sys, hashlib; print(os.environ[\'RAY_AUTH_MODE\'], '
+                   'hashlib.sha256(os.environ.get(\'HF_TOKEN\', \'\').encode()).hexdigest(), *sys.argv[1:])" "$@"\n')
+    for f in (bin_ / "aws", ray):
+        f.chmod(0o755)
+    secret = "hf_stand_in_9f8e7d"
+    env = {"HOME": str(home), "PATH": f"{bin_}:/usr/bin:/bin", "RAY_HEAD_IP": "10.0.0.1", "STAND_IN_SECRET": secret}
+    proc = subprocess.run(["bash", "-c", start], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    auth, digest, *args = proc.stdout.split()
+    assert auth == "token" and digest == hashlib.sha256(secret.encode()).hexdigest() and args[0] == "start"
+    assert ("--head" in args) == (node == "head")
+    missing = [n for n in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if n in start]
+    assert [f"/fable-kd/{n}" in proc.stderr for n in missing] == [True] * len(missing)
+    assert secret not in start + proc.stdout + proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    bad = subprocess.run([str(ROOT / "ray_cluster/node_secrets.sh"), "HF_TOKEN=hf_typed", "--", "true"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "pass names, never values" in bad.stderr and "hf_typed" not in bad.stderr
