@@ -207,3 +207,25 @@ def test_docker_context_ships_the_code_and_no_venv_models_or_runs(tmp_path, caps
     with capsys.disabled():
         print(f"\ndocker build context of this checkout: {files} files, {size / 1e6:.1f} MB")
     assert size < 30e6, f"{size / 1e6:.0f} MB: something large is not in .dockerignore"
+
+
+def test_the_readmes_cluster_job_finds_its_entrypoint_in_the_package_ray_makes(tmp_path):
+    """The README's `ray job submit --working-dir . ... -- python -m M --config C`: the folder
+    packed by Ray's own code (honouring .gitignore, as `ray job submit` does) holds module M
+    and config C, and none of the venv, models or runs."""
+    import re
+    import shlex
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    readme = (ROOT / "README.md").read_text()
+    [cmd] = re.findall(r"^ray job submit .*?(?<!\\)\n", readme.replace("\\\n", " "), flags=re.M)
+    argv = shlex.split(cmd)
+    assert argv[argv.index("--working-dir") + 1] == "."
+    entry = argv[argv.index("--") + 1:]
+    module, config_file = entry[entry.index("-m") + 1], entry[entry.index("--config") + 1]
+    create_package(str(ROOT), tmp_path / "pkg.zip", include_gitignore=True)
+    names = set(zipfile.ZipFile(tmp_path / "pkg.zip").namelist())
+    assert module.replace(".", "/") + ".py" in names and config_file in names, (module, config_file)
+    assert not [n for n in names if n.split("/")[0] in (".venv", "models", "runs")]
