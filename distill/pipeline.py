@@ -116,18 +116,32 @@ def stage_generate(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> 
             done = Generated(**generate(tr.model, train + heldout, run.teacher(tr.teacher), tr.generation))
             done.write(run.generated(tr.teacher))
             st.update(rows=done.rows, generated_tokens=done.generated_tokens, engine_starts=done.engine_starts,
-                      engine_start_s=round(done.engine_start_s, 1))
+                      engine_start_s=round(done.engine_start_s, 1),
+                      # engine placement groups still reserved once this teacher is done (0: its GPUs are free)
+                      placement_groups_held=cluster.engine_groups_held())
 
-    cluster.connect()
-    if cfg.parallel_teachers > 1 and len(todo) > 1:
+    at_once = teachers_at_once(cfg.parallel_teachers, [tr.model for tr in todo], cluster.connect())
+    if at_once > 1 and len(todo) > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=cfg.parallel_teachers) as pool:
+        with ThreadPoolExecutor(max_workers=at_once) as pool:
             for done in [pool.submit(one, tr) for tr in todo]:
                 done.result()  # the first failure, once every teacher has stopped
     else:
         for tr in todo:
             one(tr)
+
+
+def teachers_at_once(parallel: int, teachers: list, cluster_info: dict) -> int:
+    """parallel_teachers, capped where the GPUs are known: on a head without an autoscaler
+    (no RAY_ADDRESS), as many GPU teachers at once as its GPUs hold engines, so none waits
+    for a GPU another holds until Ray Data's replica timeout. A cluster's autoscaler adds
+    GPU nodes for the engines that ask, so it is not capped there."""
+    gpu = [t for t in teachers if t.gpu_memory_gib]
+    if not gpu or cluster_info.get("address", "local") != "local":
+        return parallel
+    tp = max(int(t.engine.get("tensor_parallel_size", 1)) for t in gpu)
+    return max(1, min(parallel, int(cluster_info.get("gpus", 0) // tp)))
 
 
 def training_rows(tr: TeacherRun, tcfg, run: RunFolder) -> tuple[list[dict], list[dict]]:
@@ -319,6 +333,7 @@ def run(cfg: RunConfig) -> RunFolder:
         "packages": artifacts.package_versions(),
         "stages": ledger.stages,
         "ray_heads_started": cluster.heads_started,
+        "placement_groups_removed": cluster.groups_removed,
         "engine_starts": sum(s.get("engine_starts", 0) for s in ledger.stages),
         "total_wall_s": round(time.perf_counter() - t0, 2),
         "artifacts": artifacts.list_artifacts(folder.root),

@@ -16,8 +16,10 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,10 @@ LOOPBACK = "127.0.0.1"
 log = logging.getLogger(__name__)
 # Local heads this process has started: a pipeline run starts one and keeps it to the end.
 heads_started = 0
+# Engine placement groups this process removed after its batch jobs (releasing_engines).
+groups_removed = 0
+_batch = {"running": 0, "before": set()}
+_batch_lock = threading.Lock()
 
 
 def connect() -> dict:
@@ -93,6 +99,47 @@ class EngineStarts:
 
     def figures(self) -> dict:
         return {"engine_starts": self.count, "engine_start_s": round(self.seconds, 1)}
+
+
+def _engine_groups() -> dict[str, dict]:
+    """Live placement groups of batch-job engines: Ray Data LLM's are unnamed (Serve names
+    its replicas' groups, the judge's among them)."""
+    import ray
+
+    return {pg: info for pg, info in ray.util.placement_group_table().items()
+            if not info.get("name") and info.get("state") != "REMOVED"}
+
+
+def engine_groups_held() -> int:
+    return len(_engine_groups())
+
+
+@contextmanager
+def releasing_engines():
+    """Around a batch job's engines (generation, scoring, the students' fables): Ray Data LLM
+    gives every engine replica a placement group and never removes it, so under a driver that
+    lives on (the pipeline) a teacher's GPUs stay reserved through training, and the next
+    teacher's engine waits for them until Ray Data's replica timeout. The unnamed groups made
+    while batch jobs run are removed when the last running one ends (teachers generating side
+    by side share the window), killing nothing of theirs that is still needed."""
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    global groups_removed
+    with _batch_lock:
+        if _batch["running"] == 0:
+            _batch["before"] = set(_engine_groups())
+        _batch["running"] += 1
+    try:
+        yield
+    finally:
+        with _batch_lock:
+            _batch["running"] -= 1
+            if _batch["running"] == 0 and ray.is_initialized():
+                for pg in set(_engine_groups()) - _batch["before"]:
+                    ray.util.remove_placement_group(PlacementGroup(PlacementGroupID(bytes.fromhex(pg))))
+                    groups_removed += 1
 
 
 def token_auth_on() -> bool:

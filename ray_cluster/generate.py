@@ -137,7 +137,7 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
     """The real engine: one Ray Data LLM pipeline over `items`, streaming results back."""
     import ray
 
-    from ray_cluster.cluster import bounded, connect, engine_failure
+    from ray_cluster.cluster import bounded, connect, engine_failure, releasing_engines
 
     def run(items: list[dict]):
         cluster = connect()
@@ -145,7 +145,8 @@ def ray_pass(teacher, model_path: str, cfg: GenerationConfig):
             processor = bounded(_processor(teacher, model_path, cfg, cluster["gpus"]))
         started = time.time()
         try:
-            yield from processor(ray.data.from_items(items)).iter_rows()
+            with releasing_engines():
+                yield from processor(ray.data.from_items(items)).iter_rows()
         except ray.exceptions.GetTimeoutError as e:
             have = {k: v for k, v in ray.cluster_resources().items() if not k.startswith("node:") and "memory" not in k}
             raise RuntimeError(

@@ -26,7 +26,7 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
     from ray.data.llm import build_processor
     from transformers import AutoTokenizer
 
-    from ray_cluster.cluster import bounded, connect, engine_failure, engine_processor_config
+    from ray_cluster.cluster import bounded, connect, engine_failure, engine_processor_config, releasing_engines
 
     teacher = get_teacher(teacher_id)
     path = teacher.model_path()
@@ -55,7 +55,8 @@ def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: in
     processor = bounded(build_processor(config, preprocess=pre, postprocess=post))
     started = time.time()
     try:
-        results = {int(r["n"]): json.loads(r["out"]) for r in processor(ray.data.from_items(items)).iter_rows()}
+        with releasing_engines():
+            results = {int(r["n"]): json.loads(r["out"]) for r in processor(ray.data.from_items(items)).iter_rows()}
     except ray.exceptions.RayError as e:  # the engine died past its restarts
         raise engine_failure(e, f"teacher '{teacher.id}'", started) from None
     return [results[n] for n in range(len(pairs))]

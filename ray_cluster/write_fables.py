@@ -88,7 +88,8 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
         import ray
         from ray.data.llm import build_processor
 
-        from ray_cluster.cluster import bounded, connect, engine_failure, engine_processor_config, request_started
+        from ray_cluster.cluster import (bounded, connect, engine_failure, engine_processor_config, releasing_engines,
+                                         request_started)
         from teacher import engine
 
         cluster = connect()
@@ -114,7 +115,8 @@ def ray_pass(teacher, gen: GenerationConfig, lora_rank: int):
                                             postprocess_map_kwargs=light))
         started = time.time()
         try:
-            yield from processor(ray.data.from_items(items)).iter_rows()
+            with releasing_engines():
+                yield from processor(ray.data.from_items(items)).iter_rows()
         except ray.exceptions.RayError as e:  # the engine died past its restarts
             raise engine_failure(e, f"the student engine on {model}", started) from None
 

@@ -87,3 +87,19 @@ def test_a_gpu_run_refuses_a_machine_without_gpus_unless_a_cluster_adds_them(mon
     with pytest.raises(RuntimeError, match="is the CPU build: set it up with `make setup GPU=1`"):
         check_gpus(cfg)
     check_gpus(config.load(ROOT / "configs/default.toml"))  # embedded teachers run on the CPU
+
+
+def test_parallel_teachers_are_capped_by_the_gpus_of_a_head_without_autoscaler():
+    import dataclasses
+
+    from distill.pipeline import teachers_at_once
+    from teacher.registry import get_teacher
+
+    seven_b = [get_teacher(t) for t in ("mistral-7b-instruct", "llama2-7b-chat", "falcon-7b-instruct")]
+    assert teachers_at_once(3, seven_b, {"address": "local", "gpus": 1}) == 1
+    assert teachers_at_once(3, seven_b, {"address": "local", "gpus": 2}) == 2
+    assert teachers_at_once(3, seven_b, {"address": "local", "gpus": 8}) == 3
+    tp2 = [dataclasses.replace(t, engine={**t.engine, "tensor_parallel_size": 2}) for t in seven_b]
+    assert teachers_at_once(3, tp2, {"address": "local", "gpus": 4}) == 2
+    assert teachers_at_once(3, seven_b, {"address": "ray://head:10001", "gpus": 0}) == 3  # the autoscaler adds GPUs
+    assert teachers_at_once(2, [get_teacher("smollm2-135m")], {"address": "local", "gpus": 0}) == 2  # CPU teachers

@@ -90,3 +90,39 @@ def test_an_engine_start_runs_from_its_jobs_first_pull_to_the_earliest_request_i
     assert starts.figures() == {"engine_starts": 3, "engine_start_s": round(starts.seconds, 1)}
     assert request_started({"time_taken_llm": -1}) == math.inf == request_started({})
     assert abs(request_started({"time_taken_llm": 30.0}) - (time.time() - 30.0)) < 5
+
+
+RELEASE = """
+import threading, ray
+from ray_cluster import cluster
+cluster.connect()
+pg = lambda name='': ray.util.placement_group([{'CPU': 1}], name=name)
+def live():
+    return sorted(v['name'] or 'unnamed' for v in ray.util.placement_group_table().values() if v['state'] != 'REMOVED')
+before = pg()                                     # made before any batch job: not ours to remove
+inside, started = threading.Event(), threading.Event()
+def teacher_b():                                  # a second teacher generating side by side
+    with cluster.releasing_engines():
+        pg(); started.set(); inside.wait()
+with cluster.releasing_engines():
+    pg(); pg('SERVE_REPLICA::judge')              # an engine replica's group; Serve's judge beside it
+    t = threading.Thread(target=teacher_b); t.start(); started.wait()
+print('A_DONE', live(), flush=True)               # B still running: nothing removed yet
+inside.set(); t.join()
+print('ALL_DONE', live(), cluster.groups_removed, cluster.engine_groups_held(), flush=True)
+cluster.shutdown()
+"""
+
+
+def test_engine_placement_groups_are_removed_when_the_last_batch_job_ends():
+    """Ray Data LLM reserves a placement group per engine replica when vLLM runs on Ray's
+    executor (tensor-parallel teachers) and never removes it: in real Ray, the groups made
+    during batch jobs go when the last job running ends, and Serve's (named) and those made
+    before stay. (vLLM on the CPU has no Ray executor, so no engine here makes one.)"""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", RELEASE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = {ln.split()[0]: ln for ln in proc.stdout.splitlines() if ln.startswith(("A_DONE", "ALL_DONE"))}
+    assert lines["A_DONE"] == "A_DONE ['SERVE_REPLICA::judge', 'unnamed', 'unnamed', 'unnamed']"
+    assert lines["ALL_DONE"] == "ALL_DONE ['SERVE_REPLICA::judge', 'unnamed'] 2 1"
