@@ -61,6 +61,70 @@ def prune_layers(model, n_keep: int):
     return model
 
 
+def weight_files(path: str, load: dict | None = None) -> list[Path]:
+    """The teacher's safetensors files: a local folder's, or the hub's at the pinned revision
+    (from the cache when there). Pickled weights are never read."""
+    folder = Path(path)
+    if not folder.is_dir():
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(path, revision=(load or {}).get("revision"),
+                                        allow_patterns=["*.safetensors", "*.json"]))
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{path}: no *.safetensors weights to build a pruned student from")
+    return files
+
+
+def load_pruned(teacher_path: str, n_keep: int | None = None, load: dict | None = None,
+                dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
+    """The teacher pruned to n_keep evenly spaced layers (default half), built from its config
+    and filled with only the kept layers' tensors, read one at a time from safetensors in
+    `dtype` on `device`: the whole teacher is never in memory (a 7B teacher pruned to 8 of
+    32 layers reads ~1.9B parameters' worth, not 7B in float32). The same model as loading
+    the teacher and prune_layers, tensor for tensor."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+
+    load = dict(load or {})
+    cfg = AutoConfig.from_pretrained(teacher_path, **load)
+    keep = keep_layers(cfg.num_hidden_layers, n_keep or max(1, cfg.num_hidden_layers // 2))
+    small = copy.deepcopy(cfg)
+    small.num_hidden_layers = len(keep)
+    if getattr(small, "layer_types", None):
+        small.layer_types = [cfg.layer_types[i] for i in keep]
+    with torch.device(device), no_init_weights():
+        model = AutoModelForCausalLM.from_config(small, dtype=dtype,
+                                                 trust_remote_code=load.get("trust_remote_code", False))
+    parent, attr = decoder_layers(model)
+    stack = next(name for name, m in model.named_modules() if m is getattr(parent, attr))
+
+    def teacher_key(key: str) -> str:
+        if not key.startswith(stack + "."):
+            return key
+        i, rest = key[len(stack) + 1:].split(".", 1)
+        return f"{stack}.{keep[int(i)]}.{rest}"
+
+    params = model.state_dict()
+    wanted = {teacher_key(k): k for k in params}
+    filled = set()
+    with torch.no_grad():
+        for f in weight_files(teacher_path, load):
+            with safe_open(str(f), framework="pt", device="cpu") as st:
+                for key in st.keys():
+                    if key in wanted:
+                        params[wanted[key]].copy_(st.get_tensor(key))
+                        filled.add(wanted[key])
+    tied = {k for k in params if k not in filled and getattr(cfg, "tie_word_embeddings", False)
+            and k.startswith("lm_head.")}
+    if missing := sorted(set(params) - filled - tied):
+        raise ValueError(f"{teacher_path}: the checkpoint lacks {len(missing)} tensors the pruned student needs "
+                         f"(first: {missing[0]}); use student_kind='config' or 'checkpoint' for this teacher")
+    model.tie_weights()
+    return model.eval()
+
+
 def load_folder(path, trust_remote_code: bool = False):
     """(model, tokenizer) of an HF folder: float32 on CPU, weights from safetensors only."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,8 +149,7 @@ def build_student(kind: str, teacher_path: str, layers: int | None = None, check
         return load_folder(checkpoint, trust_remote_code)
     tok = AutoTokenizer.from_pretrained(teacher_path, **kw)
     if kind == "pruned":
-        model = AutoModelForCausalLM.from_pretrained(teacher_path, dtype=torch.float32, use_safetensors=True, **kw)
-        return prune_layers(model, layers or max(1, model.config.num_hidden_layers // 2)), tok
+        return load_pruned(teacher_path, layers, kw), tok
     cfg = AutoConfig.from_pretrained(teacher_path, **kw)
     cfg.num_hidden_layers = layers or max(1, cfg.num_hidden_layers // 4)
     if getattr(cfg, "layer_types", None):

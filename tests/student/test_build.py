@@ -131,6 +131,12 @@ def test_students_of_embedded_teachers_and_vocab_check():
     smol, gemma = get_teacher("smollm2-135m"), get_teacher("gemma3-270m")
     model, tok = build.build_student("pruned", smol.model_path())
     assert model.config.num_hidden_layers == 15
+    # Built from the kept layers' tensors alone, with its tied embeddings: the teacher loaded and pruned.
+    from transformers import AutoModelForCausalLM
+
+    full = build.prune_layers(AutoModelForCausalLM.from_pretrained(smol.model_path(), dtype=torch.float32), 15)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in full.state_dict().items())
+    assert model.lm_head.weight is model.model.embed_tokens.weight
     build.check_same_vocab(tok, tokenizer_fingerprint(tok), smol.id)
     from transformers import AutoTokenizer
 
@@ -174,3 +180,41 @@ def test_pruning_an_unknown_layout_names_the_architecture():
     odd.stack = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)])
     with pytest.raises(ValueError, match="cannot find the decoder layers of OddForCausalLM"):
         build.prune_layers(odd, 1)
+
+
+@pytest.mark.parametrize("arch", ["llama", "mistral", "falcon"])
+def test_a_pruned_student_built_from_the_kept_layers_equals_loading_and_pruning(arch, tmp_path):
+    """load_pruned reads only the kept layers' tensors: the same weights, tensor for tensor,
+    and the same logits as loading the whole teacher and dropping layers (the former path)."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.tiny_models import build_model
+
+    teacher = build_model(arch, vocab=96, bos=1, eos=2)
+    teacher.config.num_hidden_layers = 4
+    teacher.save_pretrained(tmp_path, safe_serialization=True)
+    full = build.prune_layers(AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32), 3).eval()
+    small = build.load_pruned(str(tmp_path), 3)
+    a, b = full.state_dict(), small.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.no_grad():
+        assert torch.equal(full(ids).logits, small(ids).logits)
+    assert small.config.num_hidden_layers == 3 and small.dtype == torch.float32
+    half = build.load_pruned(str(tmp_path), 3, dtype=torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and torch.equal(half.state_dict()[next(iter(b))], b[next(iter(b))].bfloat16())
+
+
+def test_a_pruned_student_needs_safetensors_and_every_kept_tensor(tmp_path):
+    from tests.tiny_models import build_model
+
+    teacher = build_model("llama", vocab=96, bos=1, eos=2)
+    teacher.config.save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors weights"):
+        build.load_pruned(str(tmp_path), 2)
+    from safetensors.torch import save_file
+
+    sd = {k: v for k, v in teacher.state_dict().items() if "layers.3." not in k}
+    save_file(sd, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match="lacks .* tensors the pruned student needs \\(first: model.layers.1"):
+        build.load_pruned(str(tmp_path), 2)
