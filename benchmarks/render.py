@@ -77,6 +77,25 @@ def render_train_steps(steps: dict) -> list[str]:
     return lines
 
 
+def render_prune(p: dict) -> list[str]:
+    from benchmarks.prune import KEEP, LAYERS
+
+    gib, w = 2**30, p["weights_bytes"]
+    whole, kept = p["ways"]["whole"], p["ways"]["kept"]
+    return ["## Building a pruned student: peak memory", "",
+            f"A random Llama of {LAYERS} layers ({p['params'] / 1e6:.0f}M parameters, {w / gib:.2f} GiB of bf16 "
+            f"safetensors) pruned to {KEEP} layers, as production prunes 32 to 8, each way in a fresh process; the "
+            "peak resident set above the process's start (`benchmarks/prune.py`).", "",
+            "| way | peak GiB | x the teacher's weights | x the student it builds |", "| --- | --- | --- | --- |",
+            *[f"| {name} | {v['peak_above_start'] / gib:.2f} | {v['peak_above_start'] / w:.2f} | "
+              f"{v['peak_above_start'] / v['student_bytes']:.2f} |"
+              for name, v in (("whole teacher in float32, then pruned (before)", whole),
+                              ("kept layers only, from safetensors (`load_pruned`)", kept))],
+            "", f"`load_pruned` peaks at **{kept['peak_above_start'] / whole['peak_above_start']:.2f}x** the memory "
+                "of loading the whole teacher; for Mistral-7B pruned to 8 layers the float32 student is ~7.6 GB "
+                "against ~29 GB for the whole teacher.", ""]
+
+
 def _gpu_spread(runs: list[tuple[str, dict]]) -> str:
     if len(runs) < 2:
         return ""
@@ -290,10 +309,11 @@ def render_compare(cmp: dict) -> list[str]:
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
-           fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None) -> str:
+           fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None,
+           prune: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
-                                          ("decoding", decoding), ("LoRA decoding", lora))
+                                          ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -311,6 +331,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_storage(storage)
     if steps:
         lines += render_train_steps(steps)
+    if prune:
+        lines += render_prune(prune)
     if sweep:
         lines += render_sweep(sweep)
     gpu = sorted((ROOT / "benchmarks" / "results").glob("gpu_step*.json"))

@@ -107,6 +107,20 @@ def bench_train_steps(env: dict) -> dict:
     return out
 
 
+def bench_prune(env: dict) -> dict:
+    """Peak memory of building a pruned student, the whole teacher loaded in float32 then
+    pruned (the former way) against load_pruned (benchmarks/prune.py), each in its own process."""
+    with tempfile.TemporaryDirectory() as d:
+        _, out = timed([sys.executable, "-m", "benchmarks.prune", "--make", d], env)
+        made = last_json(out)
+        weights = sum(f.stat().st_size for f in Path(d).glob("*.safetensors"))
+        ways = {}
+        for way in ("whole", "kept"):
+            _, out = timed([sys.executable, "-m", "benchmarks.prune", "--path", d, "--way", way], env)
+            ways[way] = last_json(out)
+    return {"params": made["params"], "weights_bytes": weights, "ways": ways}
+
+
 def bench_compare() -> dict | None:
     """The teacher comparison on the three real TinyFabulist teachers (3 x 100 fables),
     timed after the embedding and toxicity models are loaded."""
@@ -223,7 +237,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
             "variants": rows}
 
 
-SECTIONS = ("generation", "decoding", "lora", "steps", "compare", "judge", "default", "sweep", "fuzz")
+SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "compare", "judge", "default", "sweep", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -263,6 +277,8 @@ def measure(sections: set[str], args, results: dict) -> None:
         results["lora"] = {**bench_lora(env), "measured": now}
     if "steps" in sections:
         results["steps"] = {**bench_train_steps(env), "measured": now}
+    if "prune" in sections:
+        results["prune"] = {**bench_prune(env), "measured": now}
     if "compare" in sections:
         results["compare"] = bench_compare()
         if results["compare"]:
@@ -306,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz"), results.get("decoding"),
-                                             results.get("lora")))
+                                             results.get("lora"), results.get("prune")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

@@ -85,6 +85,20 @@ class JudgeConfig:
 
 
 @dataclass(frozen=True)
+class CompareConfig:
+    """The comparison of the run's writers (eval/compare.py)."""
+
+    # The toxicity classifier: "profanity" (alt-profanity-check, offline) or "toxigen-roberta"
+    # (the ToxiGen RoBERTa with which arXiv 2401.08491 chose the seed teachers; needs the hub or its cache).
+    toxicity: str = "profanity"
+
+    def __post_init__(self):
+        from eval.toxicity import CLASSIFIERS
+
+        check_ranges(self, {"toxicity": (self.toxicity in CLASSIFIERS, f"must be one of {', '.join(CLASSIFIERS)}")})
+
+
+@dataclass(frozen=True)
 class TeacherRun:
     teacher: str
     generation: GenerationConfig
@@ -111,6 +125,7 @@ class RunConfig:
     teachers: list[TeacherRun] = field(default_factory=list)
     eval: EvalConfig = EvalConfig()
     judge: JudgeConfig = JudgeConfig()
+    compare: CompareConfig = CompareConfig()
     # Also train the same student for the same steps with plain cross-entropy on the
     # teacher's text (SFT), so the report shows what the logits add.
     sft_baseline: bool = True
@@ -180,6 +195,7 @@ def parse(raw: dict) -> RunConfig:
     raw = dict(raw)
     gen, train, ev = _table(raw, "generation"), _table(raw, "train"), _table(raw, "eval")
     judge = build(JudgeConfig, _table(raw, "judge"), "judge")
+    comp = build(CompareConfig, _table(raw, "compare"), "compare")
     per_teacher = {tid: _table({tid: t}, tid, "teacher.") for tid, t in _table(raw, "teacher").items()}
     ids = raw.pop("teachers", [])
     if not isinstance(ids, list) or not all(isinstance(t, str) and t for t in ids):
@@ -205,7 +221,8 @@ def parse(raw: dict) -> RunConfig:
         # --set teachers=[...] that lists it; any other table for an unlisted id is a typo.
         if tid not in ids and not {"path", "hub_id"} & set(table):
             raise SettingError(f"teacher.{tid}", "configures a teacher not listed in teachers")
-    cfg = build(RunConfig, {**raw, "teachers": runs, "eval": build(EvalConfig, ev, "eval"), "judge": judge}, "")
+    cfg = build(RunConfig, {**raw, "teachers": runs, "eval": build(EvalConfig, ev, "eval"), "judge": judge,
+                            "compare": comp}, "")
     for r in runs:
         if r.n_train < int(r.distil):
             raise SettingError(f"teacher.{r.teacher}.n_train", f"{r.n_train} must be >= 1 (>= 0 with distil = false)")
@@ -333,8 +350,9 @@ def from_dict(d: dict) -> RunConfig:
         # Runs recorded before every writer shared the teachers' sampling kept a temperature of
         # their own for the students; RunConfig.sampling replaces it.
         ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
+        comp = build(CompareConfig, d.pop("compare", {}), "compare")  # {} in runs recorded before it
         return build(RunConfig, {**d, "teachers": teachers, "eval": build(EvalConfig, ev, "eval"),
-                                 "judge": build(JudgeConfig, judge, "judge")}, "")
+                                 "judge": build(JudgeConfig, judge, "judge"), "compare": comp}, "")
     except SettingError as e:
         raise SettingError(e.setting, f"{e.why} (in the run's recorded config.json)") from None
     except (KeyError, TypeError, AttributeError) as e:

@@ -47,6 +47,9 @@ def preflight(cfg: RunConfig) -> None:
             raise ValueError(f"judge.model={j.model!r} is not an embedded model that can be served here, and no "
                              "endpoint is set: export OPENAI_BASE_URL (and OPENAI_API_KEY) or set judge.base_url")
     check_gpus(cfg)
+    from eval.toxicity import check_classifier
+
+    check_classifier(cfg.compare.toxicity)  # toxigen-roberta without the hub or its cache stops here
     from ray_cluster.generate import check_context
 
     for tr in cfg.teachers:
@@ -290,7 +293,8 @@ def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> N
             st["status"] = "skipped"
             return
         inputs, scores = run_inputs(run)
-        compare.save(compare.compare(inputs, judge_scores=scores), inputs, run.compare)
+        compare.save(compare.compare(inputs, judge_scores=scores, classifier=cfg.compare.toxicity), inputs, run.compare)
+        st["toxicity_classifier"] = cfg.compare.toxicity
         st["writers"] = len(inputs)
 
 

@@ -26,7 +26,7 @@ from distill.run_folder import COMPARISON, RunFolder
 from distill.schema import ELEMENT_COLUMNS
 from eval import text_metrics
 from eval.comparison_inputs import load_input, run_inputs
-from eval.toxicity import TOXICITY_THRESHOLD, toxicity
+from eval.toxicity import CLASSIFIERS, TOXICITY_THRESHOLD, toxicity
 
 @functools.cache
 def embedding_model():
@@ -40,7 +40,8 @@ def embed(texts: list[str]) -> np.ndarray:
 
 
 def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | None = None,
-            judge_scores: dict[str, float] | None = None, threshold: float = TOXICITY_THRESHOLD) -> dict:
+            judge_scores: dict[str, float] | None = None, threshold: float = TOXICITY_THRESHOLD,
+            classifier: str = "profanity") -> dict:
     """Every number of the comparison, per writer and per pair of writers."""
     t0 = time.perf_counter()
     price_per_hour = price_per_hour or {}
@@ -49,7 +50,7 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
     writers = {}
     for name, recs in inputs.items():
         texts = [r["text"] for r in recs]
-        tox = toxicity(texts, threshold)
+        tox = toxicity(texts, threshold, classifier)
         faith = [text_metrics.faithfulness(r["elements"], r["text"]) for r in recs if r["elements"]]
         per_element = {e: float(np.mean([f[e] for f in faith if e in f])) for e in ELEMENT_COLUMNS
                        if any(e in f for f in faith)}
@@ -82,7 +83,7 @@ def compare(inputs: dict[str, list[dict]], price_per_hour: dict[str, float] | No
         sim = text_metrics.paired_similarity(emb[a][ia], emb[b][ib])
         rouge = text_metrics.rouge_l([inputs[a][i]["text"] for i in ia], [inputs[b][j]["text"] for j in ib])
         pairs.append({"a": a, "b": b, "aligned": len(common), "embedding": sim, "rouge_l": rouge})
-    return {"writers": writers, "pairs": pairs, "toxicity_threshold": threshold,
+    return {"writers": writers, "pairs": pairs, "toxicity_threshold": threshold, "toxicity_classifier": classifier,
             "timing_s": {"embedding": t_embed, "total": time.perf_counter() - t0}}
 
 
@@ -128,7 +129,8 @@ def render(result: dict, inputs: dict[str, list[dict]], out: Path) -> Path:
     listing = ", ".join(f"{n} ({w[n]['fables']} fables)" for n in names)
     lines = ["# Teacher comparison", "",
              f"{len(names)} writers: {listing}. Toxicity: "
-             f"alt-profanity-check probability on whole fables and on 40-word windows (threshold "
+             f"{CLASSIFIERS[result.get('toxicity_classifier', 'profanity')]}: its probability on whole fables "
+             f"and on 40-word windows (threshold "
              f"{result['toxicity_threshold']}). Embeddings: all-MiniLM-L6-v2.", "",
              "## Per writer", "",
              "| writer | words | toxicity mean | max | share > thr | worst-window mean | windows > thr | distinct-1 | "
@@ -174,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="TinyFabulist verdict file for a writer: its judge score joins the table")
     ap.add_argument("--price-per-hour", action="append", default=[], metavar="NAME=USD")
     ap.add_argument("--toxicity-threshold", type=float, default=TOXICITY_THRESHOLD)
+    ap.add_argument("--toxicity", choices=list(CLASSIFIERS), default="profanity",
+                    help="the toxicity classifier: profanity (offline) or toxigen-roberta (the seeds' paper's, from the hub)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     try:
@@ -190,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
             name, path = _pair(spec, "--verdicts")
             scores[name] = next(iter(aggregate(read_tinyfabulist(path)).values()))["mean"]
         prices = {k: float(v) for k, v in (_pair(p, "--price-per-hour") for p in args.price_per_hour)}
-        result = compare(inputs, prices, scores, args.toxicity_threshold)
+        result = compare(inputs, prices, scores, args.toxicity_threshold, args.toxicity)
         print(f"report: {save(result, inputs, Path(args.out))}")
         return 0
     except (ValueError, FileNotFoundError) as e:
