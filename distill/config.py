@@ -85,6 +85,30 @@ class JudgeConfig:
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """What the dry run prices a run with (distill/plan.py): the GPU the cluster runs on and
+    what an hour of it and the judge's tokens cost. Nothing here changes what a run does."""
+
+    gpu: str = ""  # "" = not priced; else a key of usd_per_gpu_hour (and of distill/plan.py's GPU_SPECS)
+    usd_per_gpu_hour: dict = field(default_factory=dict)  # e.g. {"A10G" = 1.01, "H100" = 6.88}
+    judge_usd_per_mtok: dict = field(default_factory=dict)  # {input = 2.5, output = 10.0}: the judge API's price
+
+    def __post_init__(self):
+        from distill.plan import GPU_SPECS
+
+        check_ranges(self, {
+            "gpu": (self.gpu in ("", *GPU_SPECS), f"must be one of {', '.join(GPU_SPECS)} (or \"\")"),
+            "usd_per_gpu_hour": (all(isinstance(v, int | float) and v >= 0 for v in self.usd_per_gpu_hour.values()),
+                                 "prices must be numbers >= 0"),
+            "judge_usd_per_mtok": (set(self.judge_usd_per_mtok) <= {"input", "output"}
+                                   and all(isinstance(v, int | float) and v >= 0 for v in self.judge_usd_per_mtok.values()),
+                                   "takes input and output, each a number >= 0 (USD per million tokens)"),
+        })
+        if self.gpu and self.gpu not in self.usd_per_gpu_hour:
+            raise SettingError("usd_per_gpu_hour", f"has no price for cluster.gpu = {self.gpu!r}")
+
+
+@dataclass(frozen=True)
 class CompareConfig:
     """The comparison of the run's writers (eval/compare.py)."""
 
@@ -126,6 +150,7 @@ class RunConfig:
     eval: EvalConfig = EvalConfig()
     judge: JudgeConfig = JudgeConfig()
     compare: CompareConfig = CompareConfig()
+    cluster: ClusterConfig = ClusterConfig()
     # Also train the same student for the same steps with plain cross-entropy on the
     # teacher's text (SFT), so the report shows what the logits add.
     sft_baseline: bool = True
@@ -196,6 +221,7 @@ def parse(raw: dict) -> RunConfig:
     gen, train, ev = _table(raw, "generation"), _table(raw, "train"), _table(raw, "eval")
     judge = build(JudgeConfig, _table(raw, "judge"), "judge")
     comp = build(CompareConfig, _table(raw, "compare"), "compare")
+    clus = build(ClusterConfig, _table(raw, "cluster"), "cluster")
     per_teacher = {tid: _table({tid: t}, tid, "teacher.") for tid, t in _table(raw, "teacher").items()}
     ids = raw.pop("teachers", [])
     if not isinstance(ids, list) or not all(isinstance(t, str) and t for t in ids):
@@ -222,7 +248,7 @@ def parse(raw: dict) -> RunConfig:
         if tid not in ids and not {"path", "hub_id"} & set(table):
             raise SettingError(f"teacher.{tid}", "configures a teacher not listed in teachers")
     cfg = build(RunConfig, {**raw, "teachers": runs, "eval": build(EvalConfig, ev, "eval"), "judge": judge,
-                            "compare": comp}, "")
+                            "compare": comp, "cluster": clus}, "")
     for r in runs:
         if r.n_train < int(r.distil):
             raise SettingError(f"teacher.{r.teacher}.n_train", f"{r.n_train} must be >= 1 (>= 0 with distil = false)")
@@ -350,9 +376,11 @@ def from_dict(d: dict) -> RunConfig:
         # Runs recorded before every writer shared the teachers' sampling kept a temperature of
         # their own for the students; RunConfig.sampling replaces it.
         ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
-        comp = build(CompareConfig, d.pop("compare", {}), "compare")  # {} in runs recorded before it
+        # {} in runs recorded before these existed
+        comp = build(CompareConfig, d.pop("compare", {}), "compare")
+        clus = build(ClusterConfig, d.pop("cluster", {}), "cluster")
         return build(RunConfig, {**d, "teachers": teachers, "eval": build(EvalConfig, ev, "eval"),
-                                 "judge": build(JudgeConfig, judge, "judge"), "compare": comp}, "")
+                                 "judge": build(JudgeConfig, judge, "judge"), "compare": comp, "cluster": clus}, "")
     except SettingError as e:
         raise SettingError(e.setting, f"{e.why} (in the run's recorded config.json)") from None
     except (KeyError, TypeError, AttributeError) as e:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from distill.config import RunConfig, TeacherRun
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # distill.config validates [cluster] gpu against GPU_SPECS here
+    from distill.config import RunConfig, TeacherRun
 
 # Stored top-k: 1.94 bytes per (id, logprob) entry measured on SmolLM2's top-20 (BENCHMARKS.md,
 # storage section); rounded up.
@@ -27,6 +30,42 @@ GEN_TOKENS_PER_GPU_S = 2500.0
 # parameters is taken to train at 31,000 x 494M / P tokens/s.
 TRAIN_TOKENS_PER_GPU_S_AT_05B = 31_000.0
 REFERENCE_PARAMS = 494e6
+# Other GPUs from NVIDIA's datasheets: dense bf16 tensor TFLOPS (training scales with it, from the
+# H200 measured here) and memory bandwidth in GB/s (decoding scales with it, from the H100
+# assumption above). The A10G is taken as the A10 of its datasheet.
+GPU_SPECS = {
+    "A10G": {"bf16_tflops": 125.0, "gb_s": 600.0},
+    "A100-80G": {"bf16_tflops": 312.0, "gb_s": 2039.0},
+    "H100": {"bf16_tflops": 989.0, "gb_s": 3350.0},
+    "H200": {"bf16_tflops": 989.0, "gb_s": 4800.0},
+}
+GEN_REFERENCE_GPU, TRAIN_REFERENCE_GPU = "H100", "H200"
+# Judge requests: the rubric file (~4 characters a token) plus the prompt (~120 tokens) and
+# the fable; "ensemble" adds a completions request per fable that reads the fable alone.
+PROMPT_TOKENS, CHARS_PER_TOKEN = 120, 4
+# The KD sweep in BENCHMARKS.md (Qwen2.5-Coder 1.5B -> 0.5B, the default run's 24 fables): the
+# held-out KL fell 6.2% after 7,200 trained teacher tokens (16 steps x 2 x ~224) and 8.9% after
+# 21,500 (48 steps). A line in log(tokens) through those two points is the crude slope the
+# dry run extrapolates a target drop from; two points on one student, so an order of magnitude.
+SWEEP_POINTS = ((7_200, 0.062), (21_500, 0.089))
+
+
+def gpu_rates(gpu: str, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
+    """Generated tokens/s per GPU and training tokens/s at 0.5B on `gpu` ("" = the references)."""
+    if not gpu:
+        return {"gen": gen_tok_s, "train": TRAIN_TOKENS_PER_GPU_S_AT_05B}
+    spec = GPU_SPECS[gpu]
+    return {"gen": gen_tok_s * spec["gb_s"] / GPU_SPECS[GEN_REFERENCE_GPU]["gb_s"],
+            "train": TRAIN_TOKENS_PER_GPU_S_AT_05B * spec["bf16_tflops"] / GPU_SPECS[TRAIN_REFERENCE_GPU]["bf16_tflops"]}
+
+
+def tokens_for_kl_drop(target: float) -> float:
+    """Trained teacher tokens for a held-out KL drop of `target` (0.3 = 30%), on the sweep's line."""
+    import math
+
+    (t0, d0), (t1, d1) = SWEEP_POINTS
+    slope = (d1 - d0) / math.log(t1 / t0)
+    return t0 * math.exp((target - d0) / slope)
 
 
 def params_from_config(c: dict) -> tuple[int, float]:
@@ -75,8 +114,45 @@ def student_params(tr: TeacherRun, shape: dict) -> float:
     return shape["params"] * kept / shape["layers"]
 
 
+def _rubric_tokens(cfg: RunConfig) -> int:
+    from eval.rubric import rubric_for
+
+    return sum(len(m["content"]) for m in rubric_for(cfg.judge).messages("", "")) // CHARS_PER_TOKEN
+
+
+def judge_load(cfg: RunConfig) -> dict:
+    """Verdicts, requests and tokens the judge stage makes, counted as eval/protocol.py builds
+    its items: each teacher's and student's held-out fables, a word-shuffled copy of every
+    teacher fable (judge.shuffled_control), every saved KD checkpoint but the last (judge.checkpoints)."""
+    j = cfg.judge
+    if not j.enabled:
+        return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "checkpoint_fables": 0}
+    teacher = student = saved = 0
+    distilled = [tr for tr in cfg.teachers if cfg.objectives(tr)]
+    for tr in cfg.teachers:
+        prompts = min(j.prompts, tr.n_heldout)
+        teacher += prompts * min(j.samples, tr.generation.eval_samples)
+        student += prompts * j.samples * len(cfg.objectives(tr))
+    if distilled and j.checkpoints:  # the first distilled teacher's KD student (eval/protocol.py)
+        tr = distilled[0]
+        per = min(j.prompts, tr.n_heldout) * j.samples
+        saved = per * (tr.train.steps // tr.train.save_steps if tr.train.save_steps else 0)
+    # The last checkpoint is the finished student: its fables and verdicts are the student's own.
+    fresh = saved - per if saved else 0
+    verdicts = teacher * (2 if j.shuffled_control else 1) + student + saved
+    asked = verdicts - (saved - fresh)
+    per_fable = 2 if j.mode == "ensemble" else 1
+    fable = max(j.max_new_tokens, max(tr.generation.max_new_tokens for tr in cfg.teachers))
+    rubric = _rubric_tokens(cfg)
+    input_tokens = asked * (rubric + PROMPT_TOKENS + fable) + (asked * fable if per_fable == 2 else 0)
+    return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
+            "output_tokens": asked * j.max_tokens, "checkpoint_fables": fresh}
+
+
 def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     stages, gpu_h, disk = [], 0.0, 0.0
+    rates = gpu_rates(cfg.cluster.gpu, gen_tok_s)
+    gen_tok_s = rates["gen"]
     for tr in cfg.teachers:
         g, eng = tr.generation, tr.model.engine
         tp = int(eng.get("tensor_parallel_size", 1))
@@ -85,9 +161,10 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
         topk_bytes = tokens * g.top_k * TOPK_BYTES_PER_ENTRY
         hours = tokens / gen_tok_s / 3600 * tp if tr.model.gpu_memory_gib else 0.0
         shape = teacher_shape(tr)
+        weights = shape["params"] * 2 if tr.model.source == "hub" else 0.0  # bf16 safetensors in the hub cache
         stages.append({"stage": "generate", "teacher": tr.teacher, "model": tr.model.hub_id or tr.model.path,
                        "revision": tr.model.revision if tr.model.source == "hub" else "", "rows": rows,
-                       "max_tokens": tokens, "topk_disk_bytes": topk_bytes,
+                       "max_tokens": tokens, "topk_disk_bytes": topk_bytes, "disk_bytes": topk_bytes + weights,
                        "resources": f"{tp} GPU x {g.replicas} engine(s) ({tr.model.gpu_memory_gib:g} GiB)"
                        if tr.model.gpu_memory_gib else f"CPU x {g.replicas} engine(s)", "teacher_params": shape["params"], "gpu_hours": hours})
         gpu_h, disk = gpu_h + hours, disk + topk_bytes
@@ -95,19 +172,22 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
             t = tr.train
             sp = student_params(tr, shape)
             train_tokens = t.steps * t.batch_size * t.max_len
-            rate = TRAIN_TOKENS_PER_GPU_S_AT_05B * REFERENCE_PARAMS / sp if sp else 0.0
+            rate = rates["train"] * REFERENCE_PARAMS / sp if sp else 0.0
             h = train_tokens / rate / 3600 if rate and tr.model.gpu_memory_gib else 0.0
             stages.append({"stage": f"train-{objective}", "teacher": tr.teacher, "student": t.student_kind,
                            "student_params": sp, "quantization": t.quantization, "lora_r": t.lora_r,
                            "tokens": train_tokens, "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU",
-                           "gpu_hours": h})
+                           # the exported student: float32 base/ and merged/ (adapters and checkpoints are small)
+                           "disk_bytes": 2 * 4 * sp, "gpu_hours": h})
             stages.append({"stage": f"evaluate-{objective}", "teacher": tr.teacher, "rows": tr.n_heldout,
                            "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU", "gpu_hours": 0.0})
             gpu_h += h
     j = cfg.judge
     students = sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
-    if students:  # every student's fables: the report's and, with the judge on, the judged ones
-        completions = j.prompts * j.samples * students if j.enabled else 0
+    load = judge_load(cfg)
+    if students:  # every student's fables: the report's and, with the judge on, the judged ones and the checkpoints'
+        completions = sum(min(j.prompts, tr.n_heldout) * j.samples * len(cfg.objectives(tr))
+                          for tr in cfg.teachers) + load["checkpoint_fables"] if j.enabled else 0
         reports = cfg.eval.student_samples * (students + sum(1 for tr in cfg.teachers if cfg.objectives(tr)))
         tokens = completions * j.max_new_tokens + reports * cfg.eval.max_new_tokens
         h = tokens / gen_tok_s / 3600 if any(tr.model.gpu_memory_gib for tr in cfg.teachers) else 0.0
@@ -117,13 +197,23 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     if j.enabled:
         writers = sum(1 + len(cfg.objectives(tr)) for tr in cfg.teachers)
         where = j.base_url or ("OPENAI_BASE_URL" if j.model not in _embedded() else f"local vLLM server of {j.model}")
-        stages.append({"stage": "judge", "verdicts": j.prompts * j.samples * writers, "model": j.model, "endpoint": where,
-                       "mode": j.mode, "resources": f"endpoint {where}", "gpu_hours": 0.0})
+        price = cfg.cluster.judge_usd_per_mtok
+        api = (load["input_tokens"] * price.get("input", 0) + load["output_tokens"] * price.get("output", 0)) / 1e6
+        stages.append({"stage": "judge", "writers": writers, **load, "model": j.model, "endpoint": where,
+                       "mode": j.mode, "resources": f"endpoint {where}", "gpu_hours": 0.0,
+                       "api_usd": api if price else None})
     stages.append({"stage": "compare", "resources": "CPU", "gpu_hours": 0.0})
     stages.append({"stage": "report", "resources": "CPU", "gpu_hours": 0.0})
+    usd = cfg.cluster.usd_per_gpu_hour.get(cfg.cluster.gpu)
+    for st in stages:
+        st["usd"] = st["gpu_hours"] * usd + (st.get("api_usd") or 0.0) if usd is not None else st.get("api_usd")
+    trained = max((st["tokens"] for st in stages if st["stage"].startswith("train-")), default=0)
     return {"name": cfg.name, "stages": stages, "topk_disk_bytes": disk, "gpu_hours": gpu_h,
+            "disk_bytes": sum(st.get("disk_bytes", 0.0) for st in stages), "gpu": cfg.cluster.gpu,
+            "usd": sum(st["usd"] or 0.0 for st in stages) if usd is not None or cfg.cluster.judge_usd_per_mtok else None,
+            "trained_tokens": trained, "tokens_for_30pct": tokens_for_kl_drop(0.30),
             "assumptions": {"generation_tokens_per_gpu_s": gen_tok_s,
-                            "train_tokens_per_gpu_s_at_0.5B": TRAIN_TOKENS_PER_GPU_S_AT_05B,
+                            "train_tokens_per_gpu_s_at_0.5B": rates["train"],
                             "topk_bytes_per_entry": TOPK_BYTES_PER_ENTRY}}
 
 
@@ -162,12 +252,24 @@ def render(plan: dict) -> str:
             detail = [f"{s['student_completions']:,} student completions (LoRA on one engine per base)",
                       f"<= {s['max_tokens']:,} tokens"]
         elif s["stage"] == "judge":
-            detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']})"]
+            detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']}, {s['requests']:,} requests, "
+                      f"~{s['input_tokens'] / 1e6:.1f}M tokens in, <= {s['output_tokens'] / 1e6:.1f}M out)"]
+        if s.get("disk_bytes"):
+            detail.append(f"disk ~{_size(s['disk_bytes'])}")
         gpu = f"  ~{s['gpu_hours']:.2f} GPU-h" if s["gpu_hours"] else ""
-        lines.append(f"  {s['stage']:<13}{who:<24} {s['resources']:<28} {', '.join(detail)}{gpu}")
+        cost = f"  ~${s['usd']:,.0f}" if s.get("usd") else ""
+        lines.append(f"  {s['stage']:<13}{who:<24} {s['resources']:<28} {', '.join(detail)}{gpu}{cost}")
     a = plan["assumptions"]
-    lines += ["", f"stored top-k: ~{_size(plan['topk_disk_bytes'])}   GPU-hours: ~{plan['gpu_hours']:.2f}",
-              f"assumed: vLLM {a['generation_tokens_per_gpu_s']:,.0f} generated tokens/s per GPU; training "
-              f"{a['train_tokens_per_gpu_s_at_0.5B']:,.0f} tokens/s at 0.5B parameters, scaled by student size; "
-              f"{a['topk_bytes_per_entry']} bytes per stored top-k entry"]
+    on = f" on {plan['gpu']}" if plan["gpu"] else ""
+    cost = f"   cost: ~${plan['usd']:,.0f}" if plan.get("usd") is not None else "   cost: set [cluster] gpu and prices"
+    lines += ["", f"stored top-k: ~{_size(plan['topk_disk_bytes'])}   disk: ~{_size(plan['disk_bytes'])}   "
+                  f"GPU-hours{on}: ~{plan['gpu_hours']:.2f}{cost}",
+              f"assumed: vLLM {a['generation_tokens_per_gpu_s']:,.0f} generated tokens/s per GPU{on} (2,500 on an H100, "
+              f"not measured here; other GPUs by memory bandwidth, NVIDIA datasheets); training "
+              f"{a['train_tokens_per_gpu_s_at_0.5B']:,.0f} tokens/s at 0.5B parameters (31,000 measured on an H200, "
+              "BENCHMARKS.md; other GPUs by bf16 TFLOPS), scaled by student size; "
+              f"{a['topk_bytes_per_entry']} bytes per stored top-k entry (measured)",
+              f"held-out KL -30%: ~{plan['tokens_for_30pct'] / 1e6:.0f}M trained teacher tokens on the KD sweep's slope "
+              f"(BENCHMARKS.md; two points on one 0.5B student: an order of magnitude); this run trains "
+              f"{plan['trained_tokens'] / 1e6:.1f}M per student"]
     return "\n".join(lines)

@@ -139,6 +139,12 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
     assert len(verdicts) == 8 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    # The dry run counts the verdicts as the judge stage made them, from the run's own config.
+    from distill import config, plan
+
+    recorded = config.from_dict(json.loads((run_dir / "config.json").read_text()))
+    load = plan.judge_load(recorded)
+    assert load["verdicts"] == len(verdicts) and load["requests"] == len(verdicts) - 2  # the last checkpoint: the student
     assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
     # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]

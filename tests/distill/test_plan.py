@@ -31,10 +31,15 @@ def test_the_production_plan_prices_every_stage_without_loading_weights(monkeypa
     assert all(len(s["revision"]) == 40 for s in gen)
     assert p["topk_disk_bytes"] == sum(s["topk_disk_bytes"] for s in gen)
     judge = next(s for s in p["stages"] if s["stage"] == "judge")
-    assert judge["verdicts"] == 50 * 10 * (3 + 6) and judge["endpoint"] == "OPENAI_BASE_URL"
+    # every writer (3 teachers, 6 students), a shuffled copy of each teacher fable, and the 8
+    # checkpoints of the first KD student (4000 steps, one saved every 500): the last is the student
+    checkpoints = 50 * 10 * (4000 // 500)
+    assert judge["verdicts"] == 50 * 10 * (3 * 2 + 6) + checkpoints and judge["endpoint"] == "OPENAI_BASE_URL"
+    assert judge["requests"] == judge["verdicts"] - 50 * 10
     write = next(s for s in p["stages"] if s["stage"] == "write")  # every student's fables, before the judge
     assert [s["stage"] for s in p["stages"]].index("write") < [s["stage"] for s in p["stages"]].index("judge")
-    assert write["student_completions"] == 50 * 10 * 6 + cfg.eval.student_samples * (6 + 3) and write["gpu_hours"] > 0
+    assert write["student_completions"] == 50 * 10 * 6 + checkpoints - 50 * 10 + cfg.eval.student_samples * (6 + 3)
+    assert write["gpu_hours"] > 0
     assert p["gpu_hours"] == pytest.approx(sum(s["gpu_hours"] for s in p["stages"]))
     # halving the assumed throughput doubles the generation hours, nothing else
     slow = plan.build(cfg, gen_tok_s=1250)
@@ -51,7 +56,7 @@ def test_dry_run_prints_the_plan_and_imports_no_model_code():
                           env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
-    assert "mistralai/Mistral-7B-Instruct-v0.2@63a8b0818953" in out and "GPU-hours: ~" in out
+    assert "mistralai/Mistral-7B-Instruct-v0.2@63a8b0818953" in out and "GPU-hours on A10G: ~" in out and "cost: ~$" in out
     assert "stored top-k: ~984.0 MB" in out and "QLoRA nf4 r=64" in out
     assert out.strip().splitlines()[-1] == "LOADED []"
 
@@ -103,3 +108,29 @@ def test_parallel_teachers_are_capped_by_the_gpus_of_a_head_without_autoscaler()
     assert teachers_at_once(3, tp2, {"address": "local", "gpus": 4}) == 2
     assert teachers_at_once(3, seven_b, {"address": "ray://head:10001", "gpus": 0}) == 3  # the autoscaler adds GPUs
     assert teachers_at_once(2, [get_teacher("smollm2-135m")], {"address": "local", "gpus": 0}) == 2  # CPU teachers
+
+
+def test_the_dry_run_prices_stages_for_the_gpu_its_config_names(monkeypatch):
+    """[cluster] gpu and its price: each stage's dollars are its GPU-hours at that price (the
+    judge's, its tokens at the API's); the throughputs follow the GPU (datasheet ratios from
+    the measured and assumed references); disk counts hub weights, top-k and students."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = config.load(ROOT / "configs/production.toml")
+    assert cfg.cluster.gpu == "A10G"
+    p = plan.build(cfg)
+    price = cfg.cluster.usd_per_gpu_hour["A10G"]
+    for s in p["stages"]:
+        assert s["usd"] == pytest.approx(s["gpu_hours"] * price + (s.get("api_usd") or 0.0))
+    judge = next(s for s in p["stages"] if s["stage"] == "judge")
+    assert judge["api_usd"] == pytest.approx((judge["input_tokens"] * 2.5 + judge["output_tokens"] * 10.0) / 1e6)
+    h100 = plan.build(config.load(ROOT / "configs/production.toml", ["cluster.gpu='H100'"]))
+    assert h100["assumptions"]["generation_tokens_per_gpu_s"] == plan.GEN_TOKENS_PER_GPU_S
+    assert p["gpu_hours"] > 3 * h100["gpu_hours"]  # an A10G: a fifth of the bandwidth, an eighth of the TFLOPS
+    gen = next(s for s in p["stages"] if s["stage"] == "generate")
+    assert gen["disk_bytes"] == pytest.approx(gen["topk_disk_bytes"] + gen["teacher_params"] * 2)
+    assert p["disk_bytes"] > 100e9 and "disk: ~" in plan.render(p) and "cost: ~$" in plan.render(p)
+    assert plan.tokens_for_kl_drop(0.062) == pytest.approx(7_200) and plan.tokens_for_kl_drop(0.3) > 1e7
+    with pytest.raises(config.SettingError, match="cluster.gpu: 'V100' must be one of A10G, A100-80G, H100, H200"):
+        config.load(ROOT / "configs/production.toml", ["cluster.gpu='V100'"])
+    with pytest.raises(config.SettingError, match="cluster.usd_per_gpu_hour: has no price for cluster.gpu = 'H200'"):
+        config.load(ROOT / "configs/production.toml", ["cluster.gpu='H200'"])
