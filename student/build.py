@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from distill.schema import tokenizer_fingerprint
 from student import STUDENT_KINDS
 
 
@@ -111,7 +110,7 @@ def load_pruned(teacher_path: str, n_keep: int | None = None, load: dict | None 
     filled = set()
     with torch.no_grad():
         for f in weight_files(teacher_path, load):
-            with safe_open(str(f), framework="pt", device="cpu") as st:
+            with safe_open(str(f), framework="pt", device=str(device)) as st:
                 for key in st.keys():
                     if key in wanted:
                         params[wanted[key]].copy_(st.get_tensor(key))
@@ -158,6 +157,8 @@ def build_student(kind: str, teacher_path: str, layers: int | None = None, check
 
 
 def check_same_vocab(student_tokenizer, teacher_fingerprint: str, teacher_id: str) -> None:
+    from distill.schema import tokenizer_fingerprint  # pyarrow: not needed to build a student
+
     fp = tokenizer_fingerprint(student_tokenizer)
     if fp != teacher_fingerprint:
         raise ValueError(

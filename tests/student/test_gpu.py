@@ -109,3 +109,70 @@ def test_held_out_metrics_run_on_the_gpu_and_match_the_cpu():
     rows = [{**r, "sample_index": 0} for r in teacher_rows()]
     want, got = heldout_metrics(cpu, 0, rows, 32), heldout_metrics(gpu, 0, rows, 32)
     assert got["kl"] == pytest.approx(want["kl"], rel=0.05) and got["ce"] == pytest.approx(want["ce"], rel=0.05)
+
+
+def write_random_checkpoint(cfg, folder, shard_bytes: int = 4 << 30) -> int:
+    """A random checkpoint of cfg's shape in bf16 safetensors shards, written tensor by tensor
+    (never the whole model in memory), with its index; returns its bytes."""
+    import json
+
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    cfg.save_pretrained(folder)
+    shards, shard, size, total = [], {}, 0, 0
+    for name, p in meta.state_dict().items():
+        shard[name] = (torch.randn(p.shape, device="cuda", dtype=torch.bfloat16) * 0.02).cpu()
+        size += shard[name].numel() * 2
+        if size >= shard_bytes:
+            shards.append(shard)
+            total, shard, size = total + size, {}, 0
+    shards.append(shard)
+    total += size
+    index = {}
+    for i, sd in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(sd, folder / fname, metadata={"format": "pt"})
+        index.update({k: fname for k in sd})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                    "weight_map": index}))
+    return total
+
+
+def test_a_7b_shaped_teacher_prunes_into_bf16_on_the_gpu_without_a_float32_cpu_copy(tmp_path):
+    """student_kind = "pruned" as production builds it: Mistral-7B's shape (random weights,
+    14.5 GB of bf16 shards) pruned to 8 of 32 layers straight into bf16 on the GPU. The
+    process's resident memory grows by far less than the 29 GB a float32 copy of the teacher
+    took before (measured, and written to $OUT/prune-7b.json by benchmarks/gpu_check.sh)."""
+    import json
+    import os
+    import resource
+
+    from transformers import MistralConfig
+
+    from student import build
+
+    cfg = MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                        num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096,
+                        tie_word_embeddings=False)
+    teacher_bytes = write_random_checkpoint(cfg, tmp_path)
+    torch.cuda.reset_peak_memory_stats()
+    rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # noqa: E731 (peak, bytes)
+    start = rss()
+    model = build.load_pruned(str(tmp_path), 8, dtype=torch.bfloat16, device="cuda")
+    grew = rss() - start
+    student_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    figures = {"teacher_bf16_bytes": teacher_bytes, "teacher_fp32_bytes": teacher_bytes * 2,
+               "student_bf16_bytes": student_bytes, "peak_rss_growth_bytes": grew,
+               "cuda_peak_bytes": torch.cuda.max_memory_allocated(), "layers": model.config.num_hidden_layers}
+    print(json.dumps(figures))
+    if os.environ.get("OUT"):
+        (__import__("pathlib").Path(os.environ["OUT"]) / "prune-7b.json").write_text(json.dumps(figures, indent=1))
+    assert model.config.num_hidden_layers == 8 and next(model.parameters()).device.type == "cuda"
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert grew < teacher_bytes * 2 / 4  # nowhere near a float32 copy of the teacher
+    with torch.no_grad():
+        out = model(torch.tensor([[1, 5, 7]], device="cuda")).logits
+    assert out.shape == (1, 3, 32000) and torch.isfinite(out).all()
