@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 from pathlib import Path
 
@@ -33,25 +32,70 @@ def make(out: Path) -> dict:
     return {"params": sum(p.numel() for p in model.parameters())}
 
 
+def reset_peak() -> None:
+    """Start the process's peak resident set (VmHWM) afresh from what it holds now (Linux),
+    so that imports' transient peaks are not the baseline."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def peak_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
-def measure(path: str, way: str) -> dict:
+def status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith(field + ":"))
+
+
+class AnonPeak:
+    """The peak of the process's anonymous resident memory (RssAnon), sampled every 5 ms: the
+    memory a build needs, without the safetensors pages it reads through mmap, which the
+    kernel can drop (VmHWM counts those too)."""
+
+    def __init__(self):
+        import threading
+
+        self.base = self.peak = status_bytes("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, status_bytes("RssAnon"))
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, status_bytes("RssAnon"))
+        return self.peak - self.base
+
+
+def measure(path: str, way: str, keep: int = KEEP, device: str = "cpu") -> dict:
+    """`whole`: the teacher loaded in float32 on the CPU, then pruned (the former way); `kept`:
+    load_pruned, in bf16 on the GPU when device is cuda, else float32 on the CPU."""
     import torch
     import transformers  # noqa: F401  (imported before the baseline, as by any caller)
 
     from student import build
 
-    base = peak_bytes()
+    if device == "cuda":
+        torch.zeros(1, device="cuda")  # the CUDA context is not the model's memory
+    reset_peak()
+    base, anon = status_bytes("VmRSS"), AnonPeak()
     if way == "whole":
         from transformers import AutoModelForCausalLM
 
-        model = build.prune_layers(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), KEEP)
+        model = build.prune_layers(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), keep)
     else:
-        model = build.load_pruned(path, KEEP)
+        dtype = torch.bfloat16 if device == "cuda" else torch.float32
+        model = build.load_pruned(path, keep, dtype=dtype, device=device)
+    grew = anon.stop()
     student = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"way": way, "peak_above_start": peak_bytes() - base, "student_bytes": student}
+    return {"way": way, "device": device, "peak_above_start": grew, "peak_rss_above_start": peak_bytes() - base,
+            "student_bytes": student}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,11 +103,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--make", type=Path)
     ap.add_argument("--path")
     ap.add_argument("--way", choices=("whole", "kept"))
+    ap.add_argument("--keep", type=int, default=KEEP)
+    ap.add_argument("--device", default="cpu")
     args = ap.parse_args(argv)
     if args.make:
         print(json.dumps(make(args.make)))
     else:
-        print(json.dumps(measure(args.path, args.way)))
+        print(json.dumps(measure(args.path, args.way, args.keep, args.device)))
 
 
 if __name__ == "__main__":

@@ -33,11 +33,18 @@ def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: in
     from ray_cluster.cluster import engine_bundles
 
     teacher = get_teacher(teacher_id)
+    env = engine.cpu_env(kv_cache_gib, gpus)
+    if teacher.source != "hub":
+        # Ray Serve LLM copies HF_TOKEN from its replica's environment into its engine's
+        # runtime_env, and Ray writes a runtime_env in plain text to runtime_env_agent.log
+        # (found by tests/distill/test_pipeline_e2e.py). A model on local disk needs no token:
+        # its replica runs without one. (huggingface_hub reads an empty HF_TOKEN as none.)
+        env.update({"HF_TOKEN": "", "HUGGING_FACE_HUB_TOKEN": ""})
     return LLMConfig(
         model_loading_config={"model_id": teacher.id, "model_source": teacher.model_path()},
         engine_kwargs=engine.engine_kwargs(teacher, top_k, max_model_len, model_path=teacher.model_path()),
         placement_group_config={"bundles": engine_bundles(teacher, gpus)},
-        runtime_env={"env_vars": engine.cpu_env(kv_cache_gib, gpus)},
+        runtime_env={"env_vars": env},
         deployment_config={"autoscaling_config": {"min_replicas": 1, "max_replicas": 1}},
     )
 

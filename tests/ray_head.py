@@ -6,6 +6,7 @@ which stops every Ray on it). Jobs are submitted to it with `ray job submit`."""
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -23,7 +24,8 @@ BIN = Path(sys.executable).parent
 
 
 # HF_TOKEN of the session's head: what files written by Ray, a job or a run must never hold.
-SECRET = "hf_session_stand_in_5d1c0b7a"
+# Made here, not written: this file travels in the jobs' working_dir package.
+SECRET = "hf_" + secrets.token_hex(16)
 
 
 def files_holding(root: Path, needle: str) -> list[str]:
