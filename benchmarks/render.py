@@ -84,16 +84,36 @@ def render_prune(p: dict) -> list[str]:
     whole, kept = p["ways"]["whole"], p["ways"]["kept"]
     return ["## Building a pruned student: peak memory", "",
             f"A random Llama of {LAYERS} layers ({p['params'] / 1e6:.0f}M parameters, {w / gib:.2f} GiB of bf16 "
-            f"safetensors) pruned to {KEEP} layers, as production prunes 32 to 8, each way in a fresh process; the "
-            "peak resident set above the process's start (`benchmarks/prune.py`).", "",
-            "| way | peak GiB | x the teacher's weights | x the student it builds |", "| --- | --- | --- | --- |",
-            *[f"| {name} | {v['peak_above_start'] / gib:.2f} | {v['peak_above_start'] / w:.2f} | "
-              f"{v['peak_above_start'] / v['student_bytes']:.2f} |"
+            f"safetensors) pruned to {KEEP} layers, as production prunes 32 to 8, each way in a fresh process: the "
+            "peak anonymous memory above the process's start, and the peak resident set, which also counts the "
+            "safetensors pages read through mmap (`benchmarks/prune.py`).", "",
+            "| way | CPU memory GiB | resident set GiB | x the teacher's weights | x the student it builds |",
+            "| --- | --- | --- | --- | --- |",
+            *[f"| {name} | {v['peak_above_start'] / gib:.2f} | {v['peak_rss_above_start'] / gib:.2f} | "
+              f"{v['peak_above_start'] / w:.2f} | {v['peak_above_start'] / v['student_bytes']:.2f} |"
               for name, v in (("whole teacher in float32, then pruned (before)", whole),
                               ("kept layers only, from safetensors (`load_pruned`)", kept))],
-            "", f"`load_pruned` peaks at **{kept['peak_above_start'] / whole['peak_above_start']:.2f}x** the memory "
-                "of loading the whole teacher; for Mistral-7B pruned to 8 layers the float32 student is ~7.6 GB "
-                "against ~29 GB for the whole teacher.", ""]
+            "", f"`load_pruned` needs **{kept['peak_above_start'] / whole['peak_above_start']:.2f}x** the memory of "
+                "loading the whole teacher in float32 (goal: no float32 copy of the teacher).", ""]
+
+
+def render_prune_gpu(runs: list[tuple[str, dict]]) -> list[str]:
+    """benchmarks/gpu_check.sh's prune-7b.json: a Mistral-7B-shaped random checkpoint pruned to 8
+    layers, the former way (the whole teacher in float32 on the CPU) against load_pruned (bf16,
+    straight onto the GPU), each in a fresh process on the lent GPU machine."""
+    gib = 2**30
+    lines = ["### On the GPU: a Mistral-7B-shaped teacher pruned to 8 of 32 layers", "",
+             "Random weights in Mistral-7B's shape (bf16 safetensors shards), from `benchmarks/gpu_check.sh` "
+             "(`tests/student/test_gpu.py`); CPU memory is the peak anonymous memory above the process's start "
+             "(the mmap'd safetensors pages, which the kernel can drop, in the resident-set column).", "",
+             "| run | way | CPU memory GiB | resident set GiB | student GiB | CPU memory ratio |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for when, r in runs:
+        whole, kept = r["ways"]["whole"], r["ways"]["kept"]
+        for name, v in (("whole teacher, float32, CPU (before)", whole), ("`load_pruned`, bf16, GPU", kept)):
+            lines.append(f"| {when} | {name} | {v['peak_above_start'] / gib:.2f} | {v['peak_rss_above_start'] / gib:.2f} | "
+                         f"{v['student_bytes'] / gib:.2f} | {v['peak_above_start'] / whole['peak_above_start']:.3f} |")
+    return lines + [""]
 
 
 def _gpu_spread(runs: list[tuple[str, dict]]) -> str:
@@ -333,6 +353,11 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_train_steps(steps)
     if prune:
         lines += render_prune(prune)
+    prune_gpu = sorted((ROOT / "benchmarks" / "results").glob("prune-7b*.json"))
+    if prune_gpu:
+        if not prune:
+            lines += ["## Building a pruned student: peak memory", ""]
+        lines += render_prune_gpu([(p.stem.removeprefix("prune-7b-"), json.loads(p.read_text())) for p in prune_gpu])
     if sweep:
         lines += render_sweep(sweep)
     gpu = sorted((ROOT / "benchmarks" / "results").glob("gpu_step*.json"))
