@@ -282,17 +282,29 @@ def _read_shard(f: Path) -> list[dict]:
     return plain
 
 
+def _holds_split(f: Path, split: str) -> bool:
+    """Whether a shard holds rows of `split`, from its split column alone (a shard that cannot
+    say is read whole, and its damage named there)."""
+    try:
+        held = set(pq.read_table(f, columns=["split"], page_checksum_verification=True).column("split").to_pylist())
+    except Exception:  # noqa: BLE001 - any damage: _read_shard reports it
+        return True
+    return split in held or not held <= {"train", "eval"}  # an odd value: read it whole, where damage is named
+
+
 def read_rows(directory: Path, split: str | None = None) -> list[dict]:
-    """All rows of a teacher dataset folder (its *.parquet shards), checked against SCHEMA."""
+    """All rows of a teacher dataset folder (its *.parquet shards), checked against SCHEMA.
+    With `split`, only the shards that hold rows of it are decoded: the held-out rows (the
+    last shards of a teacher's dataset) are chosen without loading the training rows."""
     files = sorted(Path(directory).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet shards in {directory}")
     rows: list[dict] = []
     for f in files:
+        if split is not None and not _holds_split(f, split):
+            continue
         try:
-            rows += _read_shard(f)
+            rows += [r for r in _read_shard(f) if split is None or r["split"] == split]
         except ValueError as e:
             raise ValueError(f"{f}: {e}; {CORRUPT_FIX}") from None
-    if split is not None:
-        rows = [r for r in rows if r["split"] == split]
     return rows

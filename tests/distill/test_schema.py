@@ -183,3 +183,22 @@ def test_regression_a_flip_in_the_codec_metadata_is_caught(tmp_path_factory):
     with pytest.raises(ValueError, match="00000.parquet: stored values do not match the shard's content checksum; "
                                          "delete it and rerun"):
         read_rows(d)
+
+
+def test_held_out_rows_are_read_without_decoding_the_training_shards(tmp_path, monkeypatch):
+    """A teacher's dataset as generation writes it: training shards, then the held-out ones.
+    Reading split="eval" decodes only the shards that hold eval rows (the split column says
+    which), and returns what filtering every row gave."""
+    from distill import schema
+
+    rows = [{**a_row(i), "prompt_id": f"p{i}", "split": "train" if i < 5 else "eval"} for i in range(7)]
+    for n, chunk in enumerate((rows[0:2], rows[2:4], rows[4:6], rows[6:7])):
+        write_table_atomic(chunk, tmp_path / f"{n:05d}.parquet", {"top_k": 2}, 49152)
+    decoded = []
+    real = schema._read_shard
+    monkeypatch.setattr(schema, "_read_shard", lambda f: decoded.append(f.name) or real(f))
+    assert [r["prompt_id"] for r in read_rows(tmp_path, split="eval")] == ["p5", "p6"]
+    assert decoded == ["00002.parquet", "00003.parquet"]
+    decoded.clear()
+    assert [r["prompt_id"] for r in read_rows(tmp_path, split="train")] == ["p0", "p1", "p2", "p3", "p4"]
+    assert decoded == ["00000.parquet", "00001.parquet", "00002.parquet"]
