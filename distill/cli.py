@@ -2,6 +2,7 @@
 
     fable-kd distill --config configs/default.toml     # the pipeline (python -m distill.pipeline)
     fable-kd generate --teacher smollm2-135m --out runs/x/teachers
+    fable-kd train --data runs/x/teachers/smollm2-135m --config configs/tiny.toml
     fable-kd eval run --run runs/default               # the LLM judge (python -m eval.protocol)
     fable-kd compare --input a=runs/x/teachers/t --out runs/x/compare
     fable-kd serve --teacher smollm2-135m              # an OpenAI-compatible endpoint (Ray Serve LLM)
@@ -20,6 +21,7 @@ import sys
 COMMANDS = {
     "distill": ("distill.pipeline", "distil the configured teachers into students (the whole pipeline)"),
     "generate": ("ray_cluster.generate", "teacher fables with top-k logprobs, as a Ray Data LLM job"),
+    "train": ("distill.train_shards", "train a student from any folder of teacher shards"),
     "eval": ("eval.protocol", "judge a finished run, score fables, aggregate or compare verdicts"),
     "compare": ("eval.compare", "compare writers on toxicity, diversity and similarity"),
     "serve": ("ray_cluster.serve", "serve a teacher or student behind an OpenAI-compatible endpoint"),
