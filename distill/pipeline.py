@@ -185,11 +185,12 @@ def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, 
             st["status"] = "skipped"
             return
         rows, removed = training_rows(tr, tcfg, run)
+        scratch = run.root.resolve()  # here: a Ray Train worker runs build() in a folder of its own
 
         def build():  # seeded (build_initial_student): every Ray Train worker builds the same student
             model, tok = build_initial_student(tr)
             if tcfg.quantization == "nf4":
-                with tempfile.TemporaryDirectory(dir=run.root) as d:
+                with tempfile.TemporaryDirectory(dir=scratch) as d:
                     model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code, tcfg.precision)
             if tcfg.lora_r:
                 model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)

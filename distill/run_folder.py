@@ -217,10 +217,6 @@ class StudentFolder:
         return self.path / "ray-train"
 
     @property
-    def ray_train_result(self) -> Path:
-        return self.path / "ray-train-result.json"
-
-    @property
     def evaluated(self) -> Path:
         return self.path / "eval.json"
 

@@ -13,6 +13,7 @@ checkpoints and runs `finish` (the export) on its trained model.
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -30,30 +31,35 @@ def train_on_ray(build: Callable, rows: list[dict], out_dir: Path, cfg: TrainCon
 
     from ray_cluster.cluster import connect
 
-    out_dir = Path(out_dir)
-    result_file = StudentFolder(out_dir).ray_train_result
+    # Absolute before any worker starts: Ray Train runs each worker in a folder of its own, where
+    # a relative run folder (the default, runs/<name>) would name another place.
+    out_dir = Path(out_dir).resolve()
     use_gpu = torch.cuda.is_available()
 
     def loop(_config):
         import ray.train
         from ray.train.huggingface.transformers import prepare_trainer
 
-        from distill.artifacts import write_json_atomic
         from distill.train import train
 
         model, tok = build()
         result = train(model, tok, rows, out_dir, cfg, prepare=prepare_trainer)
-        if ray.train.get_context().get_world_rank() == 0:
-            if finish is not None:
-                finish(model, tok, result)
-            write_json_atomic(result_file, result)
-        ray.train.report({"steps": result["steps"]})
+        if ray.train.get_context().get_world_rank() != 0:
+            ray.train.report({"steps": result["steps"]})
+            return
+        if finish is not None:
+            finish(model, tok, result)
+        # Rank 0's result goes back as a Ray Train checkpoint, through the run's storage, not
+        # as a file in a worker's folder.
+        with tempfile.TemporaryDirectory() as d:
+            (Path(d) / "result.json").write_text(json.dumps(result))
+            ray.train.report({"steps": result["steps"]}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     connect()
     trainer = TorchTrainer(
         loop,
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=use_gpu),
-        run_config=RunConfig(storage_path=str(StudentFolder(out_dir).ray_train.resolve()), name="train"),
+        run_config=RunConfig(storage_path=str(StudentFolder(out_dir).ray_train), name="train"),
     )
-    trainer.fit()
-    return json.loads(result_file.read_text())
+    with trainer.fit().checkpoint.as_directory() as d:
+        return json.loads((Path(d) / "result.json").read_text())

@@ -3,6 +3,7 @@ against one process with their combined batch, on a tiny model and synthetic tea
 (every row the same length, so a mean over one batch equals the mean of the halves' means)."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,11 +22,13 @@ def save_adapter(path):
 
 
 @pytest.mark.e2e
-def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch(tmp_path):
+def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch(tmp_path, monkeypatch):
+    """...with the student's folder given relative, as the default run folder (runs/<name>) is:
+    Ray Train runs each worker in a folder of its own."""
     from safetensors.torch import load_file
 
     from distill.train_ray import train_on_ray
-    from ray_cluster.cluster import shutdown
+    from ray_cluster.cluster import connect, shutdown
 
     rows = teacher_rows(n=8)
     one = T.TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=0, save_steps=100, logging_steps=1,
@@ -34,7 +37,9 @@ def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch
     single = T.train(single_model, Tok(), rows, tmp_path / "one", one)
     two = dataclasses.replace(one, batch_size=4, workers=2)
     try:
-        ddp = train_on_ray(lambda: (tiny_student(), Tok()), rows, tmp_path / "two", two,
+        connect()  # the head and its workers import this checkout's tests (the student builder)
+        monkeypatch.chdir(tmp_path)
+        ddp = train_on_ray(lambda: (tiny_student(), Tok()), rows, Path("two"), two,
                            finish=save_adapter(tmp_path / "two-adapter.safetensors"))
     finally:
         shutdown()
