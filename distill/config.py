@@ -94,7 +94,7 @@ class ClusterConfig:
     judge_usd_per_mtok: dict = field(default_factory=dict)  # {input = 2.5, output = 10.0}: the judge API's price
 
     def __post_init__(self):
-        from distill.plan import GPU_SPECS
+        from teacher.hardware import GPU_SPECS
 
         check_ranges(self, {
             "gpu": (self.gpu in ("", *GPU_SPECS), f"must be one of {', '.join(GPU_SPECS)} (or \"\")"),

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from distill import artifacts, entry
 from distill.config import RunConfig, TeacherRun, load, recorded
-from distill.run_folder import Generated, RunFolder, Trained
+from distill.run_folder import Generated, RunFolder
+from distill.train_stage import stage_train
 from ray_cluster import cluster
-from student.initial import build_initial_student, student_checkpoint, student_tokenizer
+from student.initial import student_checkpoint
 from teacher.prompts import load_prompts, splits
 from teacher.registry import check_reachable
 
@@ -145,81 +144,6 @@ def teachers_at_once(parallel: int, teachers: list, cluster_info: dict) -> int:
         return parallel
     tp = max(int(t.engine.get("tensor_parallel_size", 1)) for t in gpu)
     return max(1, min(parallel, int(cluster_info.get("gpus", 0) // tp)))
-
-
-def training_rows(tr: TeacherRun, tcfg, run: RunFolder) -> tuple[list[dict], list[dict]]:
-    """The teacher's training fables for this student, and those the toxicity filter removed.
-    KD needs the student to share the teacher's token map; SFT into another tokenizer family
-    re-encodes the teacher's text (sequence-level distillation)."""
-    from distill.data import retokenize
-    from distill.schema import read_rows, tokenizer_fingerprint
-    from student.build import check_same_vocab
-
-    rows = read_rows(run.teacher(tr.teacher), split="train")
-    removed = []
-    if tcfg.max_toxicity < 1.0:
-        from eval.toxicity import filter_toxic
-
-        rows, removed = filter_toxic(rows, tcfg.max_toxicity)
-        if not rows:
-            raise ValueError(f"teacher.{tr.teacher}: max_toxicity={tcfg.max_toxicity} removed every training fable")
-    tok = student_tokenizer(tr)
-    if tcfg.objective == "kd":
-        check_same_vocab(tok, rows[0]["tokenizer_fingerprint"], tr.teacher)
-    elif tokenizer_fingerprint(tok) != rows[0]["tokenizer_fingerprint"]:
-        rows = retokenize(rows, tok)
-    return rows, removed
-
-
-def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
-    from distill.train import train
-    from student.build import apply_lora, export, quantize_nf4
-
-    # The SFT baseline trains on the teacher's text only: no on-policy steps.
-    tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
-    if cfg.judge.enabled and cfg.judge.checkpoints and objective == tr.train.objective:
-        tcfg = dataclasses.replace(tcfg, keep_checkpoints=0)  # every checkpoint is a score-against-loss point
-    out = run.student(tr.teacher, objective)
-    with ledger.stage(f"train-{objective}", tr.teacher) as st:
-        if out.trained.exists():
-            st["status"] = "skipped"
-            return
-        rows, removed = training_rows(tr, tcfg, run)
-        scratch = run.root.resolve()  # here: a Ray Train worker runs build() in a folder of its own
-
-        def build():  # seeded (build_initial_student): every Ray Train worker builds the same student
-            model, tok = build_initial_student(tr)
-            if tcfg.quantization == "nf4":
-                with tempfile.TemporaryDirectory(dir=scratch) as d:
-                    model = quantize_nf4(model, Path(d), tr.generation.trust_remote_code, tcfg.precision)
-            if tcfg.lora_r:
-                model = apply_lora(model, tcfg.lora_r, tcfg.lora_alpha, tcfg.lora_dropout)
-            return model, tok
-
-        def finish(model, tok, result):
-            paths = export(model, tok, out.path, full_precision_base=lambda: build_initial_student(tr)[0])
-            result.update({"student_layers": model.config.num_hidden_layers,
-                           "params": sum(p.numel() for p in model.parameters()),
-                           "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
-                           **{k: str(v) for k, v in paths.items()}})
-
-        if tcfg.workers > 1:
-            from distill.train_ray import train_on_ray
-
-            result = train_on_ray(build, rows, out.path, tcfg, finish)
-        else:
-            scorer = None
-            if tcfg.on_policy:
-                from distill.onpolicy import endpoint_scorer
-
-                scorer = endpoint_scorer(tr.teacher, tr.generation.top_k)
-            model, tok = build()
-            result = train(model, tok, rows, out.path, tcfg, scorer=scorer)
-            finish(model, tok, result)
-        trained = Trained(**result, objective=objective, student_kind=tcfg.student_kind,
-                          quantization=tcfg.quantization, rows=len(rows), removed_as_toxic=removed)
-        trained.write(out.trained)
-        st.update(steps=trained.steps, final_loss=trained.final_loss)
 
 
 def stage_write(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:

@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # distill.config validates [cluster] gpu against GPU_SPECS here
-    from distill.config import RunConfig, TeacherRun
+from distill.config import RunConfig, TeacherRun
+from teacher.hardware import GPU_SPECS
 
 # Stored top-k: 1.94 bytes per (id, logprob) entry measured on SmolLM2's top-20 (BENCHMARKS.md,
 # storage section); rounded up.
@@ -30,15 +28,8 @@ GEN_TOKENS_PER_GPU_S = 2500.0
 # parameters is taken to train at 31,000 x 494M / P tokens/s.
 TRAIN_TOKENS_PER_GPU_S_AT_05B = 31_000.0
 REFERENCE_PARAMS = 494e6
-# Other GPUs from NVIDIA's datasheets: dense bf16 tensor TFLOPS (training scales with it, from the
-# H200 measured here) and memory bandwidth in GB/s (decoding scales with it, from the H100
-# assumption above). The A10G is taken as the A10 of its datasheet.
-GPU_SPECS = {
-    "A10G": {"bf16_tflops": 125.0, "gb_s": 600.0},
-    "A100-80G": {"bf16_tflops": 312.0, "gb_s": 2039.0},
-    "H100": {"bf16_tflops": 989.0, "gb_s": 3350.0},
-    "H200": {"bf16_tflops": 989.0, "gb_s": 4800.0},
-}
+# Other GPUs (teacher/hardware.py GPU_SPECS, NVIDIA's datasheets): training scales with dense
+# bf16 TFLOPS from the H200 measured here, decoding with memory bandwidth from the H100 assumption.
 GEN_REFERENCE_GPU, TRAIN_REFERENCE_GPU = "H100", "H200"
 # Judge requests: the rubric file (~4 characters a token) plus the prompt (~120 tokens) and
 # the fable; "ensemble" adds a completions request per fable that reads the fable alone.

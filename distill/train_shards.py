@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args) -> int:
-    from distill.pipeline import stage_train
+    from distill.train_stage import stage_train
     from distill.schema import read_rows
     from teacher.registry import check_reachable
 

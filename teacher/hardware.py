@@ -13,6 +13,15 @@ import os
 from pathlib import Path
 
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+# The GPUs a run config may name ([cluster] gpu), from NVIDIA's datasheets: dense bf16 tensor
+# TFLOPS and memory bandwidth in GB/s, which the dry run scales throughputs by (distill/plan.py).
+# The A10G is taken as the A10 of its datasheet.
+GPU_SPECS = {
+    "A10G": {"bf16_tflops": 125.0, "gb_s": 600.0},
+    "A100-80G": {"bf16_tflops": 312.0, "gb_s": 2039.0},
+    "H100": {"bf16_tflops": 989.0, "gb_s": 3350.0},
+    "H200": {"bf16_tflops": 989.0, "gb_s": 4800.0},
+}
 
 
 @functools.cache
