@@ -1,6 +1,6 @@
 """Student training through Ray Train: a TorchTrainer of two DDP workers (gloo on CPU)
-against one process with their combined batch, on a tiny model and synthetic teacher rows
-(every row the same length, so a mean over one batch equals the mean of the halves' means)."""
+against one process with their combined batch, on a tiny model and synthetic teacher rows of
+unequal length, each worker accumulating two micro-batches a step."""
 
 import dataclasses
 from pathlib import Path
@@ -30,12 +30,14 @@ def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch
     from distill.train_ray import train_on_ray
     from ray_cluster.cluster import connect, shutdown
 
-    rows = teacher_rows(n=8)
+    # Rows of unequal length, and each worker's step split in two micro-batches: the loss is a
+    # mean over every KD position of the step, across micro-batches and ranks alike.
+    rows = teacher_rows(n=8, lengths=[3, 9, 5, 12, 4, 7, 10, 6])
     one = T.TrainConfig(steps=4, batch_size=8, lr=1e-2, warmup_steps=0, save_steps=100, logging_steps=1,
                         max_len=32, precision="fp32")
     single_model = tiny_student()
     single = T.train(single_model, Tok(), rows, tmp_path / "one", one)
-    two = dataclasses.replace(one, batch_size=4, workers=2)
+    two = dataclasses.replace(one, batch_size=2, grad_accum=2, workers=2)
     try:
         connect()  # the head and its workers import this checkout's tests (the student builder)
         monkeypatch.chdir(tmp_path)
@@ -44,7 +46,7 @@ def test_two_ddp_workers_take_the_steps_of_one_process_with_their_combined_batch
     finally:
         shutdown()
     assert (single["workers"], ddp["workers"]) == (1, 2)
-    assert ddp["effective_batch"] == 4 * 2 == single["effective_batch"]
+    assert ddp["effective_batch"] == 2 * 2 * 2 == single["effective_batch"]
     assert ddp["steps"] == single["steps"] == 4
     losses = [h["loss"] for h in ddp["history"]]
     assert losses[-1] < losses[0]
