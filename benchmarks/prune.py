@@ -4,9 +4,11 @@
     python -m benchmarks.prune --path DIR --way whole  # one measurement, in its own process
 
 A 7B teacher cannot be built here; a Llama scaled up from the tiny test architecture stands
-in for it, pruned 16 -> 4 layers as production prunes 32 -> 8. Each way runs in a fresh
-process, and its peak resident set above the process's start (torch and transformers
-imported) is what building the student cost.
+in for it, pruned 16 -> 4 layers as production prunes 32 -> 8 (the GPU check prunes a
+Mistral-7B-shaped one, tests/student/test_gpu.py). Each way runs in a fresh process; what
+building the student cost is its peak anonymous memory above the start (torch and
+transformers imported; AnonPeak), beside the peak resident set, which also counts the
+safetensors pages read through mmap.
 """
 
 from __future__ import annotations
@@ -19,17 +21,43 @@ from pathlib import Path
 LAYERS, KEEP = 16, 4
 
 
-def make(out: Path) -> dict:
+def write_random_checkpoint(cfg, folder: Path, device: str = "cpu", shard_bytes: int = 4 << 30) -> int:
+    """A random checkpoint of cfg's shape in bf16 safetensors shards, written tensor by tensor
+    (at most a shard in memory, never the whole model), with its index; returns its bytes."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
+    with torch.device("meta"):
+        meta = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
+    cfg.save_pretrained(folder)
+    shards, shard, size, total = [], {}, 0, 0
+    for name, p in meta.state_dict().items():
+        shard[name] = (torch.randn(p.shape, device=device, dtype=torch.bfloat16) * 0.02).cpu()
+        size += shard[name].numel() * 2
+        if size >= shard_bytes:
+            shards.append(shard)
+            total, shard, size = total + size, {}, 0
+    shards.append(shard)
+    total += size
+    index = {}
+    for i, sd in enumerate(shards):
+        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(sd, folder / fname, metadata={"format": "pt"})
+        index.update({k: fname for k in sd})
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                    "weight_map": index}))
+    return total
+
+
+def make(out: Path) -> dict:
+    from transformers import LlamaConfig
+
     cfg = LlamaConfig(vocab_size=32000, hidden_size=1024, intermediate_size=2816, num_hidden_layers=LAYERS,
                       num_attention_heads=16, num_key_value_heads=16, max_position_embeddings=2048,
                       tie_word_embeddings=False)
-    model = LlamaForCausalLM(cfg).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
-    return {"params": sum(p.numel() for p in model.parameters())}
+    return {"params": write_random_checkpoint(cfg, Path(out)) // 2}
 
 
 def reset_peak() -> None:
@@ -37,11 +65,6 @@ def reset_peak() -> None:
     so that imports' transient peaks are not the baseline."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
-
-
-def peak_bytes() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
 
 
 def status_bytes(field: str) -> int:
@@ -94,7 +117,7 @@ def measure(path: str, way: str, keep: int = KEEP, device: str = "cpu") -> dict:
         model = build.load_pruned(path, keep, dtype=dtype, device=device)
     grew = anon.stop()
     student = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"way": way, "device": device, "peak_above_start": grew, "peak_rss_above_start": peak_bytes() - base,
+    return {"way": way, "device": device, "peak_above_start": grew, "peak_rss_above_start": status_bytes("VmHWM") - base,
             "student_bytes": student}
 
 

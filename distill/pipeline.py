@@ -73,8 +73,8 @@ def check_gpus(cfg: RunConfig) -> None:
     run: in a venv of the CPU build of torch (set up without GPU=1), or on a machine with
     fewer GPUs than a teacher's tensor-parallel size and no cluster to add them (RAY_ADDRESS:
     the autoscaler starts GPU workers on demand, so a CPU-only head is fine there)."""
-    need = {tr.teacher: (tr.model.gpu_memory_gib, int(tr.model.engine.get("tensor_parallel_size", 1)))
-            for tr in cfg.teachers if tr.model.gpu_memory_gib}
+    need = {tr.teacher: (tr.model.gpu_memory_gib, tr.model.tensor_parallel) for tr in cfg.teachers
+            if tr.model.gpu_memory_gib}
     if not need:
         return
     import torch
@@ -142,7 +142,7 @@ def teachers_at_once(parallel: int, teachers: list, cluster_info: dict) -> int:
     gpu = [t for t in teachers if t.gpu_memory_gib]
     if not gpu or cluster_info.get("address", "local") != "local":
         return parallel
-    tp = max(int(t.engine.get("tensor_parallel_size", 1)) for t in gpu)
+    tp = max(t.tensor_parallel for t in gpu)
     return max(1, min(parallel, int(cluster_info.get("gpus", 0) // tp)))
 
 

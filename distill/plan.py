@@ -117,8 +117,9 @@ def judge_load(cfg: RunConfig) -> dict:
     teacher fable (judge.shuffled_control), every saved KD checkpoint but the last (judge.checkpoints)."""
     j = cfg.judge
     if not j.enabled:
-        return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "checkpoint_fables": 0}
-    teacher = student = saved = 0
+        return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "student_fables": 0,
+                "checkpoint_fables": 0}
+    teacher = student = checkpoint = last = 0
     distilled = [tr for tr in cfg.teachers if cfg.objectives(tr)]
     for tr in cfg.teachers:
         prompts = min(j.prompts, tr.n_heldout)
@@ -126,18 +127,18 @@ def judge_load(cfg: RunConfig) -> dict:
         student += prompts * j.samples * len(cfg.objectives(tr))
     if distilled and j.checkpoints:  # the first distilled teacher's KD student (eval/protocol.py)
         tr = distilled[0]
-        per = min(j.prompts, tr.n_heldout) * j.samples
-        saved = per * (tr.train.steps // tr.train.save_steps if tr.train.save_steps else 0)
-    # The last checkpoint is the finished student: its fables and verdicts are the student's own.
-    fresh = saved - per if saved else 0
-    verdicts = teacher * (2 if j.shuffled_control else 1) + student + saved
-    asked = verdicts - (saved - fresh)
+        saved = tr.train.steps // tr.train.save_steps if tr.train.save_steps else 0
+        checkpoint = min(j.prompts, tr.n_heldout) * j.samples * saved
+        # The last checkpoint is the finished student: its fables and verdicts are the student's own.
+        last = min(j.prompts, tr.n_heldout) * j.samples if saved else 0
+    verdicts = teacher * (2 if j.shuffled_control else 1) + student + checkpoint
+    asked = verdicts - last
     per_fable = 2 if j.mode == "ensemble" else 1
     fable = max(j.max_new_tokens, max(tr.generation.max_new_tokens for tr in cfg.teachers))
     rubric = _rubric_tokens(cfg)
     input_tokens = asked * (rubric + PROMPT_TOKENS + fable) + (asked * fable if per_fable == 2 else 0)
     return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
-            "output_tokens": asked * j.max_tokens, "checkpoint_fables": fresh}
+            "output_tokens": asked * j.max_tokens, "student_fables": student, "checkpoint_fables": checkpoint - last}
 
 
 def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
@@ -145,8 +146,8 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     rates = gpu_rates(cfg.cluster.gpu, gen_tok_s)
     gen_tok_s = rates["gen"]
     for tr in cfg.teachers:
-        g, eng = tr.generation, tr.model.engine
-        tp = int(eng.get("tensor_parallel_size", 1))
+        g = tr.generation
+        tp = tr.model.tensor_parallel
         rows = tr.n_train * g.train_samples + tr.n_heldout * g.eval_samples
         tokens = rows * g.max_new_tokens  # an upper bound: fables may stop earlier
         topk_bytes = tokens * g.top_k * TOPK_BYTES_PER_ENTRY
@@ -177,8 +178,7 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     students = sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
     load = judge_load(cfg)
     if students:  # every student's fables: the report's and, with the judge on, the judged ones and the checkpoints'
-        completions = sum(min(j.prompts, tr.n_heldout) * j.samples * len(cfg.objectives(tr))
-                          for tr in cfg.teachers) + load["checkpoint_fables"] if j.enabled else 0
+        completions = load["student_fables"] + load["checkpoint_fables"]
         reports = cfg.eval.student_samples * (students + sum(1 for tr in cfg.teachers if cfg.objectives(tr)))
         tokens = completions * j.max_new_tokens + reports * cfg.eval.max_new_tokens
         h = tokens / gen_tok_s / 3600 if any(tr.model.gpu_memory_gib for tr in cfg.teachers) else 0.0

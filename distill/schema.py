@@ -282,7 +282,7 @@ def _read_shard(f: Path) -> list[dict]:
     return plain
 
 
-def _holds_split(f: Path, split: str) -> bool:
+def holds_split(f: Path, split: str) -> bool:
     """Whether a shard holds rows of `split`, from its split column alone (a shard that cannot
     say is read whole, and its damage named there)."""
     try:
@@ -301,7 +301,7 @@ def read_rows(directory: Path, split: str | None = None) -> list[dict]:
         raise FileNotFoundError(f"no Parquet shards in {directory}")
     rows: list[dict] = []
     for f in files:
-        if split is not None and not _holds_split(f, split):
+        if split is not None and not holds_split(f, split):
             continue
         try:
             rows += [r for r in _read_shard(f) if split is None or r["split"] == split]

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args) -> int:
     from distill.train_stage import stage_train
-    from distill.schema import read_rows
+    from distill.schema import holds_split
     from teacher.registry import check_reachable
 
     cfg = load(args.config, args.set)
@@ -55,7 +55,7 @@ def run(args) -> int:
     if not distilled:
         raise ValueError(f"{args.config} distils no teacher (every one has distil = false)")
     tr = distilled[0]
-    if not read_rows(data, split="train"):
+    if not any(holds_split(f, "train") for f in data.glob("*.parquet")):
         raise ValueError(f"--data {args.data}: the shards hold no training rows (split = 'train')")
     if tr.train.student_kind != "checkpoint":
         check_reachable(tr.model)  # a pruned or config student is built from the teacher's weights

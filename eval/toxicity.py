@@ -11,7 +11,6 @@ the safetensors variant its hub repository holds (refs/pr/1; main has pickled we
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -36,14 +35,10 @@ def check_classifier(name: str) -> None:
     repo, revision = TOXIGEN
     if Path(repo).is_dir():
         return
-    from huggingface_hub import HfApi, try_to_load_from_cache
+    from teacher.registry import in_cache_or_on_hub
 
-    if isinstance(try_to_load_from_cache(repo, "config.json", revision=revision), str):
-        return
     try:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ConnectionError("HF_HUB_OFFLINE=1")
-        HfApi().model_info(repo, revision=revision, timeout=10)
+        in_cache_or_on_hub(repo, revision)
     except Exception as e:  # offline, unreachable
         raise _unavailable(e) from None
 

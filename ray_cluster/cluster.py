@@ -166,7 +166,7 @@ def engine_bundles(teacher, gpus: float, remote: bool | None = None, resources: 
     The GPU request stands even when the cluster has no GPU yet: on a cluster (RAY_ADDRESS)
     it is what makes the autoscaler start a GPU worker. A local head has no autoscaler, so
     there a shortfall is an error rather than a wait that never ends."""
-    tp = int(teacher.engine.get("tensor_parallel_size", 1))
+    tp = teacher.tensor_parallel
     extra = dict(resources or {})
     if not teacher.gpu_memory_gib:
         return [{"CPU": 1, **extra}]

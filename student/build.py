@@ -53,11 +53,15 @@ def prune_layers(model, n_keep: int):
         for module in layer.modules():
             if isinstance(getattr(module, "layer_idx", None), int):
                 module.layer_idx = new_idx
-    cfg = model.config
+    keep_in_config(model.config, keep)
+    return model
+
+
+def keep_in_config(cfg, keep: list[int]) -> None:
+    """A model config cut to the kept layers (their count, and per-layer attention types)."""
     if getattr(cfg, "layer_types", None):
         cfg.layer_types = [cfg.layer_types[i] for i in keep]
     cfg.num_hidden_layers = len(keep)
-    return model
 
 
 def weight_files(path: str, load: dict | None = None) -> list[Path]:
@@ -90,9 +94,7 @@ def load_pruned(teacher_path: str, n_keep: int | None = None, load: dict | None 
     cfg = AutoConfig.from_pretrained(teacher_path, **load)
     keep = keep_layers(cfg.num_hidden_layers, n_keep or max(1, cfg.num_hidden_layers // 2))
     small = copy.deepcopy(cfg)
-    small.num_hidden_layers = len(keep)
-    if getattr(small, "layer_types", None):
-        small.layer_types = [cfg.layer_types[i] for i in keep]
+    keep_in_config(small, keep)
     with torch.device(device), no_init_weights():
         model = AutoModelForCausalLM.from_config(small, dtype=dtype,
                                                  trust_remote_code=load.get("trust_remote_code", False))

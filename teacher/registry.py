@@ -59,6 +59,11 @@ class Teacher:
     def embedded(self) -> bool:
         return self.source == "pypi-gguf"
 
+    @property
+    def tensor_parallel(self) -> int:
+        """GPUs one engine of this teacher spans (vLLM's tensor_parallel_size)."""
+        return int(self.engine.get("tensor_parallel_size", 1))
+
     def model_path(self) -> str:
         """Where vLLM and transformers load the weights from (no network access)."""
         if self.source == "local":
@@ -227,21 +232,32 @@ def declare(teacher_id: str, table: dict, pinned: bool = False) -> Teacher:
     return teacher
 
 
+def in_cache_or_on_hub(repo_id: str, revision: str | None, timeout_s: float = 10.0) -> bool:
+    """True when repo_id@revision's config.json is in the local hub cache; False once the hub
+    has answered for it instead. Raises, without retrying, when neither: ConnectionError under
+    HF_HUB_OFFLINE=1, else the hub client's error (unreachable, unknown repository)."""
+    from huggingface_hub import HfApi, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return True
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise ConnectionError("HF_HUB_OFFLINE=1")
+    HfApi().model_info(repo_id, revision=revision, timeout=timeout_s)
+    return False
+
+
 def check_reachable(teacher: Teacher, timeout_s: float = 10.0) -> None:
     """Fail early, naming the model and the fix, when a hub teacher's weights can be
     neither found in the local cache nor fetched."""
     if teacher.source != "hub":
         teacher.model_path()
         return
-    from huggingface_hub import HfApi, auth_check, try_to_load_from_cache
+    from huggingface_hub import auth_check
     from huggingface_hub.errors import GatedRepoError
 
-    if isinstance(try_to_load_from_cache(teacher.hub_id, "config.json", revision=teacher.revision), str):
-        return
     try:
-        if os.environ.get("HF_HUB_OFFLINE") == "1":
-            raise ConnectionError("HF_HUB_OFFLINE=1")
-        HfApi().model_info(teacher.hub_id, revision=teacher.revision, timeout=timeout_s)
+        if in_cache_or_on_hub(teacher.hub_id, teacher.revision, timeout_s):
+            return
         # A gated repository's card is public; its files are not without an accepted licence
         # and a token (Llama-2): checked here, before any teacher generates, not at tokenizer load.
         auth_check(teacher.hub_id)

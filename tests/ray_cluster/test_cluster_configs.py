@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
+from tests.ray_head import files_holding
 
 CONFIGS = ROOT / "ray_cluster" / "configs"
 
@@ -160,7 +161,7 @@ def test_ray_up_start_commands_read_secrets_by_name_into_ray_start_alone(node, t
     missing = [n for n in ("OPENAI_API_KEY", "OPENAI_BASE_URL") if n in start]
     assert [f"/fable-kd/{n}" in proc.stderr for n in missing] == [True] * len(missing)
     assert secret not in start + proc.stdout + proc.stderr
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert files_holding(tmp_path, secret) == []
     bad = subprocess.run([str(ROOT / "ray_cluster/node_secrets.sh"), "HF_TOKEN=hf_typed", "--", "true"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "pass names, never values" in bad.stderr and "hf_typed" not in bad.stderr

@@ -111,36 +111,6 @@ def test_held_out_metrics_run_on_the_gpu_and_match_the_cpu():
     assert got["kl"] == pytest.approx(want["kl"], rel=0.05) and got["ce"] == pytest.approx(want["ce"], rel=0.05)
 
 
-def write_random_checkpoint(cfg, folder, shard_bytes: int = 4 << 30) -> int:
-    """A random checkpoint of cfg's shape in bf16 safetensors shards, written tensor by tensor
-    (never the whole model in memory), with its index; returns its bytes."""
-    import json
-
-    from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        meta = AutoModelForCausalLM.from_config(cfg, dtype=torch.bfloat16)
-    cfg.save_pretrained(folder)
-    shards, shard, size, total = [], {}, 0, 0
-    for name, p in meta.state_dict().items():
-        shard[name] = (torch.randn(p.shape, device="cuda", dtype=torch.bfloat16) * 0.02).cpu()
-        size += shard[name].numel() * 2
-        if size >= shard_bytes:
-            shards.append(shard)
-            total, shard, size = total + size, {}, 0
-    shards.append(shard)
-    total += size
-    index = {}
-    for i, sd in enumerate(shards):
-        fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(sd, folder / fname, metadata={"format": "pt"})
-        index.update({k: fname for k in sd})
-    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
-                                                                    "weight_map": index}))
-    return total
-
-
 def test_a_7b_shaped_teacher_prunes_into_bf16_on_the_gpu_without_a_float32_cpu_copy(tmp_path):
     """student_kind = "pruned" as production builds it: Mistral-7B's shape (random weights,
     14.5 GB of bf16 shards) pruned to 8 of 32 layers straight into bf16 on the GPU. The
@@ -154,14 +124,14 @@ def test_a_7b_shaped_teacher_prunes_into_bf16_on_the_gpu_without_a_float32_cpu_c
 
     from transformers import MistralConfig
 
-    from tests.conftest import ROOT
-
+    from benchmarks.prune import write_random_checkpoint
     from student import build
+    from tests.conftest import ROOT
 
     cfg = MistralConfig(vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                         num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=4096,
                         tie_word_embeddings=False)
-    teacher_bytes = write_random_checkpoint(cfg, tmp_path)
+    teacher_bytes = write_random_checkpoint(cfg, tmp_path, device="cuda")
     # Each way in a fresh process, so that its peak resident set is its own (benchmarks/prune.py).
     ways = {}
     for way, device in (("kept", "cuda"), ("whole", "cpu")):
