@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
-
 
 
 def pad_id(tokenizer) -> int:
@@ -19,16 +19,20 @@ def pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 def encode_row(row: dict, max_len: int) -> dict:
-    prompt, gen = list(row["prompt_token_ids"]), list(row["token_ids"])
+    """A row as the arrays a batch is cut from: the sequence, where its first scored logit
+    sits, and the generated tokens' labels and teacher top-k ([T, K]). Arrays, not lists:
+    a buffered row costs its bytes, and Ray Data carries it as one tensor per field."""
+    prompt, gen = np.asarray(row["prompt_token_ids"], np.int64), np.asarray(row["token_ids"], np.int64)
     if len(prompt) >= max_len:
         raise ValueError(f"prompt {row['prompt_id']} has {len(prompt)} tokens, over max_len={max_len}")
-    gen = gen[: max_len - len(prompt)]
+    T = min(len(gen), max_len - len(prompt))
+    K = len(row["topk_ids"][0]) if T else 1
     return {
-        "input_ids": prompt + gen,
+        "input_ids": np.concatenate([prompt, gen[:T]]),
         "start": len(prompt) - 1,
-        "labels": gen,
-        "topk_ids": [list(x) for x in row["topk_ids"][: len(gen)]],
-        "topk_logprobs": [list(x) for x in row["topk_logprobs"][: len(gen)]],
+        "labels": gen[:T],
+        "topk_ids": np.asarray(row["topk_ids"][:T], np.int64).reshape(T, K),
+        "topk_logprobs": np.asarray(row["topk_logprobs"][:T], np.float32).reshape(T, K),
     }
 
 
@@ -41,7 +45,7 @@ class Collator:
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         B = len(items)
         L = max(len(x["input_ids"]) for x in items)
-        K = max((len(x["topk_ids"][0]) for x in items if x["topk_ids"]), default=1)  # a fable may be empty
+        K = max((x["topk_ids"].shape[1] for x in items if len(x["labels"])), default=1)  # a fable may be empty
         input_ids = torch.full((B, L), self.pad_id, dtype=torch.long)
         attention = torch.zeros((B, L), dtype=torch.long)
         labels = torch.zeros((B, L), dtype=torch.long)
@@ -51,14 +55,14 @@ class Collator:
         topk_lp = torch.full((B, L, K), -math.log(K), dtype=torch.float32)
         for b, x in enumerate(items):
             n, s, T = len(x["input_ids"]), x["start"], len(x["labels"])
-            input_ids[b, :n] = torch.tensor(x["input_ids"])
+            input_ids[b, :n] = torch.as_tensor(x["input_ids"])
             attention[b, :n] = 1
             if not T:
                 continue
-            labels[b, s : s + T] = torch.tensor(x["labels"])
+            labels[b, s : s + T] = torch.as_tensor(x["labels"])
             mask[b, s : s + T] = 1
-            topk_ids[b, s : s + T] = torch.tensor(x["topk_ids"])
-            topk_lp[b, s : s + T] = torch.tensor(x["topk_logprobs"])
+            topk_ids[b, s : s + T] = torch.as_tensor(x["topk_ids"])
+            topk_lp[b, s : s + T] = torch.as_tensor(x["topk_logprobs"])
         prompt_len = torch.tensor([x["start"] + 1 for x in items])
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "prompt_len": prompt_len,
                 "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
@@ -74,17 +78,6 @@ def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     first = int(scored[0]) if len(scored) else L - 1
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=L - first).logits
     return logits, {k: batch[k][:, first:] for k in ("labels", "kd_mask", "topk_ids", "topk_logprobs")}
-
-
-class RowDataset(torch.utils.data.Dataset):
-    def __init__(self, rows: list[dict], max_len: int):
-        self.items = [encode_row(r, max_len) for r in rows]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> dict:
-        return self.items[i]
 
 
 def retokenize(rows: list[dict], tokenizer) -> list[dict]:

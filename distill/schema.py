@@ -137,8 +137,9 @@ def encode_topk(rows: list[dict], vocab_size: int) -> tuple[dict[str, list], dic
     return cols, meta
 
 
-def decode_topk(table: pa.Table, meta: dict) -> tuple[list[list[list[int]]], list[list[list[float]]]]:
-    """Invert encode_topk on a whole table: per row, the T x K ids and logprobs."""
+def decode_topk(table: pa.Table, meta: dict, arrays: bool = False) -> tuple[list, list]:
+    """Invert encode_topk on a whole table: per row, the T x K ids and logprobs (as lists, or
+    with `arrays` as numpy arrays: what training reads, at half the cost)."""
     if meta.get("lp_step") != LP_STEP:
         raise ValueError(f"stored with logprob step {meta.get('lp_step')}, this version reads {LP_STEP}")
     frequent = np.frombuffer(base64.b64decode(meta["frequent_ids"]), dtype=meta["frequent_ids_dtype"])
@@ -150,10 +151,11 @@ def decode_topk(table: pa.Table, meta: dict) -> tuple[list[list[list[int]]], lis
     out_ids, out_lp, at = [], [], 0
     for k, n in zip(table.column("topk_k").to_pylist(), table.column("topk_lp_q").combine_chunks().value_lengths().to_pylist()):
         if not k:
-            out_ids.append([]), out_lp.append([])
+            out_ids.append(np.zeros((0, 0), np.int64) if arrays else []), out_lp.append(np.zeros((0, 0), np.float32) if arrays else [])
             continue
-        out_ids.append(ids[at : at + n].reshape(-1, k).tolist())
-        out_lp.append(dequantize_logprobs(q[at : at + n].reshape(-1, k)).tolist())
+        i, lp = ids[at : at + n].reshape(-1, k), dequantize_logprobs(q[at : at + n].reshape(-1, k))
+        out_ids.append(i if arrays else i.tolist())
+        out_lp.append(lp if arrays else lp.tolist())
         at += n
     return out_ids, out_lp
 
@@ -248,7 +250,7 @@ def write_table_atomic(rows: list[dict], path: Path, metadata: dict | None = Non
             os.unlink(tmp)
 
 
-def _read_shard(f: Path) -> list[dict]:
+def _read_shard(f: Path, arrays: bool = False) -> list[dict]:
     """One shard's rows; ValueError saying what is wrong with it (a damaged file can fail
     anywhere in Arrow or in decoding, so every failure is caught here, once)."""
     try:
@@ -269,7 +271,7 @@ def _read_shard(f: Path) -> list[dict]:
     if missing:
         raise ValueError(f"missing columns {sorted(missing)}")
     try:
-        ids, lps = decode_topk(table, meta)
+        ids, lps = decode_topk(table, meta, arrays)
         plain = table.select([n for n in SCHEMA.names if n not in _STORED]).to_pylist()
     except Exception as e:  # noqa: BLE001 - damaged codec metadata or columns fail in numpy or Arrow
         raise ValueError(f"top-k columns do not decode ({type(e).__name__}: {str(e)[:300]})") from None
@@ -292,19 +294,40 @@ def holds_split(f: Path, split: str) -> bool:
     return split in held or not held <= {"train", "eval"}  # an odd value: read it whole, where damage is named
 
 
-def read_rows(directory: Path, split: str | None = None) -> list[dict]:
-    """All rows of a teacher dataset folder (its *.parquet shards), checked against SCHEMA.
-    With `split`, only the shards that hold rows of it are decoded: the held-out rows (the
-    last shards of a teacher's dataset) are chosen without loading the training rows."""
+def shard_files(directory: Path) -> list[Path]:
+    """A teacher dataset folder's shards, in order; FileNotFoundError when it has none."""
     files = sorted(Path(directory).glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"no Parquet shards in {directory}")
+    return files
+
+
+def read_shard(f: Path, arrays: bool = False) -> list[dict]:
+    """One shard's rows, checked against SCHEMA (the top-k as numpy arrays with `arrays`); a
+    damaged shard: one ValueError naming it."""
+    try:
+        return _read_shard(f, arrays)
+    except ValueError as e:
+        raise ValueError(f"{f}: {e}; {CORRUPT_FIX}") from None
+
+
+def read_columns(f: Path, columns: list[str]) -> list[dict]:
+    """Some plain columns of a shard (never the top-k), without decoding the rest: what
+    counting or filtering rows needs. Damage in them: one ValueError naming the shard."""
+    try:
+        return pq.read_table(f, columns=columns, page_checksum_verification=True).to_pylist()
+    except Exception as e:  # noqa: BLE001 - Arrow raises OSError, ArrowInvalid, ...
+        raise ValueError(f"{f}: not a readable shard ({type(e).__name__}: {str(e)[:300]}); {CORRUPT_FIX}") from None
+
+
+def read_rows(directory: Path, split: str | None = None) -> list[dict]:
+    """All rows of a teacher dataset folder (its *.parquet shards), checked against SCHEMA.
+    With `split`, only the shards that hold rows of it are decoded: the held-out rows (the
+    last shards of a teacher's dataset) are chosen without loading the training rows.
+    Training streams its rows instead (distill/stream.py)."""
     rows: list[dict] = []
-    for f in files:
+    for f in shard_files(directory):
         if split is not None and not holds_split(f, split):
             continue
-        try:
-            rows += [r for r in _read_shard(f) if split is None or r["split"] == split]
-        except ValueError as e:
-            raise ValueError(f"{f}: {e}; {CORRUPT_FIX}") from None
+        rows += [r for r in read_shard(f) if split is None or r["split"] == split]
     return rows

@@ -16,10 +16,11 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from distill import artifacts
-from distill.data import Collator, RowDataset, pad_id, scored_logits
+from distill.data import pad_id, scored_logits
 from distill.losses import kd_objective
 from distill.onpolicy import OnPolicy, Scorer
 from distill.run_folder import StudentFolder
+from distill.stream import Batches, TrainingShards, endless, in_memory
 from distill.train_config import TrainConfig
 from teacher.hardware import bf16_is_fast
 
@@ -85,6 +86,13 @@ class KDTrainer(Trainer):
                     loss = loss * self.accelerator.num_processes  # DDP averages the ranks' gradients
         return (loss, {"logits": logits}) if return_outputs else loss
 
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """The stream's batches as they come: already collated and already each rank's own
+        share (accelerate's dispatching of an iterable from rank 0 would undo Ray Data's split)."""
+        if isinstance(self.train_dataset, Batches):
+            return torch.utils.data.DataLoader(self.train_dataset, batch_size=None)
+        return super().get_train_dataloader()
+
     def log(self, logs: dict, *args, **kwargs) -> None:
         for k, v in self._parts.items():
             if v:
@@ -93,9 +101,21 @@ class KDTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
 
-def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, scorer: Scorer | None = None,
+def passes(data, cfg: TrainConfig):
+    if isinstance(data, TrainingShards):
+        return data.passes(cfg.seed)
+    if isinstance(data, list):
+        return in_memory(data, cfg.max_len)
+    return data
+
+
+def train(model, tokenizer, data, out_dir: Path, cfg: TrainConfig, scorer: Scorer | None = None,
           prepare=None) -> dict:
-    """Train `model` (already wrapped with LoRA) on rows; resumes from the newest checkpoint.
+    """Train `model` (already wrapped with LoRA) on `data`; resumes from the newest checkpoint.
+
+    `data`: TrainingShards (streamed from disk), rows in memory (a list of schema rows), or
+    a function of the pass number giving that pass's encoded rows (a Ray Train worker's
+    share of a Ray Data dataset).
 
     `scorer` (the served teacher, see distill.onpolicy) is needed when cfg.on_policy > 0.
     `prepare`: applied to the Trainer before training (Ray Train's prepare_trainer in a
@@ -127,8 +147,7 @@ def train(model, tokenizer, rows: list[dict], out_dir: Path, cfg: TrainConfig, s
     trainer = KDTrainer(
         model=model,
         args=args,
-        train_dataset=RowDataset(rows, cfg.max_len),
-        data_collator=Collator(pad),
+        train_dataset=Batches(lambda: endless(passes(data, cfg), cfg.seed, cfg.shuffle_buffer), cfg.batch_size, pad),
         kd_weight=cfg.kd_weight if cfg.objective == "kd" else 0.0,
         on_policy=_on_policy(cfg, scorer, pad),
     )

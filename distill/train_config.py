@@ -55,6 +55,17 @@ class TrainConfig:
     # a TorchTrainer of N DDP workers (NCCL on GPUs, gloo on CPU), each taking batch_size rows
     # per micro-batch, so the effective batch is batch_size x grad_accum x workers.
     workers: int = 1
+    # Training rows are streamed from the shards (distill/stream.py) through a shuffle buffer
+    # of this many rows; memory grows with it, never with the dataset.
+    shuffle_buffer: int = 1024
+    # Where Ray Train keeps its checkpoints and results when workers > 1: a folder every node
+    # sees (a shared filesystem) or a bucket ("s3://bucket/runs"). Empty: the run folder's
+    # ray_train/, enough on one machine. Workers on several nodes without a shared filesystem
+    # need a bucket: nothing is read back from a worker's own disk.
+    storage_path: str = ""
+    # Ray Train restarts a worker group that lost a worker (a node gone, a process killed) up
+    # to this many times, from the newest checkpoint in storage_path.
+    max_failures: int = 3
 
     def __post_init__(self):
         check_ranges(self, {
@@ -76,6 +87,8 @@ class TrainConfig:
             "max_toxicity": (0 <= self.max_toxicity <= 1, "must be in [0, 1]"),
             "logging_steps": (self.logging_steps >= 1, "must be >= 1"), "seed": (self.seed >= 0, "must be >= 0"),
             "workers": (self.workers >= 1, "must be >= 1"),
+            "shuffle_buffer": (self.shuffle_buffer >= 1, "must be >= 1"),
+            "max_failures": (self.max_failures >= 0, "must be >= 0"),
         })
         if self.on_policy and self.objective != "kd":
             raise SettingError("on_policy", f"{self.on_policy} needs objective='kd': the teacher's logprobs are the target")

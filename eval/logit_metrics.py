@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.data import Collator, RowDataset, scored_logits
+from distill.data import Collator, encode_row, scored_logits
 from distill.losses import token_cross_entropy, topk_forward_kl
 
 
@@ -17,7 +17,7 @@ def heldout_metrics(model, pad_id: int, rows: list[dict], max_len: int = 512, ba
     no-grad forward corrupts its later gradients on AVX512-BF16 CPUs."""
     was_training = model.training
     model.eval()
-    data, collate = RowDataset(rows, max_len), Collator(pad_id)
+    data, collate = [encode_row(r, max_len) for r in rows], Collator(pad_id)
     tot = {"kl": 0.0, "ce": 0.0}
     n = 0.0
     per_fable = []

@@ -196,7 +196,7 @@ def test_held_out_rows_are_read_without_decoding_the_training_shards(tmp_path, m
         write_table_atomic(chunk, tmp_path / f"{n:05d}.parquet", {"top_k": 2}, 49152)
     decoded = []
     real = schema._read_shard
-    monkeypatch.setattr(schema, "_read_shard", lambda f: decoded.append(f.name) or real(f))
+    monkeypatch.setattr(schema, "_read_shard", lambda f, arrays=False: decoded.append(f.name) or real(f, arrays))
     assert [r["prompt_id"] for r in read_rows(tmp_path, split="eval")] == ["p5", "p6"]
     assert decoded == ["00002.parquet", "00003.parquet"]
     decoded.clear()

@@ -1,0 +1,104 @@
+"""Training rows as an endless stream of batches, read one shard at a time.
+
+Memory does not grow with the number of rows: a shard is decoded, filtered and encoded
+when the stream reaches it, and at most `buffer` encoded rows are held (a shuffle buffer,
+as in HF datasets' IterableDataset.shuffle and Ray Data's local shuffle). Passes follow
+one another without a seam, each in a seeded order of its own, so the stream is a pure
+function of its source and seed: the Trainer resumes a killed run by consuming the batches
+it had trained on, and lands on the next row the killed run would have read.
+
+One process reads the shards itself (`TrainingShards.rows`). Ray Train workers read their
+share from Ray Data (`TrainingShards.dataset`, split by Ray Train's get_dataset_shard), and
+the same buffer and batching run in each worker.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from distill.data import Collator, encode_row
+
+
+@dataclass(frozen=True)
+class TrainingShards:
+    """The training rows of a folder of shards, without holding them: the shards that hold
+    some, how many rows are kept, and what to leave out or re-encode on the way."""
+
+    files: tuple[str, ...]  # absolute paths: a Ray worker reads them from a folder of its own
+    rows: int
+    max_len: int
+    exclude: frozenset = frozenset()  # (prompt_id, sample_index) of rows left out (too toxic)
+    tokenizer: object = field(default=None, compare=False)  # re-encode the text with it (SFT across tokenizers)
+
+    def read(self, path: str) -> list[dict]:
+        """The encoded training rows of one shard (a damaged shard: one ValueError naming it)."""
+        from distill.data import retokenize
+        from distill.schema import read_shard
+
+        rows = [r for r in read_shard(Path(path), arrays=True)
+                if r["split"] == "train" and (r["prompt_id"], r["sample_index"]) not in self.exclude]
+        if self.tokenizer is not None:
+            rows = retokenize(rows, self.tokenizer)
+        return [encode_row(r, self.max_len) for r in rows]
+
+    def passes(self, seed: int) -> Callable[[int], Iterable[dict]]:
+        """Pass `epoch` over the shards, in that pass's seeded order of shards."""
+        def one(epoch: int) -> Iterator[dict]:
+            files = list(self.files)
+            random.Random(f"{seed}:{epoch}").shuffle(files)
+            for f in files:
+                yield from self.read(f)
+        return one
+
+    def dataset(self, seed: int):
+        """The same rows as a Ray Data dataset: one block per shard, in a seeded order, read by
+        Ray Data's tasks as Ray Train's workers pull them."""
+        import ray.data
+
+        files = [{"shard": f} for f in self.files]
+        return (ray.data.from_items(files, override_num_blocks=len(files)).randomize_block_order(seed=seed)
+                .flat_map(lambda item: self.read(item["shard"])))
+
+
+def endless(passes: Callable[[int], Iterable[dict]], seed: int, buffer: int) -> Iterator[dict]:
+    """Rows of pass 0, 1, 2, ... through a shuffle buffer of `buffer` rows, reseeded each pass."""
+    for epoch in itertools.count():
+        rng = random.Random(f"{seed}:{epoch}:buffer")
+        held: list[dict] = []
+        for row in passes(epoch):
+            if len(held) < buffer:
+                held.append(row)
+                continue
+            i = rng.randrange(buffer)
+            yield held[i]
+            held[i] = row
+        if not held:
+            raise ValueError("no training rows to stream")
+        rng.shuffle(held)
+        yield from held
+
+
+class Batches(torch.utils.data.IterableDataset):
+    """Collated batches of `batch_size` rows, forever: what KDTrainer trains on. The
+    Trainer stops at max_steps; a batch may straddle two passes."""
+
+    def __init__(self, rows: Callable[[], Iterator[dict]], batch_size: int, pad_id: int):
+        super().__init__()
+        self.rows, self.batch_size, self.collate = rows, batch_size, Collator(pad_id)
+
+    def __iter__(self) -> Iterator[dict]:
+        rows = self.rows()
+        while True:
+            yield self.collate([next(rows) for _ in range(self.batch_size)])
+
+
+def in_memory(rows: list[dict], max_len: int) -> Callable[[int], Iterable[dict]]:
+    """Passes over rows already in memory (tests, small experiments): every pass the same rows."""
+    encoded = [encode_row(r, max_len) for r in rows]
+    return lambda epoch: iter(encoded)
