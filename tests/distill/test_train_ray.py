@@ -13,7 +13,7 @@ from tests.distill.test_train import Tok, lora_weights, teacher_rows, tiny_stude
 
 
 def save_adapter(path):
-    def finish(model, tok, result):  # runs in the rank-0 worker
+    def finish(model, tok, result, folder):  # runs in the rank-0 worker
         from safetensors.torch import save_file
 
         save_file(lora_weights(model), str(path))
@@ -64,3 +64,103 @@ def test_workers_must_be_positive_and_exclude_on_policy():
         T.TrainConfig(workers=0)
     with pytest.raises(ValueError, match="workers: 2 with on_policy > 0: on-policy steps run in one process"):
         T.TrainConfig(workers=2, on_policy=0.5)
+
+
+# Runs as its own driver in a folder of the test's, the run folder given relative: trains the
+# tiny student on two workers, one per worker node, slowed so that a kill lands mid-training.
+DRIVER = r"""
+import json, sys, time
+from pathlib import Path
+from safetensors.torch import save_file
+from distill import train as T
+from distill.train_ray import train_on_ray
+from tests.distill.test_train import Tok, lora_weights, teacher_rows, tiny_student
+
+def slow_student():
+    model = tiny_student()
+    model.register_forward_pre_hook(lambda *a: time.sleep(0.5))  # time to kill it mid-run; the math is unchanged
+    return model, Tok()
+
+def finish(model, tok, result, folder):
+    folder.mkdir(parents=True)
+    save_file(lora_weights(model), str(folder / "adapter.safetensors"))
+    result["adapter_file"] = str(folder / "adapter.safetensors")
+
+cfg = T.TrainConfig(steps=12, batch_size=2, grad_accum=2, workers=2, lr=1e-2, warmup_steps=0, save_steps=3,
+                    logging_steps=1, max_len=32, precision="fp32", shuffle_buffer=4, keep_checkpoints=0)
+rows = teacher_rows(n=16, lengths=[3, 9, 5, 12, 4, 7, 10, 6, 8, 3, 11, 5, 9, 4, 6, 7])
+result = train_on_ray(slow_student, rows, Path(sys.argv[1]), cfg, finish=finish,
+                      resources_per_worker={"CPU": 1, "kd_test_engine": 1})
+print("RESULT " + json.dumps(result))
+"""
+
+WORKERS = r"""
+import json, ray
+from ray.util.state import list_actors
+ray.init(log_to_driver=False)
+print("WORKERS " + json.dumps([a.pid for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True, limit=1000)
+                               if "RayTrainWorker" in (a.class_name or "")]))
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_nodes(tmp_path):
+    """Two training workers on two nodes, the run folder relative; one worker is killed after
+    a checkpoint: Ray Train restarts the group from it, and the result is the uninterrupted
+    run's, step for step (every step's rows differ: 16 rows, 8 a step)."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from tests.conftest import ROOT
+    from tests.ray_cluster.test_multinode import Cluster
+
+    c = Cluster(tmp_path)
+    c.env["PYTHONPATH"] = str(ROOT)  # the nodes' workers import the tests' student builder
+    try:
+        c.start("head", ["--head", "--port", str(c.port), "--dashboard-port", str(c.dash), "--num-cpus", "1",
+                         "--temp-dir", c.temp, "--dashboard-host", "127.0.0.1"])
+        from tests.ray_head import wait_for_dashboard
+
+        wait_for_dashboard(f"http://127.0.0.1:{c.dash}", c.procs["head"], tmp_path / "ray-head.log")
+        c.add_worker("w1")
+        c.add_worker("w2")
+        env = {**c.env, "RAY_ADDRESS": f"127.0.0.1:{c.port}"}
+
+        def run(folder: str, log: str):
+            return subprocess.Popen([sys.executable, "-c", DRIVER, folder], cwd=tmp_path, env=env,
+                                    stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT)
+
+        def result(proc, log: str) -> dict:
+            assert proc.wait(timeout=600) == 0, (tmp_path / log).read_text()[-3000:]
+            line = [l for l in (tmp_path / log).read_text().splitlines() if l.startswith("RESULT ")][-1]
+            return json.loads(line[len("RESULT "):])
+
+        whole = result(run("whole", "whole.log"), "whole.log")
+        killed = run("killed", "killed.log")
+        storage = tmp_path / "killed" / "ray-train" / "train"
+        deadline = time.monotonic() + 300
+        while not list(storage.glob("checkpoint_*/checkpoint/trainer_state.json")):
+            assert killed.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
+            time.sleep(0.5)
+        pids = json.loads([l for l in c.driver(WORKERS).stdout.splitlines() if l.startswith("WORKERS ")][-1][8:])
+        assert len(pids) == 2, pids
+        os.kill(pids[-1], signal.SIGKILL)
+        resumed = result(killed, "killed.log")
+    finally:
+        c.stop()
+    assert resumed["resumed_from"] is not None and whole["resumed_from"] is None
+    assert [h["step"] for h in resumed["history"]] == list(range(1, 13)) == [h["step"] for h in whole["history"]]
+    # The export came back through Ray, into the relative run folder, and so did every checkpoint.
+    assert Path(resumed["adapter_file"]) == tmp_path / "killed" / "adapter.safetensors"
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == [
+        f"checkpoint-{s}" for s in (12, 3, 6, 9)]
+    got, want = load_file(resumed["adapter_file"]), load_file(whole["adapter_file"])
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=2e-5, rtol=1e-4, msg=name)
