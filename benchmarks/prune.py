@@ -75,24 +75,29 @@ def status_bytes(field: str) -> int:
 class AnonPeak:
     """The peak of the process's anonymous resident memory (RssAnon), sampled every 5 ms: the
     memory a build needs, without the safetensors pages it reads through mmap, which the
-    kernel can drop (VmHWM counts those too)."""
+    kernel can drop (VmHWM counts those too). With `shared`, shared-memory pages too
+    (RssShmem): a Ray worker reads its rows in place from the object store's shared memory."""
 
-    def __init__(self):
+    def __init__(self, shared: bool = False):
         import threading
 
-        self.base = self.peak = status_bytes("RssAnon")
+        self.fields = ("RssAnon", "RssShmem") if shared else ("RssAnon",)
+        self.base = self.peak = self._now()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _now(self) -> int:
+        return sum(status_bytes(f) for f in self.fields)
+
     def _run(self):
         while not self._stop.wait(0.005):
-            self.peak = max(self.peak, status_bytes("RssAnon"))
+            self.peak = max(self.peak, self._now())
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, status_bytes("RssAnon"))
+        self.peak = max(self.peak, self._now())
         return self.peak - self.base
 
 

@@ -77,6 +77,48 @@ def render_train_steps(steps: dict) -> list[str]:
     return lines
 
 
+def render_scale(sc: dict) -> list[str]:
+    from benchmarks.scale import BATCH, BUFFER, GENERATED, PROMPT, TOP_K, VOCAB
+
+    mib = 2**20
+    lines = ["## Training data at scale: memory and rows/s against the number of rows", "",
+             f"Synthetic rows of production's shape ({PROMPT}-token prompt, {GENERATED} generated tokens, top-{TOP_K} "
+             f"of a {VOCAB:,}-token vocabulary), 2,000 written by the schema's writer and linked under more names for "
+             f"larger datasets; a full pass batched ({BATCH} rows a batch, shuffle buffer {BUFFER}) without the model, "
+             "each measurement in a fresh process (`benchmarks/scale.py`). Memory: peak resident above the start, "
+             "anonymous plus, for Ray, the object store's shared pages a worker reads its rows from.", "",
+             "| path | rows | driver MiB | training worker MiB | rows/s |", "| --- | --- | --- | --- | --- |"]
+    for way, name in (("one", "one process (`train.workers = 1`)"), ("ray", "Ray Data into 2 Ray Train workers")):
+        runs = sorted((r for r in sc["runs"] if r["way"] == way), key=lambda r: r["rows"])
+        for r in runs:
+            wp = f"{r['worker_peak'] / mib:.0f}" if r["worker_peak"] is not None else "(the driver)"
+            lines.append(f"| {name} | {r['rows']:,} | {r['driver_peak'] / mib:.0f} | {wp} | {r['rows_per_s']:.0f} |")
+    lines.append("")
+    for way, name in (("one", "One process"), ("ray", "Ray")):
+        runs = sorted((r for r in sc["runs"] if r["way"] == way), key=lambda r: r["rows"])
+        if len(runs) < 2:
+            continue
+        lo, hi = runs[0], runs[-1]
+        peak = lambda r: max(r["driver_peak"], r["worker_peak"] or 0)  # noqa: E731
+        lines.append(f"- {name}: peak memory at {hi['rows']:,} rows is **{peak(hi) / peak(lo):.2f}x** that at "
+                     f"{lo['rows']:,} (goal at most 1.2x); rows/s **{hi['rows_per_s'] / lo['rows_per_s']:.2f}x** "
+                     "(goal within 10%).")
+    return lines + [""]
+
+
+def render_gpu_train(runs: list[dict]) -> list[str]:
+    """benchmarks/gpu_check.sh's train-<objective>.json: distill.train on the GPU."""
+    gib = 2**30
+    return ["## The train entry on a GPU (`benchmarks/gpu_check.sh`)", "",
+            "`distill.train.train`, as the pipeline calls it, on a random model of the default student's shape "
+            "(Qwen2.5-0.5B) with LoRA r=16 in bf16: 8 steps of 4 x 2 rows (unequal lengths, top-20), killed after "
+            "step 5 and resumed from its step-4 checkpoint to the uninterrupted run's adapter.", "",
+            "| device | objective | data | loss, step 1 -> 8 | s for 8 steps | peak GPU GiB | resumed from |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            *[f"| {r['device']} | {r['objective']} | {r['data']} | {r['loss_first']:.3f} -> {r['loss_last']:.3f} | "
+              f"{r['train_runtime_s']:.1f} | {r['peak_gpu_bytes'] / gib:.2f} | {r['resumed_from']} |" for r in runs], ""]
+
+
 def render_prune(p: dict) -> list[str]:
     from benchmarks.prune import KEEP, LAYERS
 
@@ -330,10 +372,11 @@ def render_compare(cmp: dict) -> list[str]:
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
            fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None,
-           prune: dict | None = None) -> str:
+           prune: dict | None = None, scale: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
-                                          ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune))
+                                          ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune),
+                                          ("data scale", scale))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -358,8 +401,13 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         if not prune:
             lines += ["## Building a pruned student: peak memory", ""]
         lines += render_prune_gpu([(p.stem.removeprefix("prune-7b-"), json.loads(p.read_text())) for p in prune_gpu])
+    if scale:
+        lines += render_scale(scale)
     if sweep:
         lines += render_sweep(sweep)
+    trained = sorted((ROOT / "benchmarks" / "results").glob("gpu-train*.json"))
+    if trained:
+        lines += render_gpu_train([json.loads(p.read_text()) for p in trained])
     gpu = sorted((ROOT / "benchmarks" / "results").glob("gpu_step*.json"))
     if gpu:
         lines += render_gpu([(p.stem.removeprefix("gpu_step-"), json.loads(p.read_text()))

@@ -121,6 +121,19 @@ def bench_prune(env: dict) -> dict:
     return {"params": made["params"], "weights_bytes": weights, "ways": ways}
 
 
+def bench_scale(env: dict, sizes: tuple[int, ...] = (2000, 20000, 200000)) -> dict:
+    """The training data path at each size, one process and Ray Data into Ray Train, each
+    measurement in a fresh process (benchmarks/scale.py)."""
+    runs = []
+    with tempfile.TemporaryDirectory() as d:
+        timed([sys.executable, "-m", "benchmarks.scale", "--make", d], env)
+        for way in ("one", "ray"):
+            for n in sizes:
+                _, out = timed([sys.executable, "-m", "benchmarks.scale", "--path", d, "--rows", str(n), "--way", way], env)
+                runs.append(last_json(out))
+    return {"runs": runs}
+
+
 def bench_compare() -> dict | None:
     """The teacher comparison on the three real TinyFabulist teachers (3 x 100 fables),
     timed after the embedding and toxicity models are loaded."""
@@ -237,7 +250,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
             "variants": rows}
 
 
-SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "compare", "judge", "default", "sweep", "fuzz")
+SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "scale", "compare", "judge", "default", "sweep", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -279,6 +292,8 @@ def measure(sections: set[str], args, results: dict) -> None:
         results["steps"] = {**bench_train_steps(env), "measured": now}
     if "prune" in sections:
         results["prune"] = {**bench_prune(env), "measured": now}
+    if "scale" in sections:
+        results["scale"] = {**bench_scale(env), "measured": now}
     if "compare" in sections:
         results["compare"] = bench_compare()
         if results["compare"]:
@@ -322,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz"), results.get("decoding"),
-                                             results.get("lora"), results.get("prune")))
+                                             results.get("lora"), results.get("prune"), results.get("scale")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

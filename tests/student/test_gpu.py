@@ -152,3 +152,101 @@ def test_a_7b_shaped_teacher_prunes_into_bf16_on_the_gpu_without_a_float32_cpu_c
     with torch.no_grad():
         out = model(torch.tensor([[1, 5, 7]], device="cuda")).logits
     assert out.shape == (1, 3, 32000) and torch.isfinite(out).all()
+
+
+def default_student_shape():
+    """Qwen2.5-Coder-0.5B-Instruct's architecture (the default student), random weights."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    return Qwen2ForCausalLM(Qwen2Config(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
+                                        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True))
+
+
+def synthetic_rows(n: int = 16, prompt: int = 48, generated: int = 200, k: int = 20, vocab: int = 151936):
+    g = torch.Generator().manual_seed(1)
+    rows = []
+    for i in range(n):
+        T = generated - 7 * (i % 5)  # unequal lengths
+        top = (torch.randn(T, 512, generator=g) * 3).log_softmax(-1).topk(k, dim=-1)
+        ids = torch.randint(0, vocab - 512, (1,), generator=g).item() + top.indices
+        rows.append({"prompt_id": f"p{i}", "prompt_token_ids": torch.randint(0, vocab, (prompt,), generator=g).tolist(),
+                     "token_ids": ids[:, 0].tolist(), "topk_ids": ids.tolist(), "topk_logprobs": top.values.tolist()})
+    return rows
+
+
+def fill_row(r: dict) -> dict:
+    """A synthetic row with the schema's other fields."""
+    T = len(r["token_ids"])
+    return {**r, "character": "fox", "trait": "sly", "setting": "wood", "conflict": "c", "resolution": "r", "moral": "m",
+            "variant": 0, "instruction": "Write.", "sample_index": 0, "prompt_text": "Write.", "text": "A fable.",
+            "token_logprobs": [lp[0] for lp in r["topk_logprobs"]][:T], "teacher_id": "synthetic", "sampling": "{}",
+            "tokenizer_fingerprint": "synthetic"}
+
+
+@pytest.mark.parametrize("objective", ["kd", "sft"])
+def test_the_train_entry_runs_kd_and_sft_in_bf16_on_the_default_students_shape_and_resumes(tmp_path, objective):
+    """distill.train.train, as the pipeline calls it, with LoRA on the GPU in bf16: the loss
+    falls, a run killed after its first checkpoint resumes from it and ends where the
+    uninterrupted run ends."""
+    import json
+    import os
+    from pathlib import Path
+
+    from transformers import TrainerCallback
+
+    from distill import train as T
+    from student.build import apply_lora
+
+    class Tok:
+        pad_token_id = eos_token_id = 151643
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 5:
+                raise KeyboardInterrupt
+
+    cfg = T.TrainConfig(steps=8, batch_size=4, grad_accum=2, lr=2e-3, save_steps=4, logging_steps=1, max_len=256,
+                        precision="bf16", objective=objective, kd_weight=0.9 if objective == "kd" else 0.0)
+    rows, source = synthetic_rows(), "rows in memory (no pyarrow on this machine)"
+    try:  # synthetic shards, written by the schema's writer and streamed, where pyarrow is installed
+        from distill.schema import write_table_atomic
+        from distill.stream import TrainingShards
+
+        for s in range(0, len(rows), 4):
+            write_table_atomic([{**fill_row(r), "split": "train"} for r in rows[s:s + 4]], tmp_path / "shards" / f"{s:05d}.parquet",
+                               vocab_size=151936)
+        rows = TrainingShards(files=tuple(str(f) for f in sorted((tmp_path / "shards").glob("*.parquet"))),
+                              rows=len(rows), max_len=cfg.max_len)
+        source = "synthetic shards, streamed"
+    except ImportError:
+        pass
+
+    def student():
+        return apply_lora(default_student_shape(), 16, 32, 0.0).cuda()
+
+    whole = student()
+    torch.cuda.reset_peak_memory_stats()
+    result = T.train(whole, Tok(), rows, tmp_path / "whole", cfg)
+    peak = torch.cuda.max_memory_allocated()
+    assert result["steps"] == 8 and result["history"][-1]["loss"] < result["history"][0]["loss"]
+    assert next(whole.parameters()).is_cuda
+    killed = student()
+    init = T.KDTrainer.__init__
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(T.KDTrainer, "__init__", lambda self, *a, **kw: (init(self, *a, **kw), self.add_callback(StopAt()))[0])
+        with pytest.raises(KeyboardInterrupt):
+            T.train(killed, Tok(), rows, tmp_path / "killed", cfg)
+    resumed = student()
+    again = T.train(resumed, Tok(), rows, tmp_path / "killed", cfg)
+    assert again["resumed_from"] == "checkpoint-4" and again["steps"] == 8
+    assert [h["step"] for h in again["history"]] == list(range(1, 9))
+    for (n, a), (_, b) in zip(whole.named_parameters(), resumed.named_parameters()):
+        if "lora_" in n:
+            torch.testing.assert_close(a.float(), b.float(), atol=2e-3, rtol=2e-2, msg=n)  # bf16 kernels
+    out = Path(os.environ.get("OUT", tmp_path))  # benchmarks/gpu_check.sh collects it for BENCHMARKS.md
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"train-{objective}.json").write_text(json.dumps({
+        "objective": objective, "device": torch.cuda.get_device_name(), "data": source, "steps": result["steps"],
+        "loss_first": result["history"][0]["loss"], "loss_last": result["history"][-1]["loss"],
+        "train_runtime_s": result["train_runtime_s"], "peak_gpu_bytes": peak, "resumed_from": again["resumed_from"]}))
