@@ -87,12 +87,16 @@ def render_scale(sc: dict) -> list[str]:
              f"larger datasets; a full pass batched ({BATCH} rows a batch, shuffle buffer {BUFFER}) without the model, "
              "each measurement in a fresh process (`benchmarks/scale.py`). Memory: peak resident above the start, "
              "anonymous plus, for Ray, the object store's shared pages a worker reads its rows from.", "",
-             "| path | rows | driver MiB | training worker MiB | rows/s |", "| --- | --- | --- | --- | --- |"]
+             "rows/s counts from the first row; what comes before it (Ray Data's executor and Ray Train's workers "
+             "starting) is its own column.", "",
+             "| path | rows | driver MiB | training worker MiB | rows/s | s to the first row |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for way, name in (("one", "one process (`train.workers = 1`)"), ("ray", "Ray Data into 2 Ray Train workers")):
         runs = sorted((r for r in sc["runs"] if r["way"] == way), key=lambda r: r["rows"])
         for r in runs:
             wp = f"{r['worker_peak'] / mib:.0f}" if r["worker_peak"] is not None else "(the driver)"
-            lines.append(f"| {name} | {r['rows']:,} | {r['driver_peak'] / mib:.0f} | {wp} | {r['rows_per_s']:.0f} |")
+            lines.append(f"| {name} | {r['rows']:,} | {r['driver_peak'] / mib:.0f} | {wp} | {r['rows_per_s']:.0f} | "
+                         f"{r['first_row_s']:.1f} |")
     lines.append("")
     for way, name in (("one", "One process"), ("ray", "Ray")):
         runs = sorted((r for r in sc["runs"] if r["way"] == way), key=lambda r: r["rows"])

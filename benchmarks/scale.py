@@ -73,23 +73,32 @@ def dataset(base: Path, rows: int, into: Path):
     return TrainingShards(files=tuple(files), rows=len(files) * SHARD_ROWS, max_len=PROMPT + GENERATED)
 
 
-def stream_pass(rows_of_pass, n_rows: int) -> tuple[int, float]:
-    """Batches of a full pass of `n_rows` rows; (positions batched, seconds)."""
+def stream_pass(rows_of_pass, n_rows: int) -> dict:
+    """Batches of a full pass of `n_rows` rows: positions batched, and rows/s from the first
+    row on (what comes before it, Ray Data's executor starting, is reported apart)."""
     from distill.stream import Batches, endless
 
-    start, tokens = time.perf_counter(), 0
-    batches = iter(Batches(lambda: endless(rows_of_pass, 0, BUFFER), BATCH, 0))
+    start, first = time.perf_counter(), []
+
+    def stamped(epoch):
+        for row in rows_of_pass(epoch):
+            if not first:
+                first.append(time.perf_counter())
+            yield row
+
+    tokens, batches = 0, iter(Batches(lambda: endless(stamped, 0, BUFFER), BATCH, 0))
     for _ in range(n_rows // BATCH):
         tokens += int(next(batches)["kd_mask"].sum())
-    return tokens, time.perf_counter() - start
+    end = time.perf_counter()
+    return {"tokens": tokens, "rows_per_s": n_rows / (end - first[0]), "first_row_s": first[0] - start}
 
 
 def measure_one(data) -> dict:
     from benchmarks.prune import AnonPeak
 
     peak = AnonPeak()
-    tokens, seconds = stream_pass(data.passes(0), data.rows)
-    return {"driver_peak": peak.stop(), "worker_peak": None, "rows_per_s": data.rows / seconds, "tokens": tokens}
+    figures = stream_pass(data.passes(0), data.rows)
+    return {"driver_peak": peak.stop(), "worker_peak": None, **figures}
 
 
 def measure_ray(data) -> dict:
@@ -108,10 +117,12 @@ def measure_ray(data) -> dict:
 
         from benchmarks.prune import AnonPeak
 
+        from distill.stream import ray_passes
+
         shard, mine = ray.train.get_dataset_shard("train"), data.rows // 2
         worker = AnonPeak(shared=True)
-        tokens, seconds = stream_pass(lambda epoch: shard.iter_rows(), mine)
-        figures = {"worker_peak": worker.stop(), "rows_per_s": 2 * mine / seconds, "tokens": tokens}
+        figures = stream_pass(ray_passes(shard), mine)
+        figures.update(worker_peak=worker.stop(), rows_per_s=2 * figures["rows_per_s"])  # two workers alike
         if ray.train.get_context().get_world_rank():
             ray.train.report(figures)
             return

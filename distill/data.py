@@ -31,7 +31,7 @@ def encode_row(row: dict, max_len: int) -> dict:
         "input_ids": np.concatenate([prompt, gen[:T]]),
         "start": len(prompt) - 1,
         "labels": gen[:T],
-        "topk_ids": np.asarray(row["topk_ids"][:T], np.int64).reshape(T, K),
+        "topk_ids": np.asarray(row["topk_ids"][:T], np.int32).reshape(T, K),  # most of a buffered row's bytes
         "topk_logprobs": np.asarray(row["topk_logprobs"][:T], np.float32).reshape(T, K),
     }
 

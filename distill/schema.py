@@ -154,7 +154,7 @@ def decode_topk(table: pa.Table, meta: dict, arrays: bool = False) -> tuple[list
             out_ids.append(np.zeros((0, 0), np.int64) if arrays else []), out_lp.append(np.zeros((0, 0), np.float32) if arrays else [])
             continue
         i, lp = ids[at : at + n].reshape(-1, k), dequantize_logprobs(q[at : at + n].reshape(-1, k))
-        out_ids.append(i if arrays else i.tolist())
+        out_ids.append(i.astype(np.int32) if arrays else i.tolist())  # a copy: a view would keep the shard's array alive
         out_lp.append(lp if arrays else lp.tolist())
         at += n
     return out_ids, out_lp

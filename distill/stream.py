@@ -61,9 +61,25 @@ class TrainingShards:
         Ray Data's tasks as Ray Train's workers pull them."""
         import ray.data
 
-        files = [{"shard": f} for f in self.files]
-        return (ray.data.from_items(files, override_num_blocks=len(files)).randomize_block_order(seed=seed)
-                .flat_map(lambda item: self.read(item["shard"])))
+        # Blocks made by Ray Data's read tasks from shard numbers: a block per shard put by the
+        # driver would be owned by the driver, which would then hold metadata for every shard.
+        # The seeded order is drawn here: Ray Data's randomize_block_order is an all-to-all step
+        # that waits for every block before the first row.
+        files = list(self.files)
+        random.Random(f"{seed}:shards").shuffle(files)
+        return ray.data.range(len(files), override_num_blocks=len(files)).flat_map(
+            lambda item: self.read(files[item["id"]]))
+
+
+def owned(row: dict) -> dict:
+    """A row whose arrays are its own: Ray Data's rows are views into their block in the object
+    store, and one buffered view would keep its whole block there."""
+    return {k: v.copy() if hasattr(v, "copy") else v for k, v in row.items()}
+
+
+def ray_passes(shard) -> Callable[[int], Iterable[dict]]:
+    """Passes over a Ray Train worker's share of a Ray Data dataset (get_dataset_shard)."""
+    return lambda epoch: (owned(r) for r in shard.iter_rows())
 
 
 def endless(passes: Callable[[int], Iterable[dict]], seed: int, buffer: int) -> Iterator[dict]:

@@ -60,8 +60,8 @@ class TrainConfig:
     shuffle_buffer: int = 1024
     # Where Ray Train keeps its checkpoints and results when workers > 1: a folder every node
     # sees (a shared filesystem) or a bucket ("s3://bucket/runs"). Empty: the run folder's
-    # ray_train/, enough on one machine. Workers on several nodes without a shared filesystem
-    # need a bucket: nothing is read back from a worker's own disk.
+    # ray-train/, on one machine only (refused on a cluster of several nodes): nothing is read
+    # back from a worker's own disk.
     storage_path: str = ""
     # Ray Train restarts a worker group that lost a worker (a node gone, a process killed) up
     # to this many times, from the newest checkpoint in storage_path.

@@ -47,6 +47,18 @@ def ray_dataset(data, cfg: TrainConfig):
     return ray.data.from_items([encode_row(r, cfg.max_len) for r in data])
 
 
+def check_storage(cfg: TrainConfig) -> None:
+    """Refuse the default storage (the run folder, on the driver's disk) on a cluster of
+    several nodes: a worker elsewhere would checkpoint to a disk the driver never reads."""
+    import ray
+
+    nodes = sum(1 for n in ray.nodes() if n["Alive"])
+    if nodes > 1 and not cfg.storage_path:
+        raise ValueError(f"train.workers = {cfg.workers} on a cluster of {nodes} nodes needs train.storage_path: a "
+                         "bucket (s3://…, gs://…) or a folder every node mounts; the default, the run folder, is on "
+                         "the driver's disk only")
+
+
 def data_config():
     """A fixed order of blocks to workers, whatever node asks first: the same rows per step on
     every run, and after a restart."""
@@ -87,6 +99,7 @@ def train_on_ray(build: Callable, data, out_dir: Path, cfg: TrainConfig, finish:
         import ray.train
         from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
 
+        from distill.stream import ray_passes
         from distill.train import train
 
         shard = ray.train.get_dataset_shard("train")
@@ -101,7 +114,7 @@ def train_on_ray(build: Callable, data, out_dir: Path, cfg: TrainConfig, finish:
                 trainer.add_callback(RayTrainReportCallback())
                 return prepare_trainer(trainer)
 
-            result = train(model, tok, lambda epoch: shard.iter_rows(), Path(scratch), cfg, prepare=prepare)
+            result = train(model, tok, ray_passes(shard), Path(scratch), cfg, prepare=prepare)
             if ray.train.get_context().get_world_rank() != 0:
                 ray.train.report({"steps": result["steps"]})
                 return
@@ -116,6 +129,7 @@ def train_on_ray(build: Callable, data, out_dir: Path, cfg: TrainConfig, finish:
                 ray.train.report({"steps": result["steps"]}, checkpoint=ray.train.Checkpoint.from_directory(d))
 
     connect()
+    check_storage(cfg)
     keep = cfg.keep_checkpoints + 1 if cfg.keep_checkpoints else None  # and the final one, holding the export
     trainer = TorchTrainer(
         loop,

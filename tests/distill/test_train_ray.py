@@ -87,8 +87,15 @@ def finish(model, tok, result, folder):
     result["adapter_file"] = str(folder / "adapter.safetensors")
 
 cfg = T.TrainConfig(steps=12, batch_size=2, grad_accum=2, workers=2, lr=1e-2, warmup_steps=0, save_steps=3,
-                    logging_steps=1, max_len=32, precision="fp32", shuffle_buffer=4, keep_checkpoints=0)
+                    logging_steps=1, max_len=32, precision="fp32", shuffle_buffer=4, keep_checkpoints=0,
+                    storage_path=sys.argv[2])
 rows = teacher_rows(n=16, lengths=[3, 9, 5, 12, 4, 7, 10, 6, 8, 3, 11, 5, 9, 4, 6, 7])
+if sys.argv[2] == "":
+    try:  # the default storage, the run folder, is on this machine's disk only
+        train_on_ray(slow_student, rows, Path(sys.argv[1]), cfg, finish=finish)
+    except ValueError as e:
+        print("REFUSED " + str(e))
+    sys.exit(0)
 result = train_on_ray(slow_student, rows, Path(sys.argv[1]), cfg, finish=finish,
                       resources_per_worker={"CPU": 1, "kd_test_engine": 1})
 print("RESULT " + json.dumps(result))
@@ -133,8 +140,9 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
         c.add_worker("w2")
         env = {**c.env, "RAY_ADDRESS": f"127.0.0.1:{c.port}"}
 
-        def run(folder: str, log: str):
-            return subprocess.Popen([sys.executable, "-c", DRIVER, folder], cwd=tmp_path, env=env,
+        def run(folder: str, log: str, storage: str | None = None):
+            storage = str(tmp_path / folder / "storage") if storage is None else storage  # every node sees it
+            return subprocess.Popen([sys.executable, "-c", DRIVER, folder, storage], cwd=tmp_path, env=env,
                                     stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT)
 
         def result(proc, log: str) -> dict:
@@ -142,9 +150,12 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
             line = [l for l in (tmp_path / log).read_text().splitlines() if l.startswith("RESULT ")][-1]
             return json.loads(line[len("RESULT "):])
 
+        assert run("default", "default.log", storage="").wait(timeout=300) == 0
+        assert ("REFUSED train.workers = 2 on a cluster of 3 nodes needs train.storage_path"
+                in (tmp_path / "default.log").read_text())
         whole = result(run("whole", "whole.log"), "whole.log")
         killed = run("killed", "killed.log")
-        storage = tmp_path / "killed" / "ray-train" / "train"
+        storage = tmp_path / "killed" / "storage" / "train"
         deadline = time.monotonic() + 300
         while not list(storage.glob("checkpoint_*/checkpoint/trainer_state.json")):
             assert killed.poll() is None and time.monotonic() < deadline, (tmp_path / "killed.log").read_text()[-3000:]
