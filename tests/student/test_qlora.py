@@ -85,7 +85,8 @@ def test_qlora_trains_with_the_trainer_and_exports_a_full_precision_merge(tmp_pa
 
     rows = teacher_rows()
     model = apply_lora(quantize_nf4(tiny_llama(), tmp_path / "base"), 4, 8, 0.0)
-    cfg = TrainConfig(steps=6, batch_size=4, lr=5e-3, warmup_steps=0, save_steps=3, logging_steps=1, lora_r=4,
+    # Every step the same eight rows (one pass of the stream): step 1's loss and step 6's compare.
+    cfg = TrainConfig(steps=6, batch_size=8, lr=5e-3, warmup_steps=0, save_steps=3, logging_steps=1, lora_r=4,
                       quantization="nf4")
     result = train(model, Tok(), rows, tmp_path / "run", cfg)
     assert result["steps"] == 6
