@@ -131,13 +131,7 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
     c = Cluster(tmp_path)
     c.env["PYTHONPATH"] = str(ROOT)  # the nodes' workers import the tests' student builder
     try:
-        c.start("head", ["--head", "--port", str(c.port), "--dashboard-port", str(c.dash), "--num-cpus", "1",
-                         "--temp-dir", c.temp, "--dashboard-host", "127.0.0.1"])
-        from tests.ray_head import wait_for_dashboard
-
-        wait_for_dashboard(f"http://127.0.0.1:{c.dash}", c.procs["head"], tmp_path / "ray-head.log")
-        c.add_worker("w1")
-        c.add_worker("w2")
+        c.start_nodes()
         env = {**c.env, "RAY_ADDRESS": f"127.0.0.1:{c.port}"}
 
         def run(folder: str, log: str, storage: str | None = None):

@@ -98,6 +98,15 @@ class Cluster:
         os.killpg(self.procs[name].pid, signal.SIGKILL)  # the node's raylet and every worker on it
         self.procs[name].wait()
 
+    def start_nodes(self) -> None:
+        """The head, with one CPU (for the driver's Ray Data tasks) and no engine slot, then two
+        worker nodes, each with one CPU and one engine slot."""
+        self.start("head", ["--head", "--port", str(self.port), "--dashboard-port", str(self.dash), "--num-cpus", "1",
+                            "--temp-dir", self.temp, "--dashboard-host", "127.0.0.1"])
+        wait_for_dashboard(f"http://127.0.0.1:{self.dash}", self.procs["head"], self.tmp / "ray-head.log")
+        self.add_worker("w1")
+        self.add_worker("w2")
+
     def stop(self) -> None:
         for name in reversed(list(self.procs)):  # workers first, the head last
             stop_session(self.procs[name], timeout_s=60)  # --block: the node stops its own processes
@@ -108,13 +117,7 @@ class Cluster:
 def cluster(tmp_path):
     c = Cluster(tmp_path)
     try:
-        # The head has one CPU, for the driver's Ray Data pre/post-processing tasks, and no
-        # engine slot; each worker has one CPU and one engine slot.
-        c.start("head", ["--head", "--port", str(c.port), "--dashboard-port", str(c.dash), "--num-cpus", "1",
-                         "--temp-dir", c.temp, "--dashboard-host", "127.0.0.1"])
-        wait_for_dashboard(f"http://127.0.0.1:{c.dash}", c.procs["head"], tmp_path / "ray-head.log")
-        c.add_worker("w1")
-        c.add_worker("w2")
+        c.start_nodes()
         yield c
     finally:
         c.stop()
