@@ -59,8 +59,6 @@ def judge_endpoint(judge_cfg, log_path: Path | None = None, on_this_head: bool =
     cmd = [sys.executable, "-m", "ray_cluster.serve", "--teacher", judge_cfg.model, "--app", JUDGE_APP,
            "--port", str(port), "--max-model-len", str(judge_cfg.server_max_model_len),
            "--ready-timeout", str(READY_TIMEOUT_S)]
-    if os.environ.get("VLLM_CPU_KVCACHE_SPACE"):  # else the service's own default
-        cmd += ["--kv-cache-gib", os.environ["VLLM_CPU_KVCACHE_SPACE"]]
     log = open(log_path, "w")
     t0 = time.perf_counter()  # the service's start: its own head, Serve and the engine
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -112,7 +110,6 @@ def _served_here(judge_cfg, log_path: Path, starts):
     from ray_cluster.cluster import connect
 
     connect()
-    kv = int(os.environ.get("VLLM_CPU_KVCACHE_SPACE") or service.KV_CACHE_GIB)
     outcome: dict = {}
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
@@ -122,7 +119,7 @@ def _served_here(judge_cfg, log_path: Path, starts):
         try:
             try:
                 url = service.start([judge_cfg.model], port=_free_port(), max_model_len=judge_cfg.server_max_model_len,
-                                    kv_cache_gib=kv, app=JUDGE_APP)
+                                    app=JUDGE_APP)
             finally:
                 # Importing Ray Serve LLM turns this process's root logger into Ray's JSON at INFO
                 # (every judge request then logged); the caller's logging comes back.

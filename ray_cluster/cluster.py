@@ -232,7 +232,7 @@ def engine_reason(since: float = 0.0) -> str | None:
     return redact(min(found)[1])[:500] if found else None
 
 
-def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int,
+def engine_processor_config(teacher, model_path: str, engine_kwargs: dict, batch_size: int, kv_cache_gib: int | None,
                             gpus: float, replicas: int = 1, resources: dict | None = None,
                             replica_wait_s: int = 0, **extra):
     """Ray Data LLM settings shared by every batch job over one teacher engine.

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from distill.settings import check_ranges, type_problem
+from teacher.engine import default_kv_cache_gib
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,8 @@ class GenerationConfig:
     shard_size: int = 16  # rows per Parquet shard: the unit of resumption
     batch_size: int = 32  # rows per Ray Data batch; 8 batches are in flight (Ray Data LLM default)
     max_model_len: int = 1024
-    kv_cache_gib: int = 2  # CPU engines: RAM reserved for the KV cache
+    # CPU engines: RAM reserved for the KV cache (default: VLLM_CPU_KVCACHE_SPACE, else 2)
+    kv_cache_gib: int = field(default_factory=default_kv_cache_gib)
     retries: int = 1  # extra passes over rows the engine failed on, before recording them as failed
     # Data-parallel engine replicas of the teacher (Ray Data LLM's concurrency): each is a
     # whole engine with its own placement group, so Ray puts them where resources are, on
@@ -53,4 +55,4 @@ class GenerationConfig:
 
 # How a job runs, not what it generates: a resumed job may change them (more replicas on a
 # bigger cluster) and still continue the same plan.
-EXECUTION_SETTINGS = ("replicas", "engine_resources", "replica_wait_s", "batch_size", "retries")
+EXECUTION_SETTINGS = ("replicas", "engine_resources", "replica_wait_s", "batch_size", "retries", "kv_cache_gib")

@@ -19,7 +19,7 @@ from teacher import engine
 from teacher.registry import get_teacher
 
 
-def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: int = 1024, kv_cache_gib: int = 2) -> list[dict]:
+def score(teacher_id: str, pairs: list[dict], top_k: int = 20, max_model_len: int = 1024, kv_cache_gib: int | None = None) -> list[dict]:
     """For each {prompt, completion}: the completion's token ids, each token's logprob under
     the teacher and the teacher's top-k at that position (prompt tokens are not returned)."""
     import ray

@@ -27,7 +27,7 @@ from teacher.registry import get_teacher
 SERVED_BY_DEFAULT = ["smollm2-135m", "gemma3-270m"]
 
 
-def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: int, gpus: float):
+def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: int | None, gpus: float):
     from ray.serve.llm import LLMConfig
 
     from ray_cluster.cluster import engine_bundles
@@ -51,7 +51,7 @@ def llm_config(teacher_id: str, top_k: int, max_model_len: int, kv_cache_gib: in
 
 APP = "teachers"
 # An engine's limits unless the caller says otherwise (the judge passes judge.server_max_model_len).
-TOP_K, MAX_MODEL_LEN, KV_CACHE_GIB = 20, 2048, 2
+TOP_K, MAX_MODEL_LEN = 20, 2048
 
 
 def route(app: str) -> str:
@@ -61,7 +61,7 @@ def route(app: str) -> str:
 
 
 def start(teacher_ids: list[str], host: str = "127.0.0.1", port: int = 8000, top_k: int = TOP_K,
-          max_model_len: int = MAX_MODEL_LEN, kv_cache_gib: int = KV_CACHE_GIB, app: str = APP) -> str:
+          max_model_len: int = MAX_MODEL_LEN, kv_cache_gib: int | None = None, app: str = APP) -> str:
     from ray import serve
     from ray.serve.llm import build_openai_app
 
@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--top-k", type=int, default=TOP_K, help="most logprobs a request may ask for")
     ap.add_argument("--max-model-len", type=int, default=MAX_MODEL_LEN, help="longest prompt + reply an engine takes")
-    ap.add_argument("--kv-cache-gib", type=int, default=KV_CACHE_GIB, help="KV cache per CPU engine (ignored on GPUs)")
+    ap.add_argument("--kv-cache-gib", type=int, default=None,
+                    help="KV cache per CPU engine (default: VLLM_CPU_KVCACHE_SPACE, else 2; ignored on GPUs)")
     ap.add_argument("--app", default=APP, help="Serve application name; other than 'teachers', served under /<app>")
     ap.add_argument("--ready-timeout", type=float, default=600)
     args = ap.parse_args(argv)

