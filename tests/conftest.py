@@ -48,3 +48,17 @@ def ray_head(tmp_path_factory):
 
     with make_ray_up(ROOT, tmp_path_factory.mktemp("ray-head")) as head:
         yield head
+
+
+# Test files that hold two or more vLLM engines at once: each engine on CPU is 2-4 GiB
+# beside the 1-2 GiB of the Ray actor that drives it. Two such files side by side on the
+# two xdist workers took the machine to 21-23 of its 24 GiB, and Ray's memory monitor
+# killed an engine (seen in CI). `make test` runs with --dist loadgroup: each file is its
+# own group (what --dist loadfile did), and these share one, so they run one after another.
+ENGINE_HEAVY = ("tests/distill/test_pipeline_e2e.py", "tests/ray_cluster/test_serve.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group("engine-heavy" if path in ENGINE_HEAVY else path))
