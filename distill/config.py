@@ -18,6 +18,7 @@ from pathlib import Path
 from distill.redact import redact
 from distill.settings import SettingError, build, check_ranges, show, type_problem
 from distill.train_config import TrainConfig
+from eval.controls import KINDS as CONTROL_KINDS
 from ray_cluster.generation_config import GenerationConfig
 from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
 
@@ -64,9 +65,11 @@ class JudgeConfig:
     # 2.1-2.9 nats/token, the same words shuffled 6.3-6.9 (TinyFabulist, BENCHMARKS.md).
     max_text_loss: float = 4.5
     rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval, ensemble)
-    # Judge a word-shuffled copy of every judged teacher fable: the share of pairs where the
-    # real fable scores higher is the judge's sanity line in the report.
-    shuffled_control: bool = True
+    # Controls judged beside every judged teacher fable, each the fable changed one way that
+    # should lower one criterion (eval/controls.py): "shuffled words" (overall: the report's
+    # sanity line), "grammar errors", "wrong prompt" (consistency), "shuffled sentences" and
+    # "cut short" (plot), "templated retelling" (creativity). [] judges none.
+    controls: list = field(default_factory=lambda: list(CONTROL_KINDS))
     # Context length (vLLM's max_model_len) of the judge served here when neither base_url
     # nor OPENAI_BASE_URL is set: rubric, prompt, fable and verdict must fit.
     server_max_model_len: int = 2048
@@ -81,6 +84,9 @@ class JudgeConfig:
             "judge_temperature": (self.judge_temperature >= 0, "must be >= 0"),
             "mode": (self.mode in ("form", "geval", "ensemble"), "must be 'form', 'geval' or 'ensemble'"),
             "max_text_loss": (self.max_text_loss > 0, "must be > 0"),
+            "controls": (isinstance(self.controls, list) and len(set(map(str, self.controls))) == len(self.controls)
+                         and set(self.controls) <= set(CONTROL_KINDS),
+                         f"must be a list of distinct controls from {list(CONTROL_KINDS)}"),
         })
 
 
@@ -376,6 +382,8 @@ def from_dict(d: dict) -> RunConfig:
         # Runs recorded before every writer shared the teachers' sampling kept a temperature of
         # their own for the students; RunConfig.sampling replaces it.
         ev, judge = ({k: v for k, v in d.pop(s, {}).items() if k != "temperature"} for s in ("eval", "judge"))
+        if "shuffled_control" in judge:  # runs recorded before the criterion controls: all or none
+            judge["controls"] = list(CONTROL_KINDS) if judge.pop("shuffled_control") is True else []
         # {} in runs recorded before these existed
         comp = build(CompareConfig, d.pop("compare", {}), "compare")
         clus = build(ClusterConfig, d.pop("cluster", {}), "cluster")

@@ -113,8 +113,8 @@ def _rubric_tokens(cfg: RunConfig) -> int:
 
 def judge_load(cfg: RunConfig) -> dict:
     """Verdicts, requests and tokens the judge stage makes, counted as eval/protocol.py builds
-    its items: each teacher's and student's held-out fables, a word-shuffled copy of every
-    teacher fable (judge.shuffled_control), every saved KD checkpoint but the last (judge.checkpoints)."""
+    its items: each teacher's and student's held-out fables, a copy of every teacher fable
+    per judge.controls (at most: a kind that cannot change a fable makes no copy), every saved KD checkpoint but the last (judge.checkpoints)."""
     j = cfg.judge
     if not j.enabled:
         return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "student_fables": 0,
@@ -131,7 +131,7 @@ def judge_load(cfg: RunConfig) -> dict:
         checkpoint = min(j.prompts, tr.n_heldout) * j.samples * saved
         # The last checkpoint is the finished student: its fables and verdicts are the student's own.
         last = min(j.prompts, tr.n_heldout) * j.samples if saved else 0
-    verdicts = teacher * (2 if j.shuffled_control else 1) + student + checkpoint
+    verdicts = teacher * (1 + len(j.controls)) + student + checkpoint
     asked = verdicts - last
     per_fable = 2 if j.mode == "ensemble" else 1
     fable = max(j.max_new_tokens, max(tr.generation.max_new_tokens for tr in cfg.teachers))

@@ -183,7 +183,9 @@ class JudgeSummary(Record):
     criteria: list[str]
     age_groups: dict
     score_vs_loss: dict
-    shuffled_control: dict | None
+    shuffled_control: dict | None  # the word-shuffled control on the overall score: the sanity line
+    controls: dict | None = None  # per control kind: its criterion and accuracy (eval/controls.py)
+    age_check: dict | None = None  # age group against reading grade across fables
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,37 @@ def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
             *_gate_line(models or {}), ""]
 
 
+def control_lines(controls: dict | None, age_check: dict | None) -> list[str]:
+    """One line per criterion control (the word-shuffled one has the sanity line): did the
+    judge move the criterion it names the right way, in how many pairs (goal >= 90% each);
+    then the age group against reading grade."""
+    lines = []
+    for kind, c in (controls or {}).items():
+        if kind == "shuffled words":
+            continue
+        if not c["pairs"]:
+            lines.append(f"- **{kind}** ({c['criterion']}): no pair got two valid verdicts: unchecked.")
+            continue
+        ok = "passes" if c["accuracy"] >= 0.9 else "**fails**"
+        lines.append(f"- **{kind}** ({c['criterion']}; the fable {c['what']}): {c['criterion']} scored lower than "
+                     f"the real fable's in {c['real_above']} of {c['pairs']} pairs ({c['ties']} ties, counted as half; "
+                     f"{c['accuracy']:.0%}): {ok} (goal ≥ 90%).")
+    if age_check and age_check["fables"]:
+        a = age_check
+        if a["distinct_groups"] < 2:
+            lines.append(f"- **age group**: the judge guessed one age group for all {a['fables']} fables: it does not "
+                         "read the age from the text (no correlation with reading grade).")
+        else:
+            sign = ("rises with reading grade, the interval above zero" if a["low"] > 0 else
+                    "does not rise with reading grade beyond chance (the interval includes or is below zero)")
+            lines.append(f"- **age group**: Spearman with the fables' Flesch-Kincaid grade {a['rho']:.2f} "
+                         f"[{a['low']:.2f}, {a['high']:.2f}] over {a['fables']} fables: the guessed age {sign}.")
+    if not lines:
+        return []
+    return ["Criterion controls: real teacher fables against copies changed to lower one criterion each.", "",
+            *lines, ""]
+
+
 def _gate_line(models: dict) -> list[str]:
     rows = [(m, s) for m, s in models.items() if s.get("gated") is not None]
     if not rows:
@@ -136,6 +167,7 @@ def judge_table(summary: JudgeSummary) -> list[str]:
     """Scores with intervals, one row per judged model: shared with the run report."""
     crits = summary.criteria
     lines = [*sanity_line(summary.shuffled_control, summary.models),
+             *control_lines(summary.controls, summary.age_check),
              "| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
     for m, s in summary.models.items():

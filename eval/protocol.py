@@ -92,7 +92,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
     function of a judge_endpoint the caller already started (the pipeline starts it before
     its write stage, so the judge's start overlaps the students' writing)."""
     from distill.config import from_dict, with_overrides
-    from eval.controls import control_accuracy, shuffled_items
+    from eval.controls import age_vs_readability, control_accuracies, control_accuracy, control_items
     from eval.judge import judge_all, judge_from_config
     from eval.rubric import criteria_names, rubric_for
     from eval.verdict_cache import VerdictCache
@@ -123,8 +123,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
             items += judge_items_for_teacher(cfg, tr, run)
             for objective in cfg.objectives(tr):
                 items += judge_items_for_student(cfg, tr, objective, run)
-        if jc.shuffled_control:
-            items += shuffled_items([it for it in items if it["role"] == "teacher"])
+        items += control_items([it for it in items if it["role"] == "teacher"], tuple(jc.controls))
         curve = checkpoint_items(cfg, run) if jc.checkpoints else []
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
@@ -145,7 +144,10 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
                                   "max_new_tokens": jc.max_new_tokens},
         models=summarize(by_model, criteria_names(rubric, jc.mode)), criteria=criteria_names(rubric, jc.mode),
         age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),
-        shuffled_control=control_accuracy(by_model, overall_score) if jc.shuffled_control else None)
+        shuffled_control=(control_accuracy(by_model, overall_score, "shuffled words")
+                          if "shuffled words" in jc.controls else None),
+        controls=control_accuracies(by_model, overall_score),
+        age_check=age_vs_readability(by_model, list(dict(rubric.age_groups))))
     artifacts.write_text_atomic(run.judge.verdicts, "".join(json.dumps(j) + "\n" for j in judged))
     write_judge_report(run.judge.path, summary, by_model)
     summary.write(run.judge.summary)  # last: the stage is done when the summary exists

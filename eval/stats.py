@@ -57,6 +57,20 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def spearman_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Spearman correlation of paired points and its percentile bootstrap interval, the
+    points resampled in pairs (nan throughout with fewer than 3 points)."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    rho = spearman(x, y)
+    rng = np.random.default_rng(seed)
+    with np.errstate(all="ignore"):
+        boots = [spearman(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot if len(x) >= 3 else 0))]
+    boots = [b for b in boots if np.isfinite(b)]
+    a = (1 - level) / 2
+    lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2
+    return rho, lo, hi
+
+
 def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
     """Spearman correlation of x (one value per point, e.g. a checkpoint's training loss)
     with each point's mean score, and its percentile bootstrap interval. `scores` is

@@ -129,3 +129,25 @@ def toxicity_stats(whole: np.ndarray, window_max: np.ndarray, threshold: float) 
                 "window_mean": float("nan"), "window_share_above": float("nan")}
     return {"mean": float(whole.mean()), "max": float(whole.max()), "share_above": float((whole > threshold).mean()),
             "window_mean": float(window_max.mean()), "window_share_above": float((window_max > threshold).mean())}
+
+
+_VOWEL_GROUPS = re.compile(r"[aeiouy]+")
+
+
+def syllables(word: str) -> int:
+    """Vowel groups, less a silent final e: the usual estimate, right for most short words."""
+    w = word.lower().strip("'")
+    n = len(_VOWEL_GROUPS.findall(w))
+    if w.endswith("e") and not w.endswith(("le", "ee")) and n > 1:
+        n -= 1
+    return max(1, n)
+
+
+def reading_grade(text: str) -> float | None:
+    """Flesch-Kincaid grade level (0.39 words per sentence + 11.8 syllables per word - 15.59):
+    longer sentences and longer words read as older. None for a text with no words."""
+    ws = [w for w in _WORD.findall(text) if any(c.isalpha() for c in w)]
+    if not ws:
+        return None
+    n_sent = max(1, len(re.findall(r"[.!?]+", text)))
+    return 0.39 * len(ws) / n_sent + 11.8 * sum(syllables(w) for w in ws) / len(ws) - 15.59

@@ -62,6 +62,14 @@ def test_a_run_recorded_with_its_own_student_temperature_still_reads():
     assert config.from_dict(d) == config.load("configs/tiny.toml")
 
 
+def test_a_run_recorded_with_the_shuffled_control_switch_reads_as_all_controls_or_none():
+    d = config.to_dict(config.load("configs/tiny.toml"))
+    del d["judge"]["controls"]
+    assert config.from_dict({**d, "judge": {**d["judge"], "shuffled_control": True}}) == config.load("configs/tiny.toml")
+    assert config.from_dict({**d, "judge": {**d["judge"], "shuffled_control": False}}).judge.controls == []
+    assert config.load("configs/tiny.toml", ['judge.controls=["cut short"]']).judge.controls == ["cut short"]
+
+
 def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_training_prompts():
     with pytest.raises(ValueError, match="teacher.smollm2-135m.distil: expected true or false, got 'no'"):
         config.load("configs/tiny.toml", ['teacher.smollm2-135m.distil="no"'])
@@ -84,6 +92,8 @@ def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_trai
     ("parallel_teachers=0", "parallel_teachers: 0 must be >= 1"),
     ("generation.replicas=0", "generation.replicas: 0 must be >= 1"),
     ("train.workers=0", "train.workers: 0 must be >= 1"),
+    ('judge.controls=["louder"]', "judge.controls: ['louder'] must be a list of distinct controls from"),
+    ('judge.controls="grammar errors"', "judge.controls: expected"),
 ])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):

@@ -125,11 +125,14 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     run_dir, _ = tiny_run
     summary = json.loads((run_dir / "judge" / "summary.json").read_text())
     teachers = {f"{t} (teacher)" for t in ("smollm2-135m", "gemma3-270m")}
-    writers = teachers | {f"{t} (shuffled)" for t in teachers} | {
+    writers = teachers | {f"{t} (shuffled)" for t in teachers} | {f"{t} (wrong prompt)" for t in teachers} | {
         f"smollm2-135m-{o}" for o in ("kd", "sft")}
     assert set(summary["models"]) == writers
     control = summary["shuffled_control"]  # the judge's sanity figure: 2 teachers x 2 prompts
     assert control["pairs"] + control["failed"] == 4 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
+    wrong = summary["controls"]["wrong prompt"]  # the fable judged against another held-out prompt
+    assert wrong["criterion"] == "consistency" and wrong["pairs"] + wrong["failed"] == 4
+    assert set(summary["controls"]) == {"shuffled words", "wrong prompt"} and summary["age_check"]["fables"] >= 0
     for m in summary["models"].values():
         assert m["fables"] == 2 and m["verdicts"] + m["failures"] == 2
     assert sum(m["verdicts"] for m in summary["models"].values()) >= 1
@@ -138,7 +141,9 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     points = summary["score_vs_loss"]["points"]
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 8 + 4 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    assert len(verdicts) == 8 + 8 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    against = [v for v in verdicts if v.get("control") == "wrong prompt"]
+    assert all(v["judged_against"] != v["prompt_id"] for v in against) and len(against) == 4
     # The dry run counts the verdicts as the judge stage made them, from the run's own config.
     from distill import config, plan
 

@@ -31,10 +31,10 @@ def test_the_production_plan_prices_every_stage_without_loading_weights(monkeypa
     assert all(len(s["revision"]) == 40 for s in gen)
     assert p["topk_disk_bytes"] == sum(s["topk_disk_bytes"] for s in gen)
     judge = next(s for s in p["stages"] if s["stage"] == "judge")
-    # every writer (3 teachers, 6 students), a shuffled copy of each teacher fable, and the 8
+    # every writer (3 teachers, 6 students), six control copies of each teacher fable, and the 8
     # checkpoints of the first KD student (4000 steps, one saved every 500): the last is the student
     checkpoints = 50 * 10 * (4000 // 500)
-    assert judge["verdicts"] == 50 * 10 * (3 * 2 + 6) + checkpoints and judge["endpoint"] == "OPENAI_BASE_URL"
+    assert judge["verdicts"] == 50 * 10 * (3 * (1 + 6) + 6) + checkpoints and judge["endpoint"] == "OPENAI_BASE_URL"
     assert judge["requests"] == judge["verdicts"] - 50 * 10
     write = next(s for s in p["stages"] if s["stage"] == "write")  # every student's fables, before the judge
     assert [s["stage"] for s in p["stages"]].index("write") < [s["stage"] for s in p["stages"]].index("judge")
