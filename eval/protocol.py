@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("--config", default="configs/default.toml", help="the run config whose [judge] table is used")
     sc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a judge.* setting")
     sc.add_argument("--limit", type=int, default=0, help="judge the first N fables of each file (0: all)")
-    sc.add_argument("--no-controls", action="store_true", help="do not judge word-shuffled copies")
+    sc.add_argument("--no-controls", action="store_true", help="judge no control copies (default: judge.controls)")
     agr = sub.add_parser("agree", help="agreement of our verdicts with a reference judge's, joined on (writer, hash)")
     agr.add_argument("--ours", nargs="+", required=True)
     agr.add_argument("--reference", nargs="+", required=True)

@@ -57,14 +57,32 @@ def spearman(x, y) -> float:
     return float(np.corrcoef(rx, ry)[0, 1])
 
 
+def kendall(x, y) -> float:
+    """Kendall's tau-b (nan with fewer than 3 points or a constant side)."""
+    from scipy.stats import kendalltau
+
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(kendalltau(x, y).statistic)
+
+
 def spearman_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Spearman correlation of paired points and its percentile bootstrap interval, the
     points resampled in pairs (nan throughout with fewer than 3 points)."""
+    return _paired_ci(spearman, x, y, n_boot, level, seed)
+
+
+def kendall_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Kendall's tau-b of paired points and its percentile bootstrap interval."""
+    return _paired_ci(kendall, x, y, n_boot, level, seed)
+
+
+def _paired_ci(corr, x, y, n_boot, level, seed) -> tuple[float, float, float]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    rho = spearman(x, y)
+    rho = corr(x, y)
     rng = np.random.default_rng(seed)
     with np.errstate(all="ignore"):
-        boots = [spearman(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot if len(x) >= 3 else 0))]
+        boots = [corr(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot if len(x) >= 3 else 0))]
     boots = [b for b in boots if np.isfinite(b)]
     a = (1 - level) / 2
     lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2

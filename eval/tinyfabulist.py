@@ -15,6 +15,8 @@ import math
 import re
 from pathlib import Path
 
+from eval.controls import KINDS as CONTROL_KINDS
+
 TINYFABULIST_CRITERIA = ["grammar", "creativity", "moral_clarity", "adherence_to_prompt"]
 # TinyFabulist's later evaluation files name the age group `best_age_group` (a letter A-E);
 # ours write `age_group`. Neither is a score.
@@ -80,7 +82,8 @@ def _age_group(ev: dict) -> str | None:
 
 def read_tinyfabulist(path: str | Path) -> list[dict]:
     """Verdict lines -> [{"model", "hash", "scores", "age_group", "control"}]; the criteria are
-    the evaluation's numeric fields, which must be finite."""
+    the evaluation's numeric fields, which must be finite. `control` is False or a control
+    kind (true, in older files, is the shuffled-word control)."""
     out = []
     for n, line in _lines(path, "verdicts"):
         try:
@@ -93,8 +96,10 @@ def read_tinyfabulist(path: str | Path) -> list[dict]:
             if off:
                 raise ValueError(f"{off[0]} outside 0..10")
             control = obj.get("control", False)
-            if not isinstance(control, bool):
-                raise TypeError(f"control is {control!r:.20}, not true or false")
+            if control is True:  # files written before the criterion controls: the shuffled-word one
+                control = "shuffled words"
+            if control is not False and control not in CONTROL_KINDS:
+                raise TypeError(f"control is {control!r:.30}, not false or one of {list(CONTROL_KINDS)}")
             out.append({"model": str(obj["llm_name"]), "hash": obj.get("hash"), "scores": scores,
                         "age_group": _age_group(ev), "control": control})
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:  # ValueError: JSON too
@@ -104,8 +109,9 @@ def read_tinyfabulist(path: str | Path) -> list[dict]:
     return out
 
 
-def verdict_line(model: str, hash_: str, verdict: dict, judge: dict, control: bool = False) -> str:
-    """One verdict of ours in the TinyFabulist layout (what `aggregate` and `agree` read)."""
+def verdict_line(model: str, hash_: str, verdict: dict, judge: dict, control: str | bool = False) -> str:
+    """One verdict of ours in the TinyFabulist layout (what `aggregate` and `agree` read);
+    `control` is False for a real fable, else the control's kind (eval/controls.py)."""
     ev = {"type": "Fable Evaluation", **verdict["scores"], "age_group": verdict["age_group"]}
     return json.dumps({"llm_name": model, "hash": hash_, "evaluation": ev, "judge": judge, "control": control}) + "\n"
 
@@ -114,8 +120,8 @@ def aggregate(verdicts: list[dict]) -> dict[str, dict]:
     """Per model: count and mean of every criterion, and the overall mean (the sum of all
     criteria over criteria x count, as TinyFabulist publishes it)."""
     by_model: dict[str, list[dict]] = {}
-    for v in verdicts:
-        by_model.setdefault(v["model"], []).append(v["scores"])
+    for v in verdicts:  # a control copy is its own row, never mixed into its writer's means
+        by_model.setdefault(v["model"] + (f" ({v['control']})" if v.get("control") else ""), []).append(v["scores"])
     out = {}
     for model, rows in by_model.items():
         crits = list(rows[0])

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from eval.calibration import agreement, cohen_kappa
@@ -32,15 +33,40 @@ def test_agreement_joins_on_writer_and_hash_and_counts_controls():
            for i, (g, a) in enumerate(rows)]
     ours = [_v(r["model"], r["hash"], {"grammar": r["scores"]["grammar"] / 2, "consistency": r["scores"]["adherence_to_prompt"]},
                age="B") for r in ref]
-    ours += [_v(r["model"], r["hash"], {"grammar": 1, "consistency": 1}, control=True) for r in ref]
+    ours += [_v(r["model"], r["hash"], {"grammar": 1, "consistency": 1}, control="shuffled words") for r in ref]
+    # a grammar-error copy that lowers consistency but not grammar: the grammar control fails
+    ours += [_v(r["model"], r["hash"], {"grammar": 9, "consistency": 0}, control="grammar errors") for r in ref]
     ours.append(_v("w3", "0", {"grammar": 1, "consistency": 1}))  # no reference: not joined
     res = agreement(ours, ref)
     assert res["pairs"] == 6
-    assert res["spearman"]["grammar"] == pytest.approx(1.0)
-    assert res["spearman"]["consistency ~ adherence_to_prompt"] == pytest.approx(1.0)
+    assert res["spearman"]["grammar"]["rho"] == pytest.approx(1.0)
+    assert res["spearman"]["consistency ~ adherence_to_prompt"]["rho"] == pytest.approx(1.0)
     assert res["writers"]["pairs_in_same_order"] == 1 and res["writers"]["writer_pairs"] == 1
+    assert res["writers"]["kendall"]["rho"] != res["writers"]["kendall"]["rho"]  # two writers: no rank correlation
     assert res["age_group_kappa"] is None  # the reference gives no age groups
-    assert res["shuffled_control"]["accuracy"] == 1.0 and res["shuffled_control"]["pairs"] == 6
+    assert res["controls"]["shuffled words"] == {"criterion": "overall", "what": "its words shuffled", "pairs": 6,
+                                                 "real_above": 6, "ties": 0, "failed": 0, "accuracy": 1.0}
+    assert res["controls"]["grammar errors"]["accuracy"] < 0.5
+    with pytest.raises(ValueError, match="nothing to compare"):
+        agreement([_v("x", "y", {"grammar": 1})], ref)
+
+
+def test_writer_ranking_agreement_has_intervals_from_the_fables():
+    """Four writers ranked alike by both judges: Spearman and Kendall 1. With many fables a
+    writer apart, the interval stays at 1; with noisy fables it widens below 1."""
+    ref, ours = [], []
+    for w, level in [("a", 2), ("b", 4), ("c", 6), ("d", 8)]:
+        for i in range(12):
+            ref.append(_v(w, str(i), {"grammar": level + (i % 3) - 1}))
+            ours.append(_v(w, str(i), {"grammar": level / 2 + (i % 2) * 0.5}))
+    res = agreement(ours, ref, n_boot=300)
+    for k in ("spearman", "kendall"):
+        assert res["writers"][k] == {"rho": pytest.approx(1.0), "low": pytest.approx(1.0), "high": pytest.approx(1.0)}
+    rng = np.random.default_rng(0)  # a weak writer signal under per-fable noise
+    noisy = [_v(v["model"], v["hash"], {"grammar": v["scores"]["grammar"] * 0.3 + rng.normal(0, 2)}) for v in ours]
+    res = agreement(noisy, ref, n_boot=300)
+    assert res["writers"]["kendall"]["low"] < res["writers"]["kendall"]["rho"] <= res["writers"]["kendall"]["high"]
+    assert res["writers"]["kendall"]["low"] < 0.5 and res["spearman"]["grammar"]["low"] < res["spearman"]["grammar"]["high"]
     with pytest.raises(ValueError, match="nothing to compare"):
         agreement([_v("x", "y", {"grammar": 1})], ref)
 
@@ -50,8 +76,9 @@ def test_reference_judges_agree_with_themselves_on_tinyfabulist(capsys):
     files = [str(p) for p in sorted(TF.glob("judged-*.jsonl"))]
     assert main(["agree", "--ours", *files, "--reference", *files, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["pairs"] == 300 and res["spearman"]["overall"] == pytest.approx(1.0)
-    assert res["writers"]["pairs_in_same_order"] == 3 and res["shuffled_control"] is None
+    assert res["pairs"] == 300 and res["spearman"]["overall"]["rho"] == pytest.approx(1.0)
+    assert res["writers"]["pairs_in_same_order"] == 3 and res["controls"] == {}
+    assert res["writers"]["spearman"]["rho"] == pytest.approx(1.0) and res["writers"]["kendall"]["rho"] == pytest.approx(1.0)
 
 
 @needs_shared
@@ -61,18 +88,22 @@ def test_score_judges_tinyfabulist_fables_with_controls_and_agree_reads_them(cha
     fables = str(TF / "fables-mistral-7b-instruct-v0.3.jsonl")
     out = tmp_path / "cal"
     rc = main(["score", "--input", fables, "--out", str(out), "--limit", "2",
-               "--set", f'judge.base_url="{chat_server}"', "--set", "judge.workers=1", "--set", 'judge.mode="form"'])
+               "--set", f'judge.base_url="{chat_server}"', "--set", "judge.workers=1", "--set", 'judge.mode="form"',
+               "--set", 'judge.controls=["shuffled words", "grammar errors"]'])
     assert rc == 0, capsys.readouterr().err
-    assert len(FakeChat.requests) == 4  # 2 fables + their 2 shuffled copies
+    assert len(FakeChat.requests) == 6  # 2 fables + their 2 shuffled and 2 grammar-error copies
     verdicts = read_tinyfabulist(out / "verdicts.jsonl")
-    assert sum(v["control"] for v in verdicts) == 2 and {v["model"] for v in verdicts} == {
+    assert [v["control"] for v in verdicts].count("grammar errors") == 2 and {v["model"] for v in verdicts} == {
         "mistralai/Mistral-7B-Instruct-v0.3"}
-    assert aggregate(verdicts)["mistralai/Mistral-7B-Instruct-v0.3"]["count"] == 4
+    table = aggregate(verdicts)  # each control apart from the writer's own means
+    assert table["mistralai/Mistral-7B-Instruct-v0.3"]["count"] == 2
+    assert table["mistralai/Mistral-7B-Instruct-v0.3 (shuffled words)"]["count"] == 2
     capsys.readouterr()
     ref = str(TF / "judged-mistral-7b-instruct-v0.3.gpt-4o.jsonl")
     assert main(["agree", "--ours", str(out / "verdicts.jsonl"), "--reference", ref, "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
-    assert res["pairs"] == 2 and res["shuffled_control"]["pairs"] == 2
+    assert res["pairs"] == 2 and res["controls"]["shuffled words"]["pairs"] == 2
+    assert res["controls"]["grammar errors"]["criterion"] == "grammar"
 
 
 def test_agree_on_a_bad_file_is_one_clear_error(tmp_path, capsys):
