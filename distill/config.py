@@ -152,6 +152,11 @@ class RunConfig:
     seed: int = 0  # prompt sampling and training
     eval_prompts: int = 50  # size of the held-out evaluation split (disjoint from training)
     prompts_file: str = ""  # optional JSONL of training prompts instead of combinatorial ones
+    # The held-out prompts: the first eval_prompts of this JSONL (teacher/prompts.py's format;
+    # a relative path not found here is looked up in the package), by default the curated 50
+    # shipped in eval/prompts/ (every trait, setting, conflict, resolution and moral, the
+    # instruction variants evenly). "" draws them from the seed, as the training prompts are.
+    eval_prompts_file: str = "eval/prompts/heldout-50.jsonl"
     teachers: list[TeacherRun] = field(default_factory=list)
     eval: EvalConfig = EvalConfig()
     judge: JudgeConfig = JudgeConfig()

@@ -23,12 +23,12 @@ import time
 from pathlib import Path
 
 from distill import artifacts, entry
-from distill.config import RunConfig, TeacherRun, load, recorded
+from distill.config import RunConfig, TeacherRun, config_path, load, recorded
 from distill.run_folder import Generated, RunFolder
 from distill.train_stage import stage_train
 from ray_cluster import cluster
 from student.initial import student_checkpoint
-from teacher.prompts import load_prompts, splits
+from teacher.prompts import eval_prompts_from, load_prompts, splits
 from teacher.registry import check_reachable
 
 
@@ -66,6 +66,8 @@ def preflight(cfg: RunConfig) -> None:
             endpoint_scorer(tr.teacher, tr.generation.top_k)  # raises, naming the fix, if not served
     if cfg.prompts_file:
         load_prompts(cfg.prompts_file)
+    if cfg.eval_prompts_file:
+        eval_prompts_from(config_path(cfg.eval_prompts_file), cfg.eval_prompts)
 
 
 def check_gpus(cfg: RunConfig) -> None:
@@ -98,7 +100,8 @@ def _cuda() -> bool:
 
 
 def prompts_for(cfg: RunConfig, tr: TeacherRun):
-    train, ev = splits(tr.n_train, cfg.eval_prompts, cfg.seed, cfg.prompts_file or None)
+    train, ev = splits(tr.n_train, cfg.eval_prompts, cfg.seed, cfg.prompts_file or None,
+                       config_path(cfg.eval_prompts_file) if cfg.eval_prompts_file else None)
     return train, ev[: tr.n_heldout]
 
 

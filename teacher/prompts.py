@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import random
+from pathlib import Path
 import sys
 from dataclasses import asdict, dataclass, replace
 
@@ -130,12 +131,16 @@ def _unique(rng: random.Random, split: str, n: int, exclude: set[str]) -> list[P
     return out
 
 
-def make_splits(n_train: int, n_eval: int = 50, seed: int = 0) -> tuple[list[Prompt], list[Prompt]]:
+def make_splits(n_train: int, n_eval: int = 50, seed: int = 0,
+                eval_prompts: list[Prompt] | None = None) -> tuple[list[Prompt], list[Prompt]]:
     """Draw disjoint train and eval prompts. The eval split depends only on the seed and
-    n_eval, so growing the training set never changes which prompts are held out."""
+    n_eval, so growing the training set never changes which prompts are held out; given
+    `eval_prompts` (a curated set), those are held out instead, and no training prompt
+    shares one's id (its hash)."""
     if n_train < 0 or n_eval < 0:
         raise ValueError(f"prompt counts must be >= 0 (n_train={n_train}, n_eval={n_eval})")
-    eval_prompts = _unique(random.Random(f"{seed}/eval"), "eval", n_eval, set())
+    if eval_prompts is None:
+        eval_prompts = _unique(random.Random(f"{seed}/eval"), "eval", n_eval, set())
     train = _unique(random.Random(f"{seed}/train"), "train", n_train, {p.prompt_id for p in eval_prompts})
     return train, eval_prompts
 
@@ -173,10 +178,35 @@ def load_prompts(path: str) -> list[Prompt]:
     return prompts
 
 
-def splits(n_train: int, n_eval: int, seed: int, prompts_file: str | None = None) -> tuple[list[Prompt], list[Prompt]]:
-    """Training and evaluation prompts; training ones come from prompts_file when given,
-    minus any that coincide with an evaluation prompt."""
-    train, ev = make_splits(0 if prompts_file else n_train, n_eval, seed)
+# The held-out prompts of the protocol: 50 that together name every trait, setting, conflict,
+# resolution and moral at least once, 50 of the 60 characters, and each instruction variant
+# 12 or 13 times: each element list walked through in a seeded order, then five settings
+# swapped between prompts where the draw put an animal where it cannot live (the whale
+# from a snowy mountain to the coral reef, the crab from a desert oasis to the rocky shore).
+CURATED_EVAL = Path(__file__).resolve().parent.parent / "eval" / "prompts" / "heldout-50.jsonl"
+
+
+def eval_prompts_from(path: str | Path, n_eval: int) -> list[Prompt]:
+    """The first n_eval prompts of a file of held-out prompts (load_prompts' format), as the
+    eval split; a file of fewer, or with a prompt twice, is refused by name."""
+    prompts = [replace(p, split="eval") for p in load_prompts(str(path))]
+    ids = [p.prompt_id for p in prompts]
+    if len(set(ids)) != len(ids):
+        twice = next(p for p in prompts if ids.count(p.prompt_id) > 1)
+        raise ValueError(f"eval prompts file {path}: the prompt about a {twice.trait} {twice.character} "
+                         f"({twice.prompt_id}) is there twice")
+    if len(prompts) < n_eval:
+        raise ValueError(f"eval prompts file {path} holds {len(prompts)} prompts, fewer than eval_prompts = {n_eval}")
+    return prompts[:n_eval]
+
+
+def splits(n_train: int, n_eval: int, seed: int, prompts_file: str | None = None,
+           eval_prompts_file: str | Path | None = None) -> tuple[list[Prompt], list[Prompt]]:
+    """Training and evaluation prompts. Held out: the first n_eval of eval_prompts_file when
+    given, else n_eval drawn by the seed. Training: from prompts_file when given, else drawn
+    by the seed; either way none with an evaluation prompt's id."""
+    curated = eval_prompts_from(eval_prompts_file, n_eval) if eval_prompts_file else None
+    train, ev = make_splits(0 if prompts_file else n_train, n_eval, seed, curated)
     if prompts_file:
         eval_ids = {p.prompt_id for p in ev}
         train = [replace(p, split="train") for p in load_prompts(prompts_file) if p.prompt_id not in eval_ids][:n_train]

@@ -1,4 +1,5 @@
 import json
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -86,3 +87,45 @@ def test_any_prompts_file_reads_as_valid_prompts_or_one_error_naming_it(tmp_path
 def test_heldout_prompts_keep_first_sample_in_writing_order():
     rows = [{"prompt_id": p, "sample_index": s} for p, s in [(7, 0), (7, 1), (3, 0), (7, 2), (3, 1), (9, 0)]]
     assert [(r["prompt_id"], r["sample_index"]) for r in P.heldout_prompts(rows)] == [(7, 0), (3, 0), (9, 0)]
+
+
+def test_the_curated_heldout_prompts_cover_every_element_and_the_variants_evenly():
+    from collections import Counter
+
+    from teacher.prompts import (CHARACTERS, CONFLICTS, CURATED_EVAL, MORALS, RESOLUTIONS, SETTINGS, TRAITS, VARIANTS,
+                                 eval_prompts_from)
+
+    ev = eval_prompts_from(CURATED_EVAL, 50)
+    assert len({p.prompt_id for p in ev}) == 50 and {p.split for p in ev} == {"eval"}
+    for name, values in [("trait", TRAITS), ("setting", SETTINGS), ("conflict", CONFLICTS),
+                         ("resolution", RESOLUTIONS), ("moral", MORALS)]:
+        assert {getattr(p, name) for p in ev} == set(values), name  # every class at least once
+    assert len({p.character for p in ev}) == 50 and {p.character for p in ev} <= set(CHARACTERS)
+    assert sorted(Counter(p.variant for p in ev).values()) == [12, 12, 13, 13] and len(VARIANTS) == 4
+
+
+def test_training_prompts_never_share_a_heldout_prompts_hash(tmp_path):
+    from teacher.prompts import CURATED_EVAL, eval_prompts_from, splits
+
+    train, ev = splits(300, 50, 0, eval_prompts_file=CURATED_EVAL)
+    assert ev == eval_prompts_from(CURATED_EVAL, 50) and not {p.prompt_id for p in train} & {p.prompt_id for p in ev}
+    # a training file that holds held-out prompts: those are dropped, by hash
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(json.dumps({**p.elements(), "variant": p.variant}) + "\n" for p in ev[:3] + train[:5]))
+    tr, _ = splits(10, 50, 0, str(f), CURATED_EVAL)
+    assert [p.prompt_id for p in tr] == [p.prompt_id for p in train[:5]]
+    assert splits(10, 4, 0, eval_prompts_file=CURATED_EVAL)[1] == ev[:4]
+
+
+def test_an_eval_prompts_file_of_too_few_or_repeated_prompts_is_refused_by_name(tmp_path):
+    from teacher.prompts import CURATED_EVAL, eval_prompts_from
+
+    lines = CURATED_EVAL.read_text().splitlines()
+    few = tmp_path / "few.jsonl"
+    few.write_text("\n".join(lines[:3]) + "\n")
+    with pytest.raises(ValueError, match=f"eval prompts file {re.escape(str(few))} holds 3 prompts, fewer than eval_prompts = 6"):
+        eval_prompts_from(few, 6)
+    twice = tmp_path / "twice.jsonl"
+    twice.write_text("\n".join(lines[:3] + lines[1:2]) + "\n")
+    with pytest.raises(ValueError, match="the prompt about a timid eagle .* is there twice"):
+        eval_prompts_from(twice, 3)
