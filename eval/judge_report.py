@@ -188,6 +188,29 @@ def judge_table(summary: JudgeSummary) -> list[str]:
     return lines
 
 
+def _steps(steps) -> str:
+    if not steps:
+        return ""
+    return f" (step {steps[0]})" if steps[0] == steps[1] else f" (steps {steps[0]}–{steps[1]})"
+
+
+def loss_direction(curve: dict) -> str:
+    """The score-against-loss figure in words: a judge that tracks learning scores later
+    checkpoints higher as their training loss falls, a negative correlation of loss and score."""
+    rho, lo, hi, n = (curve["spearman"], curve.get("spearman_low", float("nan")),
+                      curve.get("spearman_high", float("nan")), len(curve["points"]))
+    head = (f"Spearman rank correlation of training loss and judge score: {rho:.2f} (95% bootstrap interval over the "
+            f"judged prompts [{lo:.2f}, {hi:.2f}], {n} checkpoints).")
+    if rho != rho:
+        return head + " **No direction**: the scores or the losses did not vary across checkpoints."
+    way = ("scores **rose as loss fell**, the way the judge should move if it tracks learning" if rho < 0 else
+           "scores **fell as loss fell**: the wrong way for a judge that tracks learning" if rho > 0 else
+           "scores did not move with loss")
+    sure = ("the interval excludes zero" if (lo > 0 or hi < 0) else
+            "but the interval includes zero: from these checkpoints and prompts, no direction is shown")
+    return f"{head} {way[0].upper()}{way[1:]}; {sure}."
+
+
 def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) -> Path:
     jdir = Path(jdir)
     plot_scores(summary, jdir / "scores.png")
@@ -210,13 +233,12 @@ def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) ->
     curve = summary.score_vs_loss or {}
     if curve.get("points"):
         plot_score_vs_loss(curve, jdir / "score_vs_loss.png")
-        lines += ["", "## Score against training loss", "", "| checkpoint | step | train loss | score | verdicts |",
+        lines += ["", "## Score against training loss", "",
+                  "| checkpoint | step | train loss (mean of the logged steps) | score | verdicts |",
                   "| --- | --- | --- | --- | --- |"]
-        lines += [f"| {p['label']} | {p['step']} | {p['loss']:.3f} | {_ci({**p, 'mean': p['score']})} | {p['verdicts']} |" for p in curve["points"]]
-        lines += ["", f"Spearman rank correlation of loss and score: {curve['spearman']:.2f} (95% bootstrap interval "
-                      f"over the judged prompts [{curve.get('spearman_low', float('nan')):.2f}, "
-                      f"{curve.get('spearman_high', float('nan')):.2f}], {len(curve['points'])} checkpoints).", "",
-                  "![score against loss](score_vs_loss.png)"]
+        lines += [f"| {p['label']} | {p['step']} | {p['loss']:.3f}{_steps(p.get('loss_steps'))} | "
+                  f"{_ci({**p, 'mean': p['score']})} | {p['verdicts']} |" for p in curve["points"]]
+        lines += ["", loss_direction(curve), "", "![score against loss](score_vs_loss.png)"]
     lines += ["", "## Judge failures", ""]
     fails = {m: s for m, s in summary.models.items() if s["failures"]}
     if not fails:

@@ -164,20 +164,36 @@ def checkpoint_items(cfg, run: RunFolder) -> list[dict]:
     student = run.student(tr.teacher, tr.train.objective)
     trained = Trained.read(student.trained)
     history = trained.history
-    points = []
+    points, previous = [], 0
     for ck in artifacts.checkpoints(student.checkpoints):
         step = int(ck.name.split("-")[1])
         label = f"{tr.teacher}-{tr.train.objective}@{step}"
-        loss = min(history, key=lambda h: abs(h["step"] - step))["loss"] if history else float("nan")
+        loss, steps = checkpoint_loss(history, previous, step)
+        previous = step
         if step == trained.steps:
             # The last checkpoint is the finished student: its fables (and their cached
             # verdicts) are the student's own; nothing written twice.
             items = [{**it, "model": label} for it in judge_items_for_student(cfg, tr, tr.train.objective, run)]
         else:
             items = judge_items_for_student(cfg, tr, tr.train.objective, run, label)
-        points.append({"label": label, "step": step, "loss": loss,
+        points.append({"label": label, "step": step, "loss": loss, "loss_steps": steps,
                        "items": [{**it, "role": "checkpoint"} for it in items]})
     return points
+
+
+def checkpoint_loss(history: list[dict], previous: int, step: int) -> tuple[float, list[int]]:
+    """A checkpoint's training loss: the mean of the losses logged after the previous
+    checkpoint, up to its own step, and those steps. The nearest logged value instead gave two
+    checkpoints one loss when logging was sparser than saving (steps 8 and 12 both read step
+    10's). With no step logged in the window, the nearest logged step's loss, and that step."""
+    logged = [h for h in history if h.get("loss") is not None]
+    window = [h for h in logged if previous < h["step"] <= step]
+    if window:
+        return sum(h["loss"] for h in window) / len(window), [window[0]["step"], window[-1]["step"]]
+    if not logged:
+        return float("nan"), []
+    near = min(logged, key=lambda h: abs(h["step"] - step))
+    return near["loss"], [near["step"], near["step"]]
 
 
 def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
@@ -191,8 +207,8 @@ def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
         scores = [v for v in row if v is not None]
         matrix.append([float("nan") if v is None else v for v in row])
         m, lo, hi = bootstrap_ci(scores)
-        pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "score": m, "low": lo, "high": hi,
-                    "verdicts": len(scores)})
+        pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "loss_steps": c.get("loss_steps", []),
+                    "score": m, "low": lo, "high": hi, "verdicts": len(scores)})
     rho = spearman_bootstrap([p["loss"] for p in pts], matrix)
     return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"]}
 

@@ -93,3 +93,30 @@ def test_any_text_made_inert_renders_as_exactly_itself(parts):
     assert cells == [" ".join(text.split()).replace("\x00", "\ufffd")]
 
 
+
+
+def test_each_checkpoint_reads_the_loss_of_its_own_steps():
+    from eval.protocol import checkpoint_loss
+
+    # logged every 5 steps, saved every 4: each checkpoint reads a step logged since the one
+    # before (8 reads step 5, 12 reads 10: the nearest value gave both step 10's); the first,
+    # with none logged yet, the nearest logged step, and the report names which step it read
+    history = [{"step": s, "loss": l} for s, l in [(5, 1.0), (10, 0.8), (15, 0.6)]]
+    got = [checkpoint_loss(history, prev, step) for prev, step in [(0, 4), (4, 8), (8, 12), (12, 16)]]
+    assert got == [(1.0, [5, 5]), (1.0, [5, 5]), (0.8, [10, 10]), (0.6, [15, 15])]
+    # every step logged: the mean over the steps since the previous checkpoint
+    dense = [{"step": s, "loss": float(s)} for s in range(1, 17)]
+    assert checkpoint_loss(dense, 4, 8) == (6.5, [5, 8]) and checkpoint_loss(dense, 12, 16) == (14.5, [13, 16])
+    assert checkpoint_loss([], 0, 4)[1] == [] and checkpoint_loss([{"step": 3, "eval_loss": 1}], 0, 4)[1] == []
+
+
+def test_the_score_against_loss_line_says_which_way_scores_moved_and_whether_it_is_shown():
+    from eval.judge_report import loss_direction
+
+    def line(rho, lo, hi):
+        return loss_direction({"spearman": rho, "spearman_low": lo, "spearman_high": hi, "points": [1, 2, 3, 4]})
+
+    assert "Scores **rose as loss fell**" in line(-0.8, -1.0, -0.4) and "the interval excludes zero" in line(-0.8, -1, -0.4)
+    assert "Scores **fell as loss fell**: the wrong way" in line(0.74, 0.2, 1.0) and "excludes zero" in line(0.74, 0.2, 1)
+    assert "no direction is shown" in line(-0.4, -1.0, 0.6) and "0.74" in line(0.74, -0.2, 1.0)
+    assert "**No direction**" in line(float("nan"), float("nan"), float("nan"))
