@@ -19,6 +19,7 @@ from distill.redact import redact
 from distill.settings import SettingError, build, check_ranges, show, type_problem
 from distill.train_config import TrainConfig
 from eval.controls import KINDS as CONTROL_KINDS
+from eval.rubric import JUDGE_MODES
 from ray_cluster.generation_config import GenerationConfig
 from teacher.registry import MODEL_KEYS, TEACHERS, Teacher, declare, get_teacher
 
@@ -58,13 +59,16 @@ class JudgeConfig:
     # "form": the scores the judge writes; "geval": each score weighted by the judge's own
     # probabilities over the scale's values (G-Eval; needs logprobs from the endpoint);
     # "ensemble": geval plus a fluency criterion, the scale's top minus the judge's nats/token
-    # on the fable (needs the completions endpoint's prompt logprobs), behind a readability gate.
+    # on the fable (needs the completions endpoint's prompt logprobs), behind a readability gate;
+    # "checklist": each criterion from yes/no questions on the prompt's elements and the
+    # rubric, each read as P(yes) from the judge's logprobs (eval/checklist.py).
     mode: str = "form"
     # Ensemble's gate: a fable that costs the judge more nats/token than this is not read as
     # language and gets the scale's floor on every criterion. English prose costs SmolLM2-135M
     # 2.1-2.9 nats/token, the same words shuffled 6.3-6.9 (TinyFabulist, BENCHMARKS.md).
     max_text_loss: float = 4.5
-    rubric: str = ""  # rubric file; "" = eval/rubrics/fable.toml (form) or fable-5.toml (geval, ensemble)
+    # rubric file; "" = eval/rubrics/fable.toml (form), fable-checklist.toml (checklist), else fable-5.toml
+    rubric: str = ""
     # Controls judged beside every judged teacher fable, each the fable changed one way that
     # should lower one criterion (eval/controls.py): "shuffled words" (overall: the report's
     # sanity line), "grammar errors", "wrong prompt" (consistency), "shuffled sentences" and
@@ -82,7 +86,7 @@ class JudgeConfig:
             "workers": (self.workers >= 1, "must be >= 1"), "retries": (self.retries >= 0, "must be >= 0"),
             "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
             "judge_temperature": (self.judge_temperature >= 0, "must be >= 0"),
-            "mode": (self.mode in ("form", "geval", "ensemble"), "must be 'form', 'geval' or 'ensemble'"),
+            "mode": (self.mode in JUDGE_MODES, f"must be one of {', '.join(repr(m) for m in JUDGE_MODES)}"),
             "max_text_loss": (self.max_text_loss > 0, "must be > 0"),
             "controls": (isinstance(self.controls, list) and len(set(map(str, self.controls))) == len(self.controls)
                          and set(self.controls) <= set(CONTROL_KINDS),

@@ -106,9 +106,14 @@ def student_params(tr: TeacherRun, shape: dict) -> float:
 
 
 def _rubric_tokens(cfg: RunConfig) -> int:
+    from eval.checklist import messages as checklist_messages
     from eval.rubric import rubric_for
 
-    return sum(len(m["content"]) for m in rubric_for(cfg.judge).messages("", "")) // CHARS_PER_TOKEN
+    rubric = rubric_for(cfg.judge)
+    if rubric.checklist:  # a request per question: the longest one, as an upper bound
+        longest = max((q for _, q, _ in rubric.checklist), key=len) + "\n" + rubric.yes_no
+        return sum(len(m["content"]) for m in checklist_messages(rubric, "", "", longest)) // CHARS_PER_TOKEN
+    return sum(len(m["content"]) for m in rubric.messages("", "")) // CHARS_PER_TOKEN
 
 
 def judge_load(cfg: RunConfig) -> dict:
@@ -133,9 +138,16 @@ def judge_load(cfg: RunConfig) -> dict:
         last = min(j.prompts, tr.n_heldout) * j.samples if saved else 0
     verdicts = teacher * (1 + len(j.controls)) + student + checkpoint
     asked = verdicts - last
-    per_fable = 2 if j.mode == "ensemble" else 1
     fable = max(j.max_new_tokens, max(tr.generation.max_new_tokens for tr in cfg.teachers))
     rubric = _rubric_tokens(cfg)
+    if j.mode == "checklist":  # one request per question (all elements known) and the age question, one token out
+        from eval.rubric import rubric_for
+
+        per_fable = len(rubric_for(j).checklist) + 1
+        input_tokens = asked * per_fable * (rubric + PROMPT_TOKENS + fable)
+        return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
+                "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}
+    per_fable = 2 if j.mode == "ensemble" else 1
     input_tokens = asked * (rubric + PROMPT_TOKENS + fable) + (asked * fable if per_fable == 2 else 0)
     return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
             "output_tokens": asked * j.max_tokens, "student_fables": student, "checkpoint_fables": checkpoint - last}

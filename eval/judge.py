@@ -12,10 +12,13 @@ only for new fables.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 
 from distill.redact import redact
+from eval.checklist import ELEMENTS, age_letter, age_question, criterion_scores, p_yes, questions_for
+from eval.checklist import messages as checklist_messages
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -36,6 +39,9 @@ class Judge:
         if mode in ("geval", "ensemble") and rubric.high > 9:
             raise ValueError(f"judge mode '{mode}' needs a scale of single digits; rubric {rubric.name} goes to "
                              f"{rubric.high} (use eval/rubrics/fable-5.toml)")
+        if mode == "checklist" and not rubric.checklist:
+            raise ValueError(f"judge mode 'checklist' needs a rubric with [[checklist]] questions; {rubric.name} has none "
+                             "(use eval/rubrics/fable-checklist.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
         self.max_text_loss = max_text_loss
@@ -48,18 +54,27 @@ class Judge:
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
                 **({"max_text_loss": self.max_text_loss} if self.mode == "ensemble" else {})}
 
-    def _key(self, prompt: str, fable: str) -> str:
+    def _key(self, prompt: str, fable: str, elements: dict | None = None) -> str:
+        if self.mode == "checklist":  # its questions name the elements: they are part of what is judged
+            prompt = prompt + "\n" + json.dumps(_known(elements), sort_keys=True)
         return VerdictCache.key(self.settings(), prompt, fable)
 
-    def cached(self, prompt: str, fable: str) -> dict | None:
+    def cached(self, prompt: str, fable: str, elements: dict | None = None) -> dict | None:
         """The cached verdict record for this fable, or None: no request is made."""
-        hit = self.cache.get(self._key(prompt, fable)) if self.cache is not None else None
+        hit = self.cache.get(self._key(prompt, fable, elements)) if self.cache is not None else None
         return {**hit, "cached": True} if hit is not None else None
 
-    def judge(self, prompt: str, fable: str) -> dict:
-        if (hit := self.cached(prompt, fable)) is not None:
+    def judge(self, prompt: str, fable: str, elements: dict | None = None) -> dict:
+        """A verdict record for one fable. `elements`: the prompt's elements where known
+        (character, trait, ...), which the checklist's questions name."""
+        if (hit := self.cached(prompt, fable, elements)) is not None:
             return hit
         settings = self.settings()
+        if self.mode == "checklist":
+            record = self._checklist(prompt, fable, _known(elements), settings)
+            if record["verdict"] and self.cache is not None:
+                self.cache.put(self._key(prompt, fable, elements), record)
+            return {**record, "cached": False}
         try:
             raw, tokens = self._ask(prompt, fable)
         except Exception as e:  # the openai client already retried transient errors
@@ -88,6 +103,40 @@ class Judge:
             self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
 
+    def _checklist(self, prompt: str, fable: str, elements: dict, settings: dict) -> dict:
+        """Every checklist question and the age question, one request each (answer token
+        only, with its alternatives' logprobs); a question with no yes/no among them, or a
+        failed request, fails the verdict with its reason."""
+        answers = []
+        try:
+            for criterion, question, weight in questions_for(self.rubric, elements):
+                top = self._answer_token(prompt, fable, f"{question}\n{self.rubric.yes_no}")
+                p = p_yes(top)
+                if p is None:
+                    return self._failed(settings, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}")
+                answers.append((criterion, p, weight))
+            letters = [k for k, _ in self.rubric.age_groups]
+            age = age_letter(self._answer_token(prompt, fable, age_question(self.rubric)), letters)
+        except Exception as e:  # the openai client already retried transient errors
+            return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
+        if age is None:
+            return self._failed(settings, "no age group letter among the answer's top tokens")
+        verdict = {"scores": criterion_scores(answers, self.rubric), "age_group": age,
+                   "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]}
+        return {"verdict": verdict, "reason": "checklist", "raw": None, "judge": settings}
+
+    @staticmethod
+    def _failed(settings: dict, reason: str) -> dict:
+        return {"verdict": None, "reason": reason, "raw": None, "judge": settings, "cached": False}
+
+    def _answer_token(self, prompt: str, fable: str, question: str) -> list[dict]:
+        resp = self.client.chat.completions.create(
+            model=self.model, messages=checklist_messages(self.rubric, prompt, fable, question), temperature=0.0,
+            max_tokens=1, logprobs=True, top_logprobs=20)
+        choice = resp.choices[0]
+        content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
+        return [t.model_dump() for t in content[0].top_logprobs] if content else []
+
     def _text_loss(self, fable: str) -> float | None:
         """The judge's mean nats/token on the fable alone, from the completions endpoint's
         prompt logprobs (echo); None when the server returns none."""
@@ -113,6 +162,11 @@ class Judge:
         return choice.message.content, [t.model_dump() for t in lp] if lp else None
 
 
+def _known(elements: dict | None) -> dict[str, str]:
+    """The prompt elements of an item (which carries other fields too), where given."""
+    return {k: str(elements[k]) for k in ELEMENTS if elements and isinstance(elements.get(k), str) and elements[k].strip()}
+
+
 def judge_from_config(client, judge_cfg, rubric: Rubric, cache: VerdictCache | None) -> Judge:
     """A Judge with every setting of a run's [judge] table (distill.config.JudgeConfig)."""
     return Judge(client, judge_cfg.model, rubric, judge_cfg.judge_temperature, judge_cfg.max_tokens,
@@ -127,6 +181,6 @@ def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str =
     from tqdm import tqdm
 
     with ThreadPoolExecutor(workers) as pool:
-        records = list(tqdm(pool.map(lambda it: judge.judge(it["prompt"], it["fable"]), items), total=len(items),
-                            desc=progress, unit="fable"))
+        records = list(tqdm(pool.map(lambda it: judge.judge(it["prompt"], it["fable"], it), items),
+                            total=len(items), desc=progress, unit="fable"))
     return [{**it, **rec} for it, rec in zip(items, records)]

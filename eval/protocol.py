@@ -130,7 +130,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
             raise ValueError(f"{run.root}: no held-out fables to judge")
         offline = judge_from_config(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
                                     jc, rubric, cache)
-        cached = [offline.cached(it["prompt"], it["fable"]) for it in everything]
+        cached = [offline.cached(it["prompt"], it["fable"], it) for it in everything]
         if all(cached):  # a re-evaluation with nothing new: no endpoint needed
             judged, settings = [{**it, **rec} for it, rec in zip(everything, cached)], cached[0]["judge"]
         else:

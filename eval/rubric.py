@@ -17,7 +17,9 @@ RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
 # "ensemble" adds a fluency criterion from the judge's own per-token loss on the fable, and
 # gates on that loss: a small judge's form scores cannot tell a fable from its words
 # shuffled (SmolLM2-135M's G-Eval scores prefer the shuffled copy), its loss can.
-JUDGE_MODES = ("form", "geval", "ensemble")
+# "checklist" scores each criterion from yes/no questions, each read as P(yes) (eval/checklist.py).
+RUBRIC_CHECKLIST = Path(__file__).parent / "rubrics" / "fable-checklist.toml"
+JUDGE_MODES = ("form", "geval", "ensemble", "checklist")
 FLUENCY = "fluency"
 
 
@@ -35,6 +37,10 @@ class Rubric:
     system: str
     user: str
     digest: str  # sha256 of the rubric file: part of every cache key
+    # checklist mode: (criterion, question, weight) and the answer instructions
+    checklist: tuple[tuple[str, str, float], ...] = ()
+    yes_no: str = ""
+    age_question: str = ""
 
     @classmethod
     def load(cls, path: str | Path = RUBRIC) -> Rubric:
@@ -43,13 +49,22 @@ class Rubric:
             raw = tomllib.loads(raw_text)
             criteria = tuple((c["name"], c["description"]) for c in raw["criteria"])
             low, high = raw["scale"]
+            checklist = tuple((str(q["criterion"]), str(q["question"]), float(q.get("weight", 1)))
+                              for q in raw.get("checklist", []))
             rubric = cls(raw["name"], criteria, int(low), int(high), tuple(raw["age_groups"].items()),
                          raw["template"]["system"], raw["template"]["user"],
-                         hashlib.sha256(raw_text.encode()).hexdigest()[:16])
+                         hashlib.sha256(raw_text.encode()).hexdigest()[:16], checklist,
+                         raw["template"].get("yes_no", ""), raw["template"].get("age", ""))
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"rubric {path}: {type(e).__name__}: {e}") from None
         if not criteria or len({c for c, _ in criteria}) != len(criteria) or not low < high:
             raise ValueError(f"rubric {path}: criteria must be unique and non-empty, scale low < high")
+        if checklist:
+            from eval.checklist import checklist_problem
+
+            problem = checklist_problem(rubric)
+            if problem:
+                raise ValueError(f"rubric {path}: {problem}")
         return rubric
 
     @property
@@ -75,7 +90,7 @@ def rubric_for(judge_cfg) -> Rubric:
     """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise.
     A configured one that cannot be read is named as the setting it came from."""
     if not judge_cfg.rubric:
-        return Rubric.load(RUBRIC if judge_cfg.mode == "form" else RUBRIC_GEVAL)
+        return Rubric.load({"form": RUBRIC, "checklist": RUBRIC_CHECKLIST}.get(judge_cfg.mode, RUBRIC_GEVAL))
     try:
         return Rubric.load(judge_cfg.rubric)
     except ValueError as e:
