@@ -7,26 +7,41 @@ import json
 
 from benchmarks import ROOT
 from benchmarks.machine import machine
-from eval.rubric import JUDGE_MODES
+from eval.controls import KINDS
 
 
 BUDGET_S = 20 * 60  # the default run's target on 2 cores
 
 
 def render_judge(j: dict) -> list[str]:
-    lines = ["## The judge's modes (`python -m eval.protocol score` / `agree`)", "",
-             f"The default run's judge on {j['fables_per_writer']} TinyFabulist fables per teacher (3 teachers) and a "
-             "word-shuffled copy of each, against the reference verdicts (gpt-4o for Mistral and Llama, o3-mini "
-             "for Falcon), joined on (writer, hash).", "",
-             "| mode | joined | shuffled control: real above copy | Spearman, overall | per criterion | "
-             "writer pairs in the reference's order | wall s |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for mode in (m for m in JUDGE_MODES if m in j):
-        r = j[mode]
-        c = r["shuffled_control"] or {"accuracy": float("nan"), "pairs": 0}
-        crit = ", ".join(f"{k} {v:.2f}" for k, v in r["spearman"].items() if k != "overall")
+    """Method x judge model: control accuracies, agreement with the reference per fable and
+    over writers (with intervals), age-group kappa, seconds per verdict."""
+    def ci(d):
+        return f"{d['rho']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
+
+    rows = {k: v for k, v in j.items() if " / " in k}
+    kinds = list(dict.fromkeys(kind for r in rows.values() for kind in r.get("controls", {})))
+    lines = ["## Judge methods and models (`python -m eval.protocol score` / `agree`)", "",
+             f"Each method with each embedded judge on {j['fables_per_writer']} TinyFabulist fables per teacher "
+             "(Mistral-7B, Llama-3.1-8B, Falcon3-7B) and their control copies, against the reference verdicts "
+             "(gpt-4o for Mistral and Llama, o3-mini for Falcon), joined on (writer, hash). A control's cell is the "
+             "share of pairs in which the judge scored the named criterion of the real fable above the copy's "
+             "(goal ≥ 90%). Per-fable and writer-level correlations carry bootstrap 95% intervals; with three "
+             "writers, the writer-level figures can only be read as a direction.", "",
+             "| method / judge | " + " | ".join(f"{k} ({KINDS[k].criterion})" for k in kinds)
+             + " | Spearman per fable, overall | per criterion | writers: Spearman | writers: Kendall | age κ | s / verdict |",
+             "| --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- | --- | --- |"]
+    for key, r in rows.items():
+        cells = []
+        for k in kinds:
+            c = r.get("controls", {}).get(k)
+            cells.append(f"{c['accuracy']:.0%} of {c['pairs']}" if c and c["pairs"] else "–")
+        crit = ", ".join(f"{name} {ci(v)}" for name, v in r["spearman"].items() if name != "overall")
         w = r["writers"]
-        lines.append(f"| {mode} | {r['pairs']} | {c['accuracy']:.0%} of {c['pairs']} | {r['spearman']['overall']:.2f} | "
-                     f"{crit} | {w['pairs_in_same_order']} of {w['writer_pairs']} | {r['wall_s']:.0f} |")
+        kappa = r.get("age_group_kappa")
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ci(r['spearman']['overall'])} | {crit} | "
+                     f"{ci(w['spearman'])} | {ci(w['kendall'])} | {'–' if kappa is None or kappa != kappa else f'{kappa:.2f}'} | "
+                     f"{r['s_per_verdict']:.1f} |")
     return lines + ([""] + [j["note"]] if j.get("note") else []) + [""]
 
 

@@ -159,10 +159,12 @@ def bench_compare() -> dict | None:
 JUDGE_MODES_FABLES_PER_WRITER = 10
 
 
-def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | None = None) -> dict | None:
-    """The configured (embedded) judge in each mode on the TinyFabulist fables: how often it
-    scores a fable above its word-shuffled copy, and how far it agrees with the reference
-    judges (gpt-4o, o3-mini), through the same commands a user runs."""
+def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | None = None,
+                models: tuple[str, ...] = ("smollm2-135m",)) -> dict | None:
+    """Each judge method (mode) with each embedded judge model on the TinyFabulist fables and
+    their control copies (judge.controls, those these prompts allow): control accuracies,
+    agreement with the reference judges (gpt-4o, o3-mini) per fable and over writers, and
+    seconds per verdict, through the same commands a user runs. Keyed "<mode> / <model>"."""
     from eval.calibration import agree_files
 
     tf = ROOT.parent / "shared" / "data" / "tinyfabulist"
@@ -170,14 +172,21 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
         return None
     fables = [str(p) for p in sorted(tf.glob("fables-*.jsonl"))]
     refs = [str(p) for p in sorted(tf.glob("judged-*.jsonl"))]
-    # Modes not measured now keep their last figures (with that section's date).
-    out = {**{m: v for m, v in (before or {}).items() if m in JUDGE_MODES and m not in modes},
+    measured = {f"{m} / {j}" for m in modes for j in models}
+    # Pairs not measured now keep their last figures (with that section's date); figures of
+    # the format before the criterion controls (keyed by mode alone) are dropped.
+    out = {**{k: v for k, v in (before or {}).items() if " / " in k and k not in measured},
            "fables_per_writer": JUDGE_MODES_FABLES_PER_WRITER}
-    for mode in modes:
+    for key in sorted(measured):
+        mode, model = key.split(" / ")
         with tempfile.TemporaryDirectory() as d:
             wall, _ = timed([sys.executable, "-m", "eval.protocol", "score", "--input", *fables, "--out", d,
-                             "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"'], env)
-            out[mode] = {**agree_files([str(JudgeFolder(Path(d)).verdicts)], refs), "wall_s": wall}
+                             "--limit", str(JUDGE_MODES_FABLES_PER_WRITER), "--set", f'judge.mode="{mode}"',
+                             "--set", f'judge.model="{model}"'], env)
+            verdicts = JudgeFolder(Path(d)).verdicts
+            n = sum(1 for line in verdicts.read_text().splitlines() if line.strip())
+            out[key] = {**agree_files([str(verdicts)], refs), "wall_s": wall, "verdicts": n,
+                        "s_per_verdict": wall / max(n, 1)}
     return out
 
 
@@ -266,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "the sweep trains on its teacher data (default: a fresh run's)")
     ap.add_argument("--judge-modes", nargs="+", choices=JUDGE_MODES, default=list(JUDGE_MODES),
                     help="judge modes the judge section measures (the others keep their last figures)")
+    ap.add_argument("--judge-models", nargs="+", default=["smollm2-135m"],
+                    help="embedded models the judge section measures each mode with")
     ap.add_argument("--fuzz-cases", type=int, default=2000, help="generated cases per reader in the fuzz section")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
@@ -299,7 +310,7 @@ def measure(sections: set[str], args, results: dict) -> None:
         if results["compare"]:
             results["compare"]["measured"] = now
     if "judge" in sections:
-        results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"))
+        results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"), tuple(args.judge_models))
         if results["judge"]:
             results["judge"]["measured"] = now
     if "default" in sections:

@@ -38,3 +38,21 @@ def test_the_decoding_section_counts_prompt_tokens_against_the_compute_bound():
     page = "\n".join(render_decoding(d))
     assert "| 1000 | 1000 | 100.0 | 10.0 | 20.0 | 50% | 2.00 |" in page  # (1000 + 1000) / 100 s of 40
     assert "| 1000 | 1000 | 125.0 | 8.0 | 16.0 | 40% | 1.60 |" in page and "same fables: **yes**" in page
+
+
+def test_the_judge_table_renders_agreement_as_eval_protocol_agree_reports_it():
+    """A row per method / judge from agreement()'s own output: every control kind a column."""
+    from benchmarks.render import render_judge
+    from eval.calibration import agreement
+
+    ref, ours = [], []
+    for w, level in [("a", 2), ("b", 5), ("c", 8)]:
+        for i in range(6):
+            ref.append({"model": w, "hash": str(i), "scores": {"grammar": level + i % 2}, "age_group": "B", "control": False})
+            ours.append({"model": w, "hash": str(i), "scores": {"grammar": level / 2}, "age_group": "B", "control": False})
+            ours.append({"model": w, "hash": str(i), "scores": {"grammar": 1.0}, "age_group": "A", "control": "grammar errors"})
+    row = {**agreement(ours, ref, n_boot=100), "wall_s": 60.0, "verdicts": 36, "s_per_verdict": 60 / 36}
+    text = "\n".join(render_judge({"fables_per_writer": 6, "checklist / smollm2-135m": row}))
+    # writer a's copies tie its real fables (1.0 = 2 / 2): six ties of 18 pairs, counted as half
+    assert "| checklist / smollm2-135m | 83% of 18 |" in text and "grammar errors (grammar)" in text
+    assert "| – | 1.7 |" in text and "1.00 [1.00, 1.00]" in text  # kappa with one age group on both sides: none
