@@ -67,6 +67,8 @@ class JudgeConfig:
     # language and gets the scale's floor on every criterion. English prose costs SmolLM2-135M
     # 2.1-2.9 nats/token, the same words shuffled 6.3-6.9 (TinyFabulist, BENCHMARKS.md).
     max_text_loss: float = 4.5
+    # "checklist" with the ensemble's fluency criterion and readability gate (ensemble always has them).
+    fluency_gate: bool = False
     # rubric file; "" = eval/rubrics/fable.toml (form), fable-checklist.toml (checklist), else fable-5.toml
     rubric: str = ""
     # Controls judged beside every judged teacher fable, each the fable changed one way that

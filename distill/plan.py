@@ -143,7 +143,7 @@ def judge_load(cfg: RunConfig) -> dict:
     if j.mode == "checklist":  # one request per question (all elements known) and the age question, one token out
         from eval.rubric import rubric_for
 
-        per_fable = len(rubric_for(j).checklist) + 1
+        per_fable = len(rubric_for(j).checklist) + 1 + (1 if j.fluency_gate else 0)
         input_tokens = asked * per_fable * (rubric + PROMPT_TOKENS + fable)
         return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
                 "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}

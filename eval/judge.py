@@ -33,7 +33,7 @@ class Judge:
 
     def __init__(self, client, model: str, rubric: Rubric, temperature: float = 0.0, max_tokens: int = 256,
                  structured: bool = True, cache: VerdictCache | None = None, mode: str = "form",
-                 max_text_loss: float = 4.5):
+                 max_text_loss: float = 4.5, fluency_gate: bool = False):
         if mode not in JUDGE_MODES:
             raise ValueError(f"judge mode {mode!r} is not one of {', '.join(JUDGE_MODES)}")
         if mode in ("geval", "ensemble") and rubric.high > 9:
@@ -45,6 +45,8 @@ class Judge:
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
         self.max_text_loss = max_text_loss
+        # ensemble always has the fluency criterion and the readability gate; checklist may
+        self.gated = mode == "ensemble" or (fluency_gate and mode == "checklist")
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address with any credential in
@@ -52,7 +54,8 @@ class Judge:
         return {"model": self.model, "base_url": redact(str(self.client.base_url)), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
-                **({"max_text_loss": self.max_text_loss} if self.mode == "ensemble" else {})}
+                **({"max_text_loss": self.max_text_loss} if self.gated else {}),
+                **({"fluency_gate": True} if self.gated and self.mode != "ensemble" else {})}
 
     def _key(self, prompt: str, fable: str, elements: dict | None = None) -> str:
         if self.mode == "checklist":  # its questions name the elements: they are part of what is judged
@@ -89,19 +92,25 @@ class Judge:
                 record.update(verdict=None, reason="no probabilities over the scale at a score token (logprobs)")
             else:  # the written integers are kept beside the weighted scores
                 record["verdict"] = {**record["verdict"], "scores": weighted, "written": verdict.scores}
-        if record["verdict"] and self.mode == "ensemble":
-            try:
-                loss = self._text_loss(fable)
-            except Exception as e:  # the openai client already retried transient errors
-                return {**record, "verdict": None, "reason": f"text loss request failed: {type(e).__name__}",
-                        "cached": False}
-            if loss is None:
-                record.update(verdict=None, reason="no prompt logprobs for the fable's text loss")
-            else:
-                record["verdict"] = ensemble_verdict(record["verdict"], loss, self.rubric, self.max_text_loss)
+        if record["verdict"] and self.gated:
+            record = self._gate(record, fable)
+            if record.pop("transient", False):  # a failed request: asked again next run, not cached
+                return record
         if self.cache is not None:
             self.cache.put(self._key(prompt, fable), record)
         return {**record, "cached": False}
+
+    def _gate(self, record: dict, fable: str) -> dict:
+        """The fluency criterion (the judge's own nats/token on the fable) and the readability
+        gate added to a verdict (eval/verdict.py:ensemble_verdict)."""
+        try:
+            loss = self._text_loss(fable)
+        except Exception as e:  # the openai client already retried transient errors
+            return {**record, "verdict": None, "reason": f"text loss request failed: {type(e).__name__}", "cached": False,
+                    "transient": True}
+        if loss is None:
+            return {**record, "verdict": None, "reason": "no prompt logprobs for the fable's text loss"}
+        return {**record, "verdict": ensemble_verdict(record["verdict"], loss, self.rubric, self.max_text_loss)}
 
     def _checklist(self, prompt: str, fable: str, elements: dict, settings: dict) -> dict:
         """Every checklist question and the age question, one request each (answer token
@@ -123,7 +132,8 @@ class Judge:
             return self._failed(settings, "no age group letter among the answer's top tokens")
         verdict = {"scores": criterion_scores(answers, self.rubric), "age_group": age,
                    "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]}
-        return {"verdict": verdict, "reason": "checklist", "raw": None, "judge": settings}
+        record = {"verdict": verdict, "reason": "checklist", "raw": None, "judge": settings}
+        return self._gate(record, fable) if self.gated else record
 
     @staticmethod
     def _failed(settings: dict, reason: str) -> dict:
@@ -170,7 +180,7 @@ def _known(elements: dict | None) -> dict[str, str]:
 def judge_from_config(client, judge_cfg, rubric: Rubric, cache: VerdictCache | None) -> Judge:
     """A Judge with every setting of a run's [judge] table (distill.config.JudgeConfig)."""
     return Judge(client, judge_cfg.model, rubric, judge_cfg.judge_temperature, judge_cfg.max_tokens,
-                 judge_cfg.structured, cache, judge_cfg.mode, judge_cfg.max_text_loss)
+                 judge_cfg.structured, cache, judge_cfg.mode, judge_cfg.max_text_loss, judge_cfg.fluency_gate)
 
 
 def judge_all(judge: Judge, items: list[dict], workers: int = 8, progress: str = "judge") -> list[dict]:

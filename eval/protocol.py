@@ -142,7 +142,8 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
     summary = JudgeSummary(
         judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, **cfg.sampling,
                                   "max_new_tokens": jc.max_new_tokens},
-        models=summarize(by_model, criteria_names(rubric, jc.mode)), criteria=criteria_names(rubric, jc.mode),
+        models=summarize(by_model, criteria_names(rubric, jc.mode, jc.fluency_gate)),
+        criteria=criteria_names(rubric, jc.mode, jc.fluency_gate),
         age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),
         shuffled_control=(control_accuracy(by_model, overall_score, "shuffled words")
                           if "shuffled words" in jc.controls else None),

@@ -23,8 +23,8 @@ JUDGE_MODES = ("form", "geval", "ensemble", "checklist")
 FLUENCY = "fluency"
 
 
-def criteria_names(rubric: Rubric, mode: str) -> list[str]:
-    return rubric.names + ([FLUENCY] if mode == "ensemble" else [])
+def criteria_names(rubric: Rubric, mode: str, fluency_gate: bool = False) -> list[str]:
+    return rubric.names + ([FLUENCY] if mode == "ensemble" or fluency_gate else [])
 
 
 @dataclass(frozen=True)

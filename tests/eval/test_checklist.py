@@ -116,3 +116,35 @@ def test_an_answer_with_neither_yes_nor_no_fails_the_verdict_by_name(chat_server
     assert rec["verdict"] is None and rec["reason"].startswith("no yes or no among the answer's top tokens to 'Is every")
     with pytest.raises(ValueError, match="judge mode 'checklist' needs a rubric with \\[\\[checklist\\]\\] questions"):
         Judge(OpenAI(base_url=chat_server, api_key="x"), "m", Rubric.load(), mode="checklist")
+
+
+def test_the_checklist_with_the_fluency_gate_floors_a_text_the_judge_cannot_read(tmp_path):
+    """fluency_gate adds the ensemble's fluency criterion and readability gate to the
+    checklist's verdict: past max_text_loss nats/token every criterion gets the floor."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from eval.judge import Judge
+    from eval.rubric import FLUENCY
+    from teacher.client import make_client
+    from tests.eval.conftest import FakeChat
+    from tests.eval.test_judge import FakeCompletions
+
+    FakeChat.requests, FakeCompletions.requests = [], []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeCompletions)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    age = ("B", [{"token": "B", "logprob": -0.1, "bytes": None, "top_logprobs": [{"token": "B", "logprob": -0.1}]}])
+    try:
+        url = f"http://127.0.0.1:{srv.server_address[1]}/v1"
+        FakeChat.replies = [_answer(0.9)] * 13 + [age]
+        readable = Judge(make_client(url), "m", RUBRIC, mode="checklist", fluency_gate=True).judge("p", "a fable", ELEMENTS)
+        FakeChat.replies = [_answer(0.9)] * 13 + [age]
+        judge = Judge(make_client(url), "m", RUBRIC, mode="checklist", fluency_gate=True, max_text_loss=1.5)
+        floored = judge.judge("p", "fable a", ELEMENTS)
+    finally:
+        srv.shutdown()
+    # the fake's text costs 2 nats/token: fluency 5 - 2 = 3; above a 1.5 gate, the floor
+    assert readable["verdict"]["scores"][FLUENCY] == pytest.approx(3.0) and readable["verdict"]["gated"] is False
+    assert readable["verdict"]["scores"]["plot"] == pytest.approx(1 + 4 * 0.9)
+    assert floored["verdict"]["gated"] is True and set(floored["verdict"]["scores"].values()) == {1.0}
+    assert floored["judge"]["fluency_gate"] is True and len(FakeCompletions.requests) == 2
