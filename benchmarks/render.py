@@ -45,6 +45,38 @@ def render_judge(j: dict) -> list[str]:
     return lines + ([""] + [j["note"]] if j.get("note") else []) + [""]
 
 
+def render_judge_run(jr: dict) -> list[str]:
+    """The default run re-judged per judge set-up: does each criterion move the right way on
+    its control, and at what cost."""
+    setups = jr["setups"]
+    kinds = list(dict.fromkeys(k for r in setups.values() for k in (r["controls"] or {})))
+    lines = ["## Judge set-ups on the default run's controls (`python -m eval.protocol run`)", "",
+             f"The default run ({jr['run']}) re-judged with each set-up, every verdict fresh: real teacher fables "
+             "against copies changed to lower one criterion each (eval/controls.py). A cell is the share of pairs in "
+             "which the named criterion of the real fable scored above the copy's (ties half; goal ≥ 90%). Age: "
+             "Spearman of the guessed age group with the fables' Flesch-Kincaid grade. Judge s: the whole re-judge, "
+             "engine start included. The Qwen judges share a family (and a tokenizer) with the Qwen teacher and "
+             "both students.", "",
+             "| judge set-up | " + " | ".join(f"{k} ({KINDS[k].criterion})" for k in kinds)
+             + " | age vs grade | score vs loss | fables | judge s |",
+             "| --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
+    for name, r in setups.items():
+        cells = [f"{c['accuracy']:.0%} of {c['pairs']}" if (c := (r["controls"] or {}).get(k)) and c["pairs"] else "–"
+                 for k in kinds]
+        a = r["age_check"] or {}
+        age = ("one group" if a.get("distinct_groups", 0) < 2 else f"{a['rho']:.2f} [{a['low']:.2f}, {a['high']:.2f}]")
+        v = r["score_vs_loss"] or {}
+        svl = f"{v.get('spearman', float('nan')):.2f} [{v.get('spearman_low', float('nan')):.2f}, {v.get('spearman_high', float('nan')):.2f}]"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {age} | {svl} | {r['fables']} | {r['wall_s']:.0f} |")
+    lines += ["", "Writers' overall means per set-up:", "",
+              "| judge set-up | " + " | ".join(next(iter(setups.values()))["writers"]) + " |",
+              "| --- | " + " | ".join("---" for _ in next(iter(setups.values()))["writers"]) + " |"]
+    for name, r in setups.items():
+        lines.append(f"| {name} | " + " | ".join(f"{o['mean']:.2f} [{o['low']:.2f}, {o['high']:.2f}]"
+                                                  for o in r["writers"].values()) + " |")
+    return lines + ([""] + [jr["note"]] if jr.get("note") else []) + [""]
+
+
 def render_sweep(sw: dict) -> list[str]:
     from eval.stats import paired_bootstrap
 
@@ -391,11 +423,11 @@ def render_compare(cmp: dict) -> list[str]:
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
            fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None,
-           prune: dict | None = None, scale: dict | None = None) -> str:
+           prune: dict | None = None, scale: dict | None = None, judge_run: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
                                           ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune),
-                                          ("data scale", scale))
+                                          ("data scale", scale), ("judge set-ups on the default run", judge_run))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -433,6 +465,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
                              for p in gpu])
     if cmp:
         lines += render_compare(cmp)
+    if judge_run:
+        lines += render_judge_run(judge_run)
     if judge:
         lines += render_judge(judge)
     if fuzz:

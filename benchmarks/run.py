@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -190,6 +191,37 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
     return out
 
 
+# Judge set-ups the judge-run section re-judges the default run with: "<mode> / <model>",
+# "+gate" for the checklist with the fluency criterion and readability gate.
+JUDGE_RUN_SETUPS = ("ensemble / smollm2-135m", "checklist / smollm2-135m", "checklist / qwen2.5-coder-0.5b",
+                    "checklist+gate / qwen2.5-coder-0.5b", "checklist / qwen2.5-coder-1.5b")
+
+
+def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RUN_SETUPS) -> dict:
+    """A finished default run re-judged with each judge set-up, every verdict fresh (a linked
+    copy of the run without its verdict cache): each criterion control's accuracy, the age
+    group against reading grade, score against loss, each writer's mean, and the judge's
+    seconds (its engine start included), through `python -m eval.protocol run`."""
+    out = {"run": str(run_dir), "setups": {}}
+    for setup in setups:
+        mode, model = setup.split(" / ")
+        gate = mode.endswith("+gate")
+        with tempfile.TemporaryDirectory() as d:
+            copy = Path(d) / "run"
+            shutil.copytree(run_dir, copy, copy_function=os.link,
+                            ignore=lambda folder, names: [n for n in names if n.startswith(("cache.sqlite", "verdicts", "server.log"))])
+            wall, _ = timed([sys.executable, "-m", "eval.protocol", "run", "--run", str(copy),
+                             "--set", f'judge.mode="{mode.removesuffix("+gate")}"', "--set", f'judge.model="{model}"',
+                             "--set", f"judge.fluency_gate={'true' if gate else 'false'}"], env)
+            summary = JudgeSummary.read(RunFolder(copy).judge.summary)
+        out["setups"][setup] = {
+            "wall_s": wall, "controls": summary.controls, "shuffled_control": summary.shuffled_control,
+            "age_check": summary.age_check, "score_vs_loss": {k: v for k, v in summary.score_vs_loss.items() if k != "points"},
+            "writers": {m: s["overall"] for m, s in summary.models.items() if s["role"] != "control"},
+            "fables": sum(s["fables"] for s in summary.models.values())}
+    return out
+
+
 def _kl(run: RunFolder, teacher: str, objective: str = "kd") -> dict:
     student = run.student(teacher, objective)
     ev, tr = Evaluated.read(student.evaluated), Trained.read(student.trained)
@@ -259,7 +291,8 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
             "variants": rows}
 
 
-SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "scale", "compare", "judge", "default", "sweep", "fuzz")
+SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "scale", "compare", "judge", "default", "judge-run",
+            "sweep", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -309,6 +342,12 @@ def measure(sections: set[str], args, results: dict) -> None:
         results["compare"] = bench_compare()
         if results["compare"]:
             results["compare"]["measured"] = now
+    if "judge-run" in sections:
+        run_dir = args.default_run or ROOT / "runs" / "default"
+        if not (run_dir / "judge" / "summary.json").exists():
+            raise SystemExit(f"the judge-run section re-judges a finished default run: none at {run_dir}; "
+                             "run `make distill` first or pass --default-run")
+        results["judge_run"] = {**bench_judge_run(env, run_dir), "measured": now}
     if "judge" in sections:
         results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"), tuple(args.judge_models))
         if results["judge"]:
@@ -348,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
     write_text_atomic(Path(args.out), render(results.get("generation"), results.get("default"), results.get("storage"),
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz"), results.get("decoding"),
-                                             results.get("lora"), results.get("prune"), results.get("scale")))
+                                             results.get("lora"), results.get("prune"), results.get("scale"),
+                                             results.get("judge_run")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

@@ -56,3 +56,19 @@ def test_the_judge_table_renders_agreement_as_eval_protocol_agree_reports_it():
     # writer a's copies tie its real fables (1.0 = 2 / 2): six ties of 18 pairs, counted as half
     assert "| checklist / smollm2-135m | 83% of 18 |" in text and "grammar errors (grammar)" in text
     assert "| – | 1.7 |" in text and "1.00 [1.00, 1.00]" in text  # kappa with one age group on both sides: none
+
+
+def test_the_judge_run_table_has_a_row_per_set_up_and_a_column_per_control():
+    from benchmarks.render import render_judge_run
+
+    def ctl(acc, n):
+        return {"criterion": "x", "what": "y", "pairs": n, "real_above": round(acc * n), "ties": 0, "failed": 0,
+                "accuracy": acc}
+    row = {"wall_s": 201.4, "fables": 158, "shuffled_control": ctl(1.0, 18),
+           "controls": {"shuffled words": ctl(1.0, 18), "grammar errors": ctl(0.47, 17)},
+           "age_check": {"fables": 29, "rho": float("nan"), "low": float("nan"), "high": float("nan"), "distinct_groups": 1},
+           "score_vs_loss": {"spearman": 0.32, "spearman_low": -0.32, "spearman_high": 0.63},
+           "writers": {"t (teacher)": {"mean": 2.24, "low": 2.18, "high": 2.31}}}
+    text = "\n".join(render_judge_run({"run": "runs/default", "setups": {"ensemble / smollm2-135m": row}}))
+    assert "| ensemble / smollm2-135m | 100% of 18 | 47% of 17 | one group | 0.32 [-0.32, 0.63] | 158 | 201 |" in text
+    assert "grammar errors (grammar)" in text and "| 2.24 [2.18, 2.31] |" in text
