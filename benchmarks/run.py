@@ -310,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="judge modes the judge section measures (the others keep their last figures)")
     ap.add_argument("--judge-models", nargs="+", default=["smollm2-135m"],
                     help="embedded models the judge section measures each mode with")
+    ap.add_argument("--judge-setups", nargs="+", default=list(JUDGE_RUN_SETUPS),
+                    help="'<mode> / <model>' set-ups (mode checklist+gate: with the fluency gate) the judge-run "
+                         "section re-judges the default run with")
     ap.add_argument("--fuzz-cases", type=int, default=2000, help="generated cases per reader in the fuzz section")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
@@ -347,7 +350,7 @@ def measure(sections: set[str], args, results: dict) -> None:
         if not (run_dir / "judge" / "summary.json").exists():
             raise SystemExit(f"the judge-run section re-judges a finished default run: none at {run_dir}; "
                              "run `make distill` first or pass --default-run")
-        results["judge_run"] = {**bench_judge_run(env, run_dir), "measured": now}
+        results["judge_run"] = {**bench_judge_run(env, run_dir, tuple(args.judge_setups)), "measured": now}
     if "judge" in sections:
         results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"), tuple(args.judge_models))
         if results["judge"]:
