@@ -301,8 +301,14 @@ def render_default(default: dict) -> list[str]:
                 for w, u in default["elements_used"].items() if u is not None]]
     c = default.get("shuffled_control")
     if c and c["pairs"]:
-        lines.append(f"- the judge scores the real fable above its word-shuffled copy in **{c['accuracy']:.0%}** "
+        who = default.get("judge_setup") or {}
+        judge = f" ({who['model']}, {who['mode']})" if who.get("model") else ""
+        lines.append(f"- the judge{judge} scores the real fable above its word-shuffled copy in **{c['accuracy']:.0%}** "
                      f"of {c['pairs']} pairs (goal ≥ 90%)")
+    for kind, k in (default.get("controls") or {}).items():
+        if kind != "shuffled words" and k["pairs"]:
+            lines.append(f"- {k['criterion']} scored lower on the {kind} control than on the real fable in "
+                         f"**{k['accuracy']:.0%}** of {k['pairs']} pairs (goal ≥ 90%)")
     curve = default.get("score_vs_loss") or {}
     if curve.get("points"):
         lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "

@@ -267,6 +267,7 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
             "stages": stages, "total_s": manifest["total_wall_s"], "kl": evals, "sft": sft,
             "kd_minus_sft": kd_minus_sft, "after_minus_before": after_minus_before,
             "ray_heads_started": manifest.get("ray_heads_started"), "shuffled_control": judge and judge.shuffled_control,
+            "controls": judge and judge.controls, "judge_setup": judge and judge.judge,
             "score_vs_loss": judge and judge.score_vs_loss,
             "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
 
