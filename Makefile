@@ -83,14 +83,14 @@ distill: setup
 	$(PY) -m distill.pipeline --config $(CONFIG)
 
 # pytest exits 5 when it selects no test: make reports it as a failure. Two pytest-xdist
-# workers, each taking whole test files (the files that hold several engines at once share
-# one group, tests/conftest.py: side by side they ran out of memory): the end-to-end tests spend much of their time
+# workers, each taking whole test files (the files that hold several engines at once are one
+# unit, tests/conftest.py: side by side they ran out of memory): the end-to-end tests spend much of their time
 # starting processes (Ray heads, engines, imports) on one core, so two of them share 2 cores
 # well. TEST_WORKERS=0 runs everything in one process; PYTEST_ARGS adds pytest options
 # (make test PYTEST_ARGS="-k judge").
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
-PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 test: setup models
 	$(PYTEST) -m "not slow"

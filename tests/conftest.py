@@ -53,12 +53,18 @@ def ray_head(tmp_path_factory):
 # Test files that hold two or more vLLM engines at once: each engine on CPU is 2-4 GiB
 # beside the 1-2 GiB of the Ray actor that drives it. Two such files side by side on the
 # two xdist workers took the machine to 21-23 of its 24 GiB, and Ray's memory monitor
-# killed an engine (seen in CI). `make test` runs with --dist loadgroup: each file is its
-# own group (what --dist loadfile did), and these share one, so they run one after another.
+# killed an engine (seen in CI). Scheduled as one unit, they run one after another; every
+# other file is its own unit, as --dist loadfile does. (A scheduler, not xdist_group marks:
+# xdist 3.8's loadgroup renames node ids through an attribute pytest 9 no longer reads.)
 ENGINE_HEAVY = ("tests/distill/test_pipeline_e2e.py", "tests/ray_cluster/test_serve.py")
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        path = item.nodeid.split("::")[0]
-        item.add_marker(pytest.mark.xdist_group("engine-heavy" if path in ENGINE_HEAVY else path))
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class EngineHeavyTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "engine-heavy" if path in ENGINE_HEAVY else path
+
+    return EngineHeavyTogether(config, log)
