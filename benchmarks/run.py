@@ -208,8 +208,10 @@ def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RU
         gate = mode.endswith("+gate")
         with tempfile.TemporaryDirectory() as d:
             copy = Path(d) / "run"
+            jf = RunFolder(run_dir).judge  # the verdict cache (and its sqlite side files), verdicts, server log
+            fresh = (jf.cache.name, jf.verdicts.name, jf.server_log.name)
             shutil.copytree(run_dir, copy, copy_function=os.link,
-                            ignore=lambda folder, names: [n for n in names if n.startswith(("cache.sqlite", "verdicts", "server.log"))])
+                            ignore=lambda folder, names: [n for n in names if n.startswith(fresh)])
             wall, _ = timed([sys.executable, "-m", "eval.protocol", "run", "--run", str(copy),
                              "--set", f'judge.mode="{mode.removesuffix("+gate")}"', "--set", f'judge.model="{model}"',
                              "--set", f"judge.fluency_gate={'true' if gate else 'false'}"], env)
@@ -348,7 +350,7 @@ def measure(sections: set[str], args, results: dict) -> None:
             results["compare"]["measured"] = now
     if "judge-run" in sections:
         run_dir = args.default_run or ROOT / "runs" / "default"
-        if not (run_dir / "judge" / "summary.json").exists():
+        if not RunFolder(run_dir).judge.summary.exists():
             raise SystemExit(f"the judge-run section re-judges a finished default run: none at {run_dir}; "
                              "run `make distill` first or pass --default-run")
         results["judge_run"] = {**bench_judge_run(env, run_dir, tuple(args.judge_setups)), "measured": now}
