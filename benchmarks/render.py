@@ -13,14 +13,35 @@ from eval.controls import KINDS
 BUDGET_S = 20 * 60  # the default run's target on 2 cores
 
 
+def _rho(rho: float, low: float, high: float) -> str:
+    """A correlation with its interval."""
+    return f"{rho:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _ci(d: dict) -> str:
+    return _rho(d["rho"], d["low"], d["high"])
+
+
+def _control_kinds(rows) -> list[str]:
+    """Every control kind any row measured, in order of first appearance."""
+    return list(dict.fromkeys(kind for r in rows for kind in (r.get("controls") or {})))
+
+
+def _control_cells(controls: dict | None, kinds: list[str]) -> list[str]:
+    """A row's cell per control kind: its accuracy of its pairs, – where it has none."""
+    return [f"{c['accuracy']:.0%} of {c['pairs']}" if (c := (controls or {}).get(k)) and c["pairs"] else "–"
+            for k in kinds]
+
+
+def _control_header(kinds: list[str]) -> str:
+    return " | ".join(f"{k} ({KINDS[k].criterion})" for k in kinds)
+
+
 def render_judge(j: dict) -> list[str]:
     """Method x judge model: control accuracies, agreement with the reference per fable and
     over writers (with intervals), age-group kappa, seconds per verdict."""
-    def ci(d):
-        return f"{d['rho']:.2f} [{d['low']:.2f}, {d['high']:.2f}]"
-
     rows = {k: v for k, v in j.items() if " / " in k}
-    kinds = list(dict.fromkeys(kind for r in rows.values() for kind in r.get("controls", {})))
+    kinds = _control_kinds(rows.values())
     lines = ["## Judge methods and models (`python -m eval.protocol score` / `agree`)", "",
              f"Each method with each embedded judge on {j['fables_per_writer']} TinyFabulist fables per teacher "
              "(Mistral-7B, Llama-3.1-8B, Falcon3-7B) and their control copies, against the reference verdicts "
@@ -28,19 +49,16 @@ def render_judge(j: dict) -> list[str]:
              "share of pairs in which the judge scored the named criterion of the real fable above the copy's "
              "(goal ≥ 90%). Per-fable and writer-level correlations carry bootstrap 95% intervals; with three "
              "writers, the writer-level figures can only be read as a direction.", "",
-             "| method / judge | " + " | ".join(f"{k} ({KINDS[k].criterion})" for k in kinds)
+             "| method / judge | " + _control_header(kinds)
              + " | Spearman per fable, overall | per criterion | writers: Spearman | writers: Kendall | age κ | s / verdict |",
              "| --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- | --- | --- |"]
     for key, r in rows.items():
-        cells = []
-        for k in kinds:
-            c = r.get("controls", {}).get(k)
-            cells.append(f"{c['accuracy']:.0%} of {c['pairs']}" if c and c["pairs"] else "–")
-        crit = ", ".join(f"{name} {ci(v)}" for name, v in r["spearman"].items() if name != "overall")
+        crit = ", ".join(f"{name} {_ci(v)}" for name, v in r["spearman"].items() if name != "overall")
         w = r["writers"]
         kappa = r.get("age_group_kappa")
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {ci(r['spearman']['overall'])} | {crit} | "
-                     f"{ci(w['spearman'])} | {ci(w['kendall'])} | {'–' if kappa is None or kappa != kappa else f'{kappa:.2f}'} | "
+        lines.append(f"| {key} | " + " | ".join(_control_cells(r.get("controls"), kinds))
+                     + f" | {_ci(r['spearman']['overall'])} | {crit} | "
+                     f"{_ci(w['spearman'])} | {_ci(w['kendall'])} | {'–' if kappa is None or kappa != kappa else f'{kappa:.2f}'} | "
                      f"{r['s_per_verdict']:.1f} |")
     return lines + ([""] + [j["note"]] if j.get("note") else []) + [""]
 
@@ -49,7 +67,7 @@ def render_judge_run(jr: dict) -> list[str]:
     """The default run re-judged per judge set-up: does each criterion move the right way on
     its control, and at what cost."""
     setups = jr["setups"]
-    kinds = list(dict.fromkeys(k for r in setups.values() for k in (r["controls"] or {})))
+    kinds = _control_kinds(setups.values())
     lines = ["## Judge set-ups on the default run's controls (`python -m eval.protocol run`)", "",
              f"The default run ({jr['run']}) re-judged with each set-up, every verdict fresh: real teacher fables "
              "against copies changed to lower one criterion each (eval/controls.py). A cell is the share of pairs in "
@@ -57,17 +75,17 @@ def render_judge_run(jr: dict) -> list[str]:
              "Spearman of the guessed age group with the fables' Flesch-Kincaid grade. Judge s: the whole re-judge, "
              "engine start included. The Qwen judges share a family (and a tokenizer) with the Qwen teacher and "
              "both students.", "",
-             "| judge set-up | " + " | ".join(f"{k} ({KINDS[k].criterion})" for k in kinds)
+             "| judge set-up | " + _control_header(kinds)
              + " | age vs grade | score vs loss | fables | judge s |",
              "| --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
+    nan = float("nan")
     for name, r in setups.items():
-        cells = [f"{c['accuracy']:.0%} of {c['pairs']}" if (c := (r["controls"] or {}).get(k)) and c["pairs"] else "–"
-                 for k in kinds]
         a = r["age_check"] or {}
-        age = ("one group" if a.get("distinct_groups", 0) < 2 else f"{a['rho']:.2f} [{a['low']:.2f}, {a['high']:.2f}]")
+        age = "one group" if a.get("distinct_groups", 0) < 2 else _ci(a)
         v = r["score_vs_loss"] or {}
-        svl = f"{v.get('spearman', float('nan')):.2f} [{v.get('spearman_low', float('nan')):.2f}, {v.get('spearman_high', float('nan')):.2f}]"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {age} | {svl} | {r['fables']} | {r['wall_s']:.0f} |")
+        svl = _rho(v.get("spearman", nan), v.get("spearman_low", nan), v.get("spearman_high", nan))
+        lines.append(f"| {name} | " + " | ".join(_control_cells(r["controls"], kinds))
+                     + f" | {age} | {svl} | {r['fables']} | {r['wall_s']:.0f} |")
     lines += ["", "Writers' overall means per set-up:", "",
               "| judge set-up | " + " | ".join(next(iter(setups.values()))["writers"]) + " |",
               "| --- | " + " | ".join("---" for _ in next(iter(setups.values()))["writers"]) + " |"]
@@ -312,8 +330,8 @@ def render_default(default: dict) -> list[str]:
     curve = default.get("score_vs_loss") or {}
     if curve.get("points"):
         lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
-                     f"{curve['spearman']:.2f} [{curve.get('spearman_low', float('nan')):.2f}, "
-                     f"{curve.get('spearman_high', float('nan')):.2f}]")
+                     + _rho(curve["spearman"], curve.get("spearman_low", float("nan")),
+                            curve.get("spearman_high", float("nan"))))
     lines += ["", f"### Generation against its bounds (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s, float32 "
                   f"matrix products {default.get('gflops', float('nan')):.0f} GFLOP/s)", "",
               "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from distill import artifacts
-from eval.controls import ELEMENTS, control_accuracies, control_items
-from eval.stats import kendall_ci, spearman_ci
+from eval.controls import MISMATCH, control_accuracies, control_items
+from eval.stats import kendall, percentile_interval, spearman, spearman_ci
 from eval.tinyfabulist import read_fables, read_tinyfabulist, tinyfabulist_elements, verdict_line
+from teacher.prompts import ELEMENTS
 
 # Our rubric's criteria that measure what a TinyFabulist criterion measures (same name otherwise).
 REFERENCE_NAMES = {"consistency": "adherence_to_prompt", "plot": "moral_clarity"}
@@ -67,7 +68,7 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
 def _can_build(kind: str, items: list[dict]) -> bool:
     """The prompt-based controls need every element of every prompt (TinyFabulist's prompts
     name five of our six: no trait), the text-based ones only the fable."""
-    needs = {"templated retelling": ELEMENTS, "wrong prompt": ("character", "setting", "moral")}.get(kind, ())
+    needs = {"templated retelling": ELEMENTS, "wrong prompt": MISMATCH}.get(kind, ())
     return all(k in it for it in items for k in needs)
 
 
@@ -117,11 +118,10 @@ def agreement(ours: list[dict], reference: list[dict], n_boot: int = 2000) -> di
     return {
         "pairs": len(pairs), "spearman": criteria,
         "writers": {"ours": ours_mean, "reference": ref_mean, "pairs_in_same_order": same, "writer_pairs": len(duels),
-                    "spearman": _interval(_writer_ci(spearman_ci, ours_by, ref_by, n_boot)),
-                    "kendall": _interval(_writer_ci(kendall_ci, ours_by, ref_by, n_boot))},
+                    "spearman": _interval(_writer_ci(spearman, ours_by, ref_by, n_boot)),
+                    "kendall": _interval(_writer_ci(kendall, ours_by, ref_by, n_boot))},
         "age_group_kappa": cohen_kappa([a for a, _ in ages], [b for _, b in ages]) if ages else None,
-        "controls": control_accuracies([j for j in judged if j["role"] == "writer" or j["control"]],
-                                       lambda it: it["score"]) if any(v["control"] for v in ours) else {},
+        "controls": control_accuracies(judged, lambda it: it["score"]),
     }
 
 
@@ -133,17 +133,14 @@ def _writer_ci(corr, ours_by: dict, ref_by: dict, n_boot: int, seed: int = 0) ->
     """A rank correlation of writer means (ours against the reference) and its bootstrap
     interval: each writer's fables resampled with replacement, in pairs, within that writer."""
     writers = list(ours_by)
-    point = corr([np.mean(ours_by[w]) for w in writers], [np.mean(ref_by[w]) for w in writers], n_boot=0)[0]
+    point = corr([np.mean(ours_by[w]) for w in writers], [np.mean(ref_by[w]) for w in writers])
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot if len(writers) >= 3 else 0):
         idx = {w: rng.integers(0, len(ours_by[w]), len(ours_by[w])) for w in writers}
-        r = corr([np.mean(np.asarray(ours_by[w])[idx[w]]) for w in writers],
-                 [np.mean(np.asarray(ref_by[w])[idx[w]]) for w in writers], n_boot=0)[0]
-        if np.isfinite(r):
-            boots.append(r)
-    lo, hi = (float(np.quantile(boots, 0.025)), float(np.quantile(boots, 0.975))) if boots else (float("nan"),) * 2
-    return point, lo, hi
+        boots.append(corr([np.mean(np.asarray(ours_by[w])[idx[w]]) for w in writers],
+                          [np.mean(np.asarray(ref_by[w])[idx[w]]) for w in writers]))
+    return (point, *percentile_interval(boots))
 
 
 def render_agreement(result: dict) -> str:

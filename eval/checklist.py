@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import string
 
-ELEMENTS = ("character", "trait", "setting", "conflict", "resolution", "moral")
+from teacher.prompts import ELEMENTS
 
 
 def placeholders(text: str) -> set[str]:

@@ -24,6 +24,8 @@ import random
 import re
 from dataclasses import dataclass
 
+from teacher.prompts import ELEMENTS
+
 CONTROL_SUFFIX = " (shuffled)"
 
 
@@ -48,14 +50,20 @@ KINDS = {c.kind: c for c in CONTROLS}
 def shuffle_words(text: str, seed: str | int) -> str:
     """The same words in a random order (seeded, so a rerun judges the same copy from the
     cache). A text of fewer than two distinct words comes back unchanged."""
-    words = text.split()
-    if len(set(words)) < 2:
-        return text
+    shuffled = _reordered(text.split(), seed)
+    return text if shuffled is None else " ".join(shuffled)
+
+
+def _reordered(items: list[str], seed: str | int) -> list[str] | None:
+    """The items in a seeded random order other than their own; None for fewer than two
+    distinct items, which have no other order."""
+    if len(set(items)) < 2:
+        return None
     rng = random.Random(str(seed))
-    shuffled = words[:]
-    while shuffled == words:
+    shuffled = items[:]
+    while shuffled == items:
         rng.shuffle(shuffled)
-    return " ".join(shuffled)
+    return shuffled
 
 
 # Sentence ends: . ! ? (repeated) with any closing quotes or brackets, then whitespace.
@@ -75,14 +83,8 @@ def sentences(text: str) -> list[str]:
 def shuffle_sentences(text: str, seed: str | int) -> str | None:
     """The sentences in a random order (seeded); None for a text of fewer than two distinct
     sentences, which has no order to break."""
-    sents = sentences(text)
-    if len(set(sents)) < 2:
-        return None
-    rng = random.Random(str(seed))
-    shuffled = sents[:]
-    while shuffled == sents:
-        rng.shuffle(shuffled)
-    return " ".join(shuffled)
+    shuffled = _reordered(sentences(text), seed)
+    return None if shuffled is None else " ".join(shuffled)
 
 
 def cut_short(text: str) -> str | None:
@@ -160,15 +162,15 @@ def templated_retelling(elements: dict[str, str]) -> str:
             f"In the end, {e['resolution']}. The moral is: {e['moral']}.")
 
 
-ELEMENTS = ("character", "trait", "setting", "conflict", "resolution", "moral")
-_MISMATCH = ("character", "setting", "moral")
+# What a wrong prompt must differ in from the fable's own: who, where, and what it teaches.
+MISMATCH = ("character", "setting", "moral")
 
 
 def other_prompt(items: list[dict], i: int, seed: str | int) -> dict | None:
     """Another item whose prompt names a different character, setting and moral than item i's
     (seeded choice among them), or None where no prompt differs in all three."""
     here = items[i]
-    others = [it for it in items if all(it[k] != here[k] for k in _MISMATCH)]
+    others = [it for it in items if all(it[k] != here[k] for k in MISMATCH)]
     if not others:
         return None
     # By prompt, not by item: every eligible prompt equally likely, however many samples it has.

@@ -17,11 +17,12 @@ import math
 from dataclasses import asdict
 
 from distill.redact import redact
-from eval.checklist import ELEMENTS, age_letter, age_question, criterion_scores, p_yes, questions_for
+from eval.checklist import age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
+from teacher.prompts import ELEMENTS
 
 
 class Judge:

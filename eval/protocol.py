@@ -139,15 +139,17 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
+    controls = control_accuracies(by_model, overall_score)
     summary = JudgeSummary(
         judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, **cfg.sampling,
                                   "max_new_tokens": jc.max_new_tokens},
         models=summarize(by_model, criteria_names(rubric, jc.mode, jc.fluency_gate)),
         criteria=criteria_names(rubric, jc.mode, jc.fluency_gate),
         age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),
-        shuffled_control=(control_accuracy(by_model, overall_score, "shuffled words")
+        # the sanity line: reported (unchecked, with no pairs) whenever the control was asked for
+        shuffled_control=(controls.get("shuffled words") or control_accuracy([], overall_score)
                           if "shuffled words" in jc.controls else None),
-        controls=control_accuracies(by_model, overall_score),
+        controls=controls,
         age_check=age_vs_readability(by_model, list(dict(rubric.age_groups))))
     artifacts.write_text_atomic(run.judge.verdicts, "".join(json.dumps(j) + "\n" for j in judged))
     write_judge_report(run.judge.path, summary, by_model)

@@ -66,15 +66,18 @@ def kendall(x, y) -> float:
     return float(kendalltau(x, y).statistic)
 
 
+def percentile_interval(boots, level: float = 0.95) -> tuple[float, float]:
+    """The percentile interval of bootstrap replicates, the non-finite ones (a resample with
+    a constant side) left out; nan, nan when none is finite."""
+    boots = [b for b in boots if np.isfinite(b)]
+    a = (1 - level) / 2
+    return (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2
+
+
 def spearman_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
     """Spearman correlation of paired points and its percentile bootstrap interval, the
     points resampled in pairs (nan throughout with fewer than 3 points)."""
     return _paired_ci(spearman, x, y, n_boot, level, seed)
-
-
-def kendall_ci(x, y, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Kendall's tau-b of paired points and its percentile bootstrap interval."""
-    return _paired_ci(kendall, x, y, n_boot, level, seed)
 
 
 def _paired_ci(corr, x, y, n_boot, level, seed) -> tuple[float, float, float]:
@@ -83,10 +86,7 @@ def _paired_ci(corr, x, y, n_boot, level, seed) -> tuple[float, float, float]:
     rng = np.random.default_rng(seed)
     with np.errstate(all="ignore"):
         boots = [corr(x[i], y[i]) for i in (rng.integers(0, len(x), len(x)) for _ in range(n_boot if len(x) >= 3 else 0))]
-    boots = [b for b in boots if np.isfinite(b)]
-    a = (1 - level) / 2
-    lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2
-    return rho, lo, hi
+    return (rho, *percentile_interval(boots, level))
 
 
 def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
@@ -102,9 +102,7 @@ def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed:
         rng = np.random.default_rng(seed)
         boots = [spearman(x, np.nanmean(m[:, rng.integers(0, m.shape[1], m.shape[1])], axis=1))
                  for _ in range(n_boot if m.size else 0)]
-    boots = [b for b in boots if np.isfinite(b)]
-    a = (1 - level) / 2
-    lo, hi = (float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))) if boots else (float("nan"),) * 2
+    lo, hi = percentile_interval(boots, level)
     return {"rho": rho, "low": lo, "high": hi, "points": len(x)}
 
 
