@@ -195,11 +195,15 @@ def fuzz_urls(cases: int) -> Counter:
 
 
 def fuzz_shards(cases: int) -> Counter:
+    with tempfile.TemporaryDirectory(prefix="kdfuzz-") as d:
+        return _fuzz_shards(cases, Path(d))
+
+
+def _fuzz_shards(cases: int, work: Path) -> Counter:
     import numpy as np
 
     from distill.schema import read_rows, write_table_atomic
 
-    work = Path(tempfile.mkdtemp(prefix="kdfuzz-"))
     rng = np.random.default_rng(0)
     rows = []
     for i in range(4):
@@ -237,11 +241,15 @@ def fuzz_shards(cases: int) -> Counter:
 
 
 def fuzz_files(cases: int) -> dict[str, Counter]:
+    with tempfile.TemporaryDirectory(prefix="kdfuzz-") as d:
+        return _fuzz_files(cases, Path(d))
+
+
+def _fuzz_files(cases: int, work: Path) -> dict[str, Counter]:
     from eval.comparison_inputs import load_input
     from eval.tinyfabulist import read_fables, read_tinyfabulist
     from teacher.prompts import ELEMENTS, VARIANTS, load_prompts
 
-    work = Path(tempfile.mkdtemp(prefix="kdfuzz-"))
 
     def reader(valid: str, read, valid_record):
         def classify(content: bytes):
