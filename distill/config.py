@@ -30,10 +30,18 @@ class EvalConfig:
     # teachers sample ([generation] temperature and top_p: RunConfig.sampling).
     student_samples: int = 8
     max_new_tokens: int = 160
+    # The report's headline (eval/footprint.py): the distilled teacher and its students each
+    # served alone by vLLM with the same settings, writing footprint_new_tokens for each of
+    # the first footprint_prompts held-out prompts: tokens/s and peak memory.
+    footprint: bool = True
+    footprint_prompts: int = 4
+    footprint_new_tokens: int = 64
 
     def __post_init__(self):
         check_ranges(self, {"student_samples": (self.student_samples >= 0, "must be >= 0"),
-                            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1")})
+                            "max_new_tokens": (self.max_new_tokens >= 1, "must be >= 1"),
+                            "footprint_prompts": (self.footprint_prompts >= 1, "must be >= 1"),
+                            "footprint_new_tokens": (self.footprint_new_tokens >= 1, "must be >= 1")})
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,24 @@ def stage_judge(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger, endpoi
                    "failed_verdicts": sum(m["failures"] for m in models.values()), **starts.figures()})
 
 
+def stage_footprint(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
+    """The distilled teacher and its students served alike, one at a time: the report's
+    headline (eval/footprint.py). After the judge, whose engine has stopped, so each writer
+    has the machine to itself."""
+    from eval import footprint
+
+    if not cfg.eval.footprint or not any(cfg.objectives(tr) for tr in cfg.teachers):
+        return
+    with ledger.stage("footprint") as st:
+        if run.footprint.exists():
+            st["status"] = "skipped"
+            return
+        starts = cluster.EngineStarts()
+        fp = footprint.measure(cfg, run, starts)
+        artifacts.write_json_atomic(run.footprint, fp)
+        st.update({"writers": len(fp["writers"]), **starts.figures()})
+
+
 def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
     """The teachers (and their students, where judged) compared on toxicity, diversity,
     similarity and faithfulness: runs/<name>/compare/ (eval/compare.py)."""
@@ -254,6 +272,7 @@ def run(cfg: RunConfig) -> RunFolder:
                 for objective in cfg.objectives(tr):
                     stage_evaluate(cfg, tr, objective, folder, ledger)
             stage_judge(cfg, folder, ledger, endpoint, judge_starts)
+        stage_footprint(cfg, folder, ledger)
     finally:
         cluster.shutdown()
     stage_compare(cfg, folder, ledger)

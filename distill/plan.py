@@ -153,6 +153,11 @@ def judge_load(cfg: RunConfig) -> dict:
             "output_tokens": asked * j.max_tokens, "student_fables": student, "checkpoint_fables": checkpoint - last}
 
 
+# Seconds a footprint engine holds its GPUs: a 7B engine's start on a GPU node (load, CUDA
+# graphs) plus its few hundred tokens. An allowance, not measured here.
+FOOTPRINT_ENGINE_S = 180
+
+
 def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     stages, gpu_h, disk = [], 0.0, 0.0
     rates = gpu_rates(cfg.cluster.gpu, gen_tok_s)
@@ -205,6 +210,17 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
         stages.append({"stage": "judge", "writers": writers, **load, "model": j.model, "endpoint": where,
                        "mode": j.mode, "resources": f"endpoint {where}", "gpu_hours": 0.0,
                        "api_usd": api if price else None})
+    distilled = [tr for tr in cfg.teachers if cfg.objectives(tr)]
+    if cfg.eval.footprint and distilled:  # the headline: the first distilled teacher and its students served alike
+        tr = distilled[0]
+        engines = 1 + len(cfg.objectives(tr))
+        tokens = engines * cfg.eval.footprint_prompts * cfg.eval.footprint_new_tokens
+        gpus = tr.model.tensor_parallel if tr.model.gpu_memory_gib else 0
+        stages.append({"stage": "footprint", "teacher": tr.teacher, "engines": engines, "max_tokens": tokens,
+                       "resources": f"{gpus} GPU, one engine at a time" if gpus else "CPU, one engine at a time",
+                       # dominated by the engines' starts, not by the tokens
+                       "gpu_hours": engines * gpus * FOOTPRINT_ENGINE_S / 3600})
+        gpu_h += stages[-1]["gpu_hours"]
     stages.append({"stage": "compare", "resources": "CPU", "gpu_hours": 0.0})
     stages.append({"stage": "report", "resources": "CPU", "gpu_hours": 0.0})
     usd = cfg.cluster.usd_per_gpu_hour.get(cfg.cluster.gpu)
@@ -254,6 +270,8 @@ def render(plan: dict) -> str:
         elif s["stage"] == "write":
             detail = [f"{s['student_completions']:,} student completions (LoRA on one engine per base)",
                       f"<= {s['max_tokens']:,} tokens"]
+        elif s["stage"] == "footprint":
+            detail = [f"{s['engines']} engines served alike for the headline", f"{s['max_tokens']:,} tokens"]
         elif s["stage"] == "judge":
             detail = [f"{s['verdicts']:,} verdicts by {s['model']} ({s['mode']}, {s['requests']:,} requests, "
                       f"~{s['input_tokens'] / 1e6:.1f}M tokens in, <= {s['output_tokens'] / 1e6:.1f}M out)"]

@@ -305,6 +305,11 @@ class RunFolder:
         return JudgeFolder(self.root / "judge")
 
     @property
+    def footprint(self) -> Path:
+        """The distilled teacher and its students served alike (eval/footprint.py)."""
+        return self.root / "footprint.json"
+
+    @property
     def compare(self) -> Path:
         return self.root / "compare"
 

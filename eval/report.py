@@ -204,6 +204,53 @@ def stage_table(stages: list[dict], ray_heads: int | None = None) -> list[str]:
     return lines
 
 
+def _gib(b) -> str:
+    return "–" if not b else f"{b / 2**30:.2f} GiB"
+
+
+def _params(n) -> str:
+    return "–" if not n else f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.0f} M"
+
+
+def headline_section(cfg, run: RunFolder) -> list[str]:
+    """What distillation buys: the distilled teacher and its students, served alike
+    (footprint.json), with their judge scores and held-out KL, and the ratios in words."""
+    from eval.footprint import headline, sentence, served_memory
+
+    if not run.footprint.exists():
+        return []
+    fp = read_json(run.footprint)
+    models = JudgeSummary.read(run.judge.summary).models if run.judge.summary.exists() else {}
+    tr = next(t for t in cfg.teachers if cfg.objectives(t))
+    rows = []
+    for w in fp["writers"]:
+        objective = w["label"].removeprefix(f"{tr.teacher}-") if w["label"] != tr.teacher else None
+        ev = run.student(tr.teacher, objective).evaluated if objective else None
+        kl = Evaluated.read(ev).after.kl if ev is not None and ev.exists() else (0.0 if objective is None else None)
+        judged = (models.get(w["label"] if objective else f"{tr.teacher} (teacher)") or {}).get("overall")
+        rows.append({**w, "memory": served_memory(w), "judge": judged, "kl": kl})
+    h = headline(rows)
+    st = fp["settings"]
+    gpu = bool(st.get("gpus"))
+    lines = ["## What distillation buys", "", f"**{inert(sentence(h))}**", "",
+             f"Each served alone by vLLM, one after another, with the same settings: {st['prompts']} held-out prompts, "
+             f"{st['new_tokens']} new tokens each (end of text ignored), {st['dtype']}, "
+             + (f"{st['gpus']} GPU(s); memory is CUDA's reserved peak, vLLM's KV-cache reservation included."
+                if gpu else f"{st['kv_cache_gib']} GiB KV cache, every core; memory is the serving process's "
+                "peak resident set (runtime and KV cache included, so the ratio understates the weights' own).")
+             + " Judge score: overall mean with its bootstrap 95% interval; held-out KL to the teacher per token.", "",
+             "| writer | parameters | weights on disk | tokens/s | peak memory | judge score [95% CI] | held-out KL |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        j = r["judge"]
+        judge = "–" if not j or j.get("mean") != j.get("mean") else f"{j['mean']:.2f} [{j['low']:.2f}, {j['high']:.2f}]"
+        tps = "–" if not r.get("tokens_per_s") else f"{r['tokens_per_s']:.1f}"
+        kl = "–" if r["kl"] is None else f"{r['kl']:.3f}"
+        lines.append(f"| {inert(r['label'])} | {_params(r.get('params'))} | {_gib(r.get('weight_bytes'))} | {tps} | "
+                     f"{_gib(r['memory'])} | {judge} | {kl} |")
+    return lines + [""]
+
+
 def write_report(cfg, run: RunFolder, stages: list[dict], ray_heads: int | None = None) -> Path:
     lines = [
         f"# Distillation run `{cfg.name}`",
@@ -213,6 +260,7 @@ def write_report(cfg, run: RunFolder, stages: list[dict], ray_heads: int | None 
         "disjoint from training. Configuration: `config.json`; every file and version: `manifest.json`.",
         "",
     ]
+    lines += headline_section(cfg, run)
     for tr in cfg.teachers:
         lines += teacher_section(cfg, tr, run)
     if run.judge.summary.exists():

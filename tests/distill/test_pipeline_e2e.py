@@ -257,3 +257,41 @@ def test_another_tokenizer_family_gets_sequence_level_distillation(tiny_run):
     ev = json.loads((runs / "tiny-cross-sft" / "students" / "gemma3-270m-sft" / "eval.json").read_text())
     assert ev["after"]["kl"] is None and ev["after"]["ce"] < ev["before"]["ce"]
     assert "sequence-level distillation, no KL" in (runs / "tiny-cross-sft" / "report.md").read_text()
+
+
+def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, tmp_path):
+    """The headline stage on the finished run (the tiny config leaves it off, to keep the
+    module's run short): the teacher and both students served alike, then the report."""
+    import dataclasses
+
+    from distill import artifacts, pipeline
+    from distill.config import from_dict
+    from distill.run_folder import RunFolder
+    from eval.report import write_report
+
+    run_dir, _ = tiny_run
+    run = RunFolder(run_dir)
+    cfg = from_dict(artifacts.read_json(run.config))
+    cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, footprint=True, footprint_prompts=2,
+                                                            footprint_new_tokens=8))
+    ledger = artifacts.Ledger(tmp_path / "stages.json")
+    try:
+        pipeline.stage_footprint(cfg, run, ledger)
+        fp = artifacts.read_json(run.footprint)
+        writers = fp["writers"]
+        assert [w["label"] for w in writers] == ["smollm2-135m", "smollm2-135m-kd", "smollm2-135m-sft"]
+        assert all(w["tokens"] == 2 * 8 and w["tokens_per_s"] > 0 for w in writers)
+        assert all(w["peak_rss_bytes"] > w["weight_bytes"] > 0 for w in writers)
+        # LoRA merged back: each student is the teacher's architecture (its pruned copy here)
+        assert writers[1]["params"] == writers[2]["params"] <= writers[0]["params"]
+        assert ledger.stages[0]["engine_starts"] == 3 and fp["settings"]["kv_cache_gib"] == 1
+        report = write_report(cfg, run, ledger.stages).read_text()
+        section = report.split("## What distillation buys", 1)[1].split("\n## ", 1)[0]
+        assert "**smollm2-135m-kd keeps " in section and "× the speed" in section
+        rows = [line for line in section.splitlines() if line.startswith("| smollm2-135m")]
+        assert len(rows) == 3 and all("[" in r for r in rows)  # every writer judged, with its interval
+        assert rows[0].endswith("| 0.000 |")  # the teacher's KL to itself
+        pipeline.stage_footprint(cfg, run, ledger)  # done once: a rerun keeps it
+        assert ledger.stages[-1]["status"] == "skipped"
+    finally:
+        run.footprint.unlink(missing_ok=True)

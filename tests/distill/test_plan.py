@@ -24,7 +24,11 @@ def test_the_production_plan_prices_every_stage_without_loading_weights(monkeypa
     p = plan.build(cfg, gen_tok_s=2500)
     names = [(s["stage"], s.get("teacher", "")) for s in p["stages"]]
     for t in ("mistral-7b-instruct", "llama2-7b-chat", "falcon-7b-instruct"):
-        assert [n for n, who in names if who == t] == ["generate", "train-kd", "evaluate-kd", "train-sft", "evaluate-sft"]
+        headline = ["footprint"] if t == "mistral-7b-instruct" else []  # the first distilled teacher's
+        assert [n for n, who in names if who == t] == ["generate", "train-kd", "evaluate-kd", "train-sft", "evaluate-sft",
+                                                       *headline]
+    footprint = next(s for s in p["stages"] if s["stage"] == "footprint")  # the teacher and its two students
+    assert footprint["engines"] == 3 and footprint["gpu_hours"] == 3 * plan.FOOTPRINT_ENGINE_S / 3600
     gen = [s for s in p["stages"] if s["stage"] == "generate"]
     # 20,000 training fables + 50 held-out x 10, 400 tokens each, top-20 at 2 bytes an entry
     assert all(s["rows"] == 20500 and s["topk_disk_bytes"] == 20500 * 400 * 20 * 2.0 for s in gen)
