@@ -113,6 +113,11 @@ def _rubric_tokens(cfg: RunConfig) -> int:
     if rubric.checklist:  # a request per question: the longest one, as an upper bound
         longest = max((q for _, q, _ in rubric.checklist), key=len) + "\n" + rubric.yes_no
         return sum(len(m["content"]) for m in checklist_messages(rubric, "", "", longest)) // CHARS_PER_TOKEN
+    if rubric.pair:  # a request per criterion and order: the longest question
+        from eval.pairwise import messages as pair_messages, questions
+
+        longest = max((q for _, q in questions(rubric)), key=len)
+        return sum(len(m["content"]) for m in pair_messages(rubric, "", "", "", longest)) // CHARS_PER_TOKEN
     return sum(len(m["content"]) for m in rubric.messages("", "")) // CHARS_PER_TOKEN
 
 
@@ -145,6 +150,14 @@ def judge_load(cfg: RunConfig) -> dict:
 
         per_fable = len(rubric_for(j).checklist) + 1 + (1 if j.fluency_gate else 0)
         input_tokens = asked * per_fable * (rubric + PROMPT_TOKENS + fable)
+        return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
+                "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}
+    if j.mode == "pairwise":  # each criterion in both orders, two fables each, and the age question (at most:
+        from eval.rubric import rubric_for  # the reference against itself asks no pair)
+
+        pairs = 2 * len(rubric_for(j).criteria)
+        per_fable = pairs + 1 + (1 if j.fluency_gate else 0)
+        input_tokens = asked * (pairs * (rubric + PROMPT_TOKENS + 2 * fable) + (per_fable - pairs) * (rubric + PROMPT_TOKENS + fable))
         return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
                 "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}
     per_fable = 2 if j.mode == "ensemble" else 1

@@ -45,6 +45,10 @@ def score(inputs: list[str], out: Path, judge_cfg, limit: int = 0, controls: boo
                   for f in (fables[:limit] if limit else fables)]
     if controls:  # judge.controls, less those these prompts cannot build
         items += control_items(items, tuple(k for k in judge_cfg.controls if _can_build(k, items)))
+    if judge_cfg.mode == "pairwise" and items:  # every fable against the first file's for the same prompt
+        from eval.pairwise import with_references
+
+        items = with_references(items, items[0]["model"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rubric = rubric_for(judge_cfg)

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from distill.redact import redact
 from eval.checklist import age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
+from eval import pairwise
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -43,11 +44,14 @@ class Judge:
         if mode == "checklist" and not rubric.checklist:
             raise ValueError(f"judge mode 'checklist' needs a rubric with [[checklist]] questions; {rubric.name} has none "
                              "(use eval/rubrics/fable-checklist.toml)")
+        if mode == "pairwise" and not rubric.pair:
+            raise ValueError(f"judge mode 'pairwise' needs a rubric with template.pair; {rubric.name} has none "
+                             "(use eval/rubrics/fable-pairwise.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
         self.max_text_loss = max_text_loss
-        # ensemble always has the fluency criterion and the readability gate; checklist may
-        self.gated = mode == "ensemble" or (fluency_gate and mode == "checklist")
+        # ensemble always has the fluency criterion and the readability gate; checklist and pairwise may
+        self.gated = mode == "ensemble" or (fluency_gate and mode in ("checklist", "pairwise"))
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address with any credential in
@@ -61,6 +65,8 @@ class Judge:
     def _key(self, prompt: str, fable: str, elements: dict | None = None) -> str:
         if self.mode == "checklist":  # its questions name the elements: they are part of what is judged
             prompt = prompt + "\n" + json.dumps(_known(elements), sort_keys=True)
+        if self.mode == "pairwise":  # the fable is judged against its reference
+            prompt = prompt + "\n" + json.dumps({"reference": (elements or {}).get("reference")})
         return VerdictCache.key(self.settings(), prompt, fable)
 
     def cached(self, prompt: str, fable: str, elements: dict | None = None) -> dict | None:
@@ -74,8 +80,9 @@ class Judge:
         if (hit := self.cached(prompt, fable, elements)) is not None:
             return hit
         settings = self.settings()
-        if self.mode == "checklist":
-            record = self._checklist(prompt, fable, _known(elements), settings)
+        if self.mode in ("checklist", "pairwise"):
+            record = (self._checklist(prompt, fable, _known(elements), settings) if self.mode == "checklist"
+                      else self._pairwise(prompt, fable, (elements or {}).get("reference"), settings))
             if record["verdict"] and self.cache is not None:
                 self.cache.put(self._key(prompt, fable, elements), record)
             return {**record, "cached": False}
@@ -135,6 +142,41 @@ class Judge:
                    "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]}
         record = {"verdict": verdict, "reason": "checklist", "raw": None, "judge": settings}
         return self._gate(record, fable) if self.gated else record
+
+    def _pairwise(self, prompt: str, fable: str, reference: str | None, settings: dict) -> dict:
+        """Each criterion asked of the fable and its reference in both orders (answer token
+        only, with its alternatives' logprobs), then the age question of the fable alone."""
+        if not reference or not reference.strip():
+            return self._failed(settings, "pairwise: no reference fable for this prompt")
+        wins = {}
+        try:
+            for criterion, question in pairwise.questions(self.rubric):
+                if fable.strip() == reference.strip():
+                    wins[criterion] = 0.5  # the reference against itself
+                    continue
+                asked = [pairwise.p_first(self._pair_token(prompt, a, b, question))
+                         for a, b in ((fable, reference), (reference, fable))]
+                if None in asked:
+                    return self._failed(settings, f"no A or B among the answer's top tokens to {clip(question, 60)!r}")
+                wins[criterion] = pairwise.beats(*asked)
+            letters = [k for k, _ in self.rubric.age_groups]
+            age = age_letter(self._answer_token(prompt, fable, age_question(self.rubric)), letters)
+        except Exception as e:  # the openai client already retried transient errors
+            return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
+        if age is None:
+            return self._failed(settings, "no age group letter among the answer's top tokens")
+        verdict = {"scores": pairwise.scores(wins, self.rubric), "age_group": age,
+                   "wins": {c: round(p, 4) for c, p in wins.items()}}
+        record = {"verdict": verdict, "reason": "pairwise", "raw": None, "judge": settings}
+        return self._gate(record, fable) if self.gated else record
+
+    def _pair_token(self, prompt: str, first: str, second: str, question: str) -> list[dict]:
+        resp = self.client.chat.completions.create(
+            model=self.model, messages=pairwise.messages(self.rubric, prompt, first, second, question),
+            temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=20)
+        choice = resp.choices[0]
+        content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
+        return [t.model_dump() for t in content[0].top_logprobs] if content else []
 
     @staticmethod
     def _failed(settings: dict, reason: str) -> dict:

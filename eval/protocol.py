@@ -128,6 +128,10 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
             raise ValueError(f"{run.root}: no held-out fables to judge")
+        if jc.mode == "pairwise":  # every fable against the first distilled teacher's for its prompt
+            from eval.pairwise import with_references
+
+            everything = with_references(everything, f"{reference_teacher(cfg).teacher} (teacher)")
         offline = judge_from_config(SimpleNamespace(base_url=jc.base_url or os.environ.get("OPENAI_BASE_URL") or "local"),
                                     jc, rubric, cache)
         cached = [offline.cached(it["prompt"], it["fable"], it) for it in everything]
@@ -155,6 +159,11 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
     write_judge_report(run.judge.path, summary, by_model)
     summary.write(run.judge.summary)  # last: the stage is done when the summary exists
     return summary
+
+
+def reference_teacher(cfg):
+    """The teacher every fable is compared with in pairwise mode: the first distilled one."""
+    return next((t for t in cfg.teachers if cfg.objectives(t)), cfg.teachers[0])
 
 
 def checkpoint_items(cfg, run: RunFolder) -> list[dict]:

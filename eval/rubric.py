@@ -19,7 +19,9 @@ RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
 # shuffled (SmolLM2-135M's G-Eval scores prefer the shuffled copy), its loss can.
 # "checklist" scores each criterion from yes/no questions, each read as P(yes) (eval/checklist.py).
 RUBRIC_CHECKLIST = Path(__file__).parent / "rubrics" / "fable-checklist.toml"
-JUDGE_MODES = ("form", "geval", "ensemble", "checklist")
+# "pairwise" scores each criterion as P(the fable beats a reference fable), both orders (eval/pairwise.py).
+RUBRIC_PAIRWISE = Path(__file__).parent / "rubrics" / "fable-pairwise.toml"
+JUDGE_MODES = ("form", "geval", "ensemble", "checklist", "pairwise")
 FLUENCY = "fluency"
 
 
@@ -41,6 +43,9 @@ class Rubric:
     checklist: tuple[tuple[str, str, float], ...] = ()
     yes_no: str = ""
     age_question: str = ""
+    # pairwise mode: two stories and one criterion's question
+    pair: str = ""
+    pair_question: str = ""
 
     @classmethod
     def load(cls, path: str | Path = RUBRIC) -> Rubric:
@@ -54,11 +59,18 @@ class Rubric:
             rubric = cls(raw["name"], criteria, int(low), int(high), tuple(raw["age_groups"].items()),
                          raw["template"]["system"], raw["template"]["user"],
                          hashlib.sha256(raw_text.encode()).hexdigest()[:16], checklist,
-                         raw["template"].get("yes_no", ""), raw["template"].get("age", ""))
+                         raw["template"].get("yes_no", ""), raw["template"].get("age", ""),
+                         raw["template"].get("pair", ""), raw["template"].get("pair_question", ""))
         except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as e:
             raise ValueError(f"rubric {path}: {type(e).__name__}: {e}") from None
         if not criteria or len({c for c, _ in criteria}) != len(criteria) or not low < high:
             raise ValueError(f"rubric {path}: criteria must be unique and non-empty, scale low < high")
+        if rubric.pair or rubric.pair_question:
+            from eval.pairwise import pairwise_problem
+
+            problem = pairwise_problem(rubric)
+            if problem:
+                raise ValueError(f"rubric {path}: {problem}")
         if checklist:
             from eval.checklist import checklist_problem
 
@@ -90,7 +102,8 @@ def rubric_for(judge_cfg) -> Rubric:
     """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise.
     A configured one that cannot be read is named as the setting it came from."""
     if not judge_cfg.rubric:
-        return Rubric.load({"form": RUBRIC, "checklist": RUBRIC_CHECKLIST}.get(judge_cfg.mode, RUBRIC_GEVAL))
+        return Rubric.load({"form": RUBRIC, "checklist": RUBRIC_CHECKLIST, "pairwise": RUBRIC_PAIRWISE}
+                           .get(judge_cfg.mode, RUBRIC_GEVAL))
     try:
         return Rubric.load(judge_cfg.rubric)
     except ValueError as e:

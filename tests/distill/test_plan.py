@@ -138,3 +138,18 @@ def test_the_dry_run_prices_stages_for_the_gpu_its_config_names(monkeypatch):
         config.load(ROOT / "configs/production.toml", ["cluster.gpu='V100'"])
     with pytest.raises(config.SettingError, match="cluster.usd_per_gpu_hour: has no price for cluster.gpu = 'H200'"):
         config.load(ROOT / "configs/production.toml", ["cluster.gpu='H200'"])
+
+
+def test_the_judges_requests_follow_its_mode(monkeypatch):
+    """Per judged fable: one request for a form; per question plus the age for the checklist;
+    each criterion in both orders plus the age for pairwise; the gate's text loss on top."""
+    from eval.rubric import RUBRIC_CHECKLIST, Rubric
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    base = config.load(ROOT / "configs/default.toml", ['judge.mode="form"', "judge.fluency_gate=false"])
+    asked = plan.judge_load(base)["requests"]
+    questions = len(Rubric.load(RUBRIC_CHECKLIST).checklist)
+    for mode, gate, per_fable in [("checklist", False, questions + 1), ("checklist", True, questions + 2),
+                                  ("pairwise", False, 2 * 4 + 1), ("pairwise", True, 2 * 4 + 2)]:
+        cfg = config.load(ROOT / "configs/default.toml", [f'judge.mode="{mode}"', f"judge.fluency_gate={str(gate).lower()}"])
+        assert plan.judge_load(cfg)["requests"] == asked * per_fable, (mode, gate)
