@@ -68,8 +68,12 @@ def render_judge_run(jr: dict) -> list[str]:
     its control, and at what cost."""
     setups = jr["setups"]
     kinds = _control_kinds(setups.values())
+    runs = list(dict.fromkeys(r.get("run") or jr["run"] for r in setups.values()))
     lines = ["## Judge set-ups on the default run's controls (`python -m eval.protocol run`)", "",
-             f"The default run ({jr['run']}) re-judged with each set-up, every verdict fresh: real teacher fables "
+             (f"The default run ({jr['run']}) re-judged with each set-up" if len(runs) == 1 else
+              "Default runs (" + "; ".join(f"run {i + 1}: {r}" for i, r in enumerate(runs)) + ", each with the same "
+              "configuration and seed) re-judged with each set-up")
+             + ", every verdict fresh: real teacher fables "
              "against copies changed to lower one criterion each (eval/controls.py). A cell is the share of pairs in "
              "which the named criterion of the real fable scored above the copy's (ties half; goal ≥ 90%). Age: "
              "Spearman of the guessed age group with the fables' Flesch-Kincaid grade. Judge s: the whole re-judge, "
@@ -84,14 +88,16 @@ def render_judge_run(jr: dict) -> list[str]:
         age = "one group" if a.get("distinct_groups", 0) < 2 else _ci(a)
         v = r["score_vs_loss"] or {}
         svl = _rho(v.get("spearman", nan), v.get("spearman_low", nan), v.get("spearman_high", nan))
-        lines.append(f"| {name} | " + " | ".join(_control_cells(r["controls"], kinds))
+        which = f" (run {runs.index(r.get('run') or jr['run']) + 1})" if len(runs) > 1 else ""
+        lines.append(f"| {name}{which} | " + " | ".join(_control_cells(r["controls"], kinds))
                      + f" | {age} | {svl} | {r['fables']} | {r['wall_s']:.0f} |")
     lines += ["", "Writers' overall means per set-up:", "",
               "| judge set-up | " + " | ".join(next(iter(setups.values()))["writers"]) + " |",
               "| --- | " + " | ".join("---" for _ in next(iter(setups.values()))["writers"]) + " |"]
     for name, r in setups.items():
-        lines.append(f"| {name} | " + " | ".join(f"{o['mean']:.2f} [{o['low']:.2f}, {o['high']:.2f}]"
-                                                  for o in r["writers"].values()) + " |")
+        which = f" (run {runs.index(r.get('run') or jr['run']) + 1})" if len(runs) > 1 else ""
+        lines.append(f"| {name}{which} | " + " | ".join(f"{o['mean']:.2f} [{o['low']:.2f}, {o['high']:.2f}]"
+                                                         for o in r["writers"].values()) + " |")
     return lines + ([""] + [jr["note"]] if jr.get("note") else []) + [""]
 
 

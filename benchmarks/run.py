@@ -197,12 +197,16 @@ JUDGE_RUN_SETUPS = ("ensemble / smollm2-135m", "checklist / smollm2-135m", "chec
                     "checklist+gate / qwen2.5-coder-0.5b", "checklist / qwen2.5-coder-1.5b")
 
 
-def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RUN_SETUPS) -> dict:
+def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RUN_SETUPS,
+                    before: dict | None = None, now: str = "") -> dict:
     """A finished default run re-judged with each judge set-up, every verdict fresh (a linked
     copy of the run without its verdict cache): each criterion control's accuracy, the age
     group against reading grade, score against loss, each writer's mean, and the judge's
-    seconds (its engine start included), through `python -m eval.protocol run`."""
-    out = {"run": str(run_dir), "setups": {}}
+    seconds (its engine start included), through `python -m eval.protocol run`. Set-ups not
+    measured now keep their last figures, each with the run it re-judged and its date."""
+    kept = {k: {"run": (before or {}).get("run"), "measured": (before or {}).get("measured"), **v}
+            for k, v in ((before or {}).get("setups") or {}).items() if k not in setups}
+    out = {"run": str(run_dir), "setups": kept}
     for setup in setups:
         mode, model = setup.split(" / ")
         gate = mode.endswith("+gate")
@@ -220,7 +224,7 @@ def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RU
             "wall_s": wall, "controls": summary.controls, "shuffled_control": summary.shuffled_control,
             "age_check": summary.age_check, "score_vs_loss": {k: v for k, v in summary.score_vs_loss.items() if k != "points"},
             "writers": {m: s["overall"] for m, s in summary.models.items() if s["role"] != "control"},
-            "fables": sum(s["fables"] for s in summary.models.values())}
+            "fables": sum(s["fables"] for s in summary.models.values()), "run": str(run_dir), "measured": now}
     return out
 
 
@@ -353,7 +357,8 @@ def measure(sections: set[str], args, results: dict) -> None:
         if not RunFolder(run_dir).judge.summary.exists():
             raise SystemExit(f"the judge-run section re-judges a finished default run: none at {run_dir}; "
                              "run `make distill` first or pass --default-run")
-        results["judge_run"] = {**bench_judge_run(env, run_dir, tuple(args.judge_setups)), "measured": now}
+        results["judge_run"] = {**bench_judge_run(env, run_dir, tuple(args.judge_setups), results.get("judge_run"), now),
+                                "measured": now}
     if "judge" in sections:
         results["judge"] = bench_judge(env, tuple(args.judge_modes), results.get("judge"), tuple(args.judge_models))
         if results["judge"]:

@@ -72,3 +72,21 @@ def test_the_judge_run_table_has_a_row_per_set_up_and_a_column_per_control():
     text = "\n".join(render_judge_run({"run": "runs/default", "setups": {"ensemble / smollm2-135m": row}}))
     assert "| ensemble / smollm2-135m | 100% of 18 | 47% of 17 | one group | 0.32 [-0.32, 0.63] | 158 | 201 |" in text
     assert "grammar errors (grammar)" in text and "| 2.24 [2.18, 2.31] |" in text
+    # a set-up measured later on another default run: each row names its run
+    later = {**row, "run": "/tmp/b/runs/default"}
+    text = "\n".join(render_judge_run({"run": "/tmp/b/runs/default", "setups": {
+        "ensemble / smollm2-135m": {**row, "run": "/tmp/a/runs/default"}, "pairwise / smollm2-135m": later}}))
+    assert "run 1: /tmp/a/runs/default; run 2: /tmp/b/runs/default" in text
+    assert "| ensemble / smollm2-135m (run 1) | 100% of 18 |" in text and "| pairwise / smollm2-135m (run 2) |" in text
+
+
+def test_the_judge_run_keeps_set_ups_not_measured_now(monkeypatch, tmp_path):
+    from benchmarks import run
+
+    before = {"run": "/old/runs/default", "measured": "2026-12-04", "setups": {"a / m": {"wall_s": 1.0},
+                                                                             "b / m": {"wall_s": 2.0}}}
+    out = run.bench_judge_run({}, tmp_path, setups=(), before=before, now="2026-12-05")
+    assert out["setups"] == {"a / m": {"run": "/old/runs/default", "measured": "2026-12-04", "wall_s": 1.0},
+                             "b / m": {"run": "/old/runs/default", "measured": "2026-12-04", "wall_s": 2.0}}
+    out = run.bench_judge_run({}, tmp_path, setups=(), before={**before, "setups": {"a / m": {"wall_s": 1.0, "run": "/x"}}})
+    assert out["setups"]["a / m"]["run"] == "/x"  # a row's own run wins over the section's
