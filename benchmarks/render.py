@@ -338,6 +338,20 @@ def render_default(default: dict) -> list[str]:
         lines.append(f"- judge score against training loss over {len(curve['points'])} checkpoints: Spearman "
                      + _rho(curve["spearman"], curve.get("spearman_low", float("nan")),
                             curve.get("spearman_high", float("nan"))))
+    fp = default.get("footprint")
+    if fp:
+        from eval.footprint import served_memory
+
+        st, w = fp["settings"], fp["writers"]
+        lines += ["", f"### What distillation buys: each writer served alone by vLLM ({st['prompts']} prompts × "
+                      f"{st['new_tokens']} tokens, {st['dtype']}, {st['kv_cache_gib']} GiB KV cache; memory: the serving "
+                      "process's peak resident set)", "",
+                  "| writer | parameters | weights on disk | tokens/s | × teacher's | peak memory GiB | teacher's ÷ this |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for x in w:
+            lines.append(f"| {x['label']} | {x['params'] / 1e9:.2f}B | {x['weight_bytes'] / 2**30:.2f} GiB | "
+                         f"{x['tokens_per_s']:.1f} | {x['tokens_per_s'] / w[0]['tokens_per_s']:.2f} | "
+                         f"{served_memory(x) / 2**30:.2f} | {served_memory(w[0]) / served_memory(x):.2f} |")
     lines += ["", f"### Generation against its bounds (copy bandwidth {default['bandwidth_gbs']:.1f} GB/s, float32 "
                   f"matrix products {default.get('gflops', float('nan')):.0f} GFLOP/s)", "",
               "| teacher | weights | rows | tokens/s measured (engine start included) | decoding steps/s bound | "

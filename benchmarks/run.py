@@ -194,7 +194,8 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
 # Judge set-ups the judge-run section re-judges the default run with: "<mode> / <model>",
 # "+gate" for the checklist with the fluency criterion and readability gate.
 JUDGE_RUN_SETUPS = ("ensemble / smollm2-135m", "checklist / smollm2-135m", "checklist / qwen2.5-coder-0.5b",
-                    "checklist+gate / qwen2.5-coder-0.5b", "checklist / qwen2.5-coder-1.5b")
+                    "checklist+gate / qwen2.5-coder-0.5b", "checklist / qwen2.5-coder-1.5b", "pairwise / smollm2-135m",
+                    "pairwise / qwen2.5-coder-0.5b")
 
 
 def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RUN_SETUPS,
@@ -275,7 +276,9 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
             "ray_heads_started": manifest.get("ray_heads_started"), "shuffled_control": judge and judge.shuffled_control,
             "controls": judge and judge.controls, "judge_setup": judge and judge.judge,
             "score_vs_loss": judge and judge.score_vs_loss,
-            "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()}}
+            "elements_used": {w: v["faithfulness"]["overall"] for w, v in comparison["writers"].items()},
+            # the report's headline: the teacher and its students served alike (eval/footprint.py)
+            "footprint": json.loads(run.footprint.read_text()) if run.footprint.exists() else None}
 
 
 # The KD sweep behind the default's settings: each variant changes [train] settings of the

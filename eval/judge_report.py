@@ -155,12 +155,17 @@ def _gate_line(models: dict) -> list[str]:
     rows = [(m, s) for m, s in models.items() if s.get("gated") is not None]
     if not rows:
         return []
-    ctl = sum(s["gated"] for m, s in rows if s["role"] == "control")
-    ctl_n = sum(s["verdicts"] for m, s in rows if s["role"] == "control")
+    from eval.controls import CONTROL_SUFFIX
+
+    shuffled = [s for m, s in rows if s["role"] == "control" and m.endswith(CONTROL_SUFFIX)]
+    others = [s for m, s in rows if s["role"] == "control" and not m.endswith(CONTROL_SUFFIX)]
+    other = (f", {sum(s['gated'] for s in others)} of {sum(s['verdicts'] for s in others)} other control copies"
+             if others else "")
     real = [f"{m} {s['gated']}/{s['verdicts']}" for m, s in rows if s["role"] != "control" and s["gated"]]
     return ["", f"The readability gate (the judge's own nats/token on the text above `judge.max_text_loss`) floored "
-                f"{ctl} of {ctl_n} shuffled copies and, of the real fables, "
-                f"{', '.join(real) if real else 'none'}: the control tests the gate as much as the rubric scores."]
+                f"{sum(s['gated'] for s in shuffled)} of {sum(s['verdicts'] for s in shuffled)} word-shuffled copies"
+                f"{other} and, of the real fables, {', '.join(real) if real else 'none'}: the shuffled-word control "
+                "tests the gate as much as the rubric scores."]
 
 
 def judge_table(summary: JudgeSummary) -> list[str]:

@@ -57,7 +57,11 @@ def test_sanity_line_says_how_many_verdicts_the_readability_gate_decided():
     models = {"t (teacher)": {"role": "teacher", "verdicts": 10, "gated": 1},
               "t (teacher) (shuffled)": {"role": "control", "verdicts": 10, "gated": 9}}
     text = "\n".join(sanity_line(control, models))
-    assert "passes" in text and "floored 9 of 10 shuffled copies" in text and "t (teacher) 1/10" in text
+    assert "passes" in text and "floored 9 of 10 word-shuffled copies and" in text and "t (teacher) 1/10" in text
+    # the other controls' copies are counted apart: they are not word-shuffled
+    models["t (teacher) (cut short)"] = {"role": "control", "verdicts": 10, "gated": 2}
+    text = "\n".join(sanity_line(control, models))
+    assert "floored 9 of 10 word-shuffled copies, 2 of 10 other control copies and" in text
     assert "gate" not in "\n".join(sanity_line(control, {"t": {"role": "teacher", "verdicts": 3}}))
     assert "FAILS" in "\n".join(sanity_line({**control, "real_above": 5, "accuracy": 0.5}))
 
