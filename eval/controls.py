@@ -208,8 +208,9 @@ def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> l
                 change = {"fable": templated_retelling(it)}
             else:  # wrong prompt
                 other = other_prompt(items, i, seed)
+                # the other prompt's elements, those it gives (TinyFabulist's name no trait)
                 change = None if other is None else {"prompt": other["prompt"],
-                                                     **{k: other[k] for k in ELEMENTS},
+                                                     **{k: other[k] for k in ELEMENTS if k in other},
                                                      "judged_against": other["prompt_id"]}
             if change is not None:
                 label = CONTROL_SUFFIX if kind == "shuffled words" else f" ({kind})"

@@ -111,3 +111,15 @@ def test_agree_on_a_bad_file_is_one_clear_error(tmp_path, capsys):
     bad.write_text("5\n")
     assert main(["agree", "--ours", str(bad), "--reference", str(bad)]) == 2
     assert "v.jsonl:1: not a TinyFabulist verdict" in capsys.readouterr().err
+
+
+def test_score_builds_every_default_control_the_published_prompts_allow(chat_server, tmp_path, capsys):
+    """As `make bench` runs it: the default config's controls on the shared files, whose
+    prompts name no trait (the wrong-prompt control raised KeyError: 'trait' here)."""
+    files = [str(TF / f"fables-{m}.jsonl") for m in ("mistral-7b-instruct-v0.3", "llama-3.1-8b-instruct")]
+    out = tmp_path / "cal"
+    rc = main(["score", "--input", *files, "--out", str(out), "--limit", "3", "--set", f'judge.base_url="{chat_server}"',
+               "--set", 'judge.mode="form"', "--set", "judge.fluency_gate=false"])
+    assert rc == 0, capsys.readouterr().err
+    kinds = {v["control"] for v in read_tinyfabulist(out / "verdicts.jsonl")}
+    assert {"wrong prompt", "shuffled words", "grammar errors"} <= kinds

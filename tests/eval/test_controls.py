@@ -168,3 +168,13 @@ def test_age_group_against_readability_rises_with_harder_text():
     assert r["fables"] == 6 and r["rho"] > 0.8 and r["distinct_groups"] == 4
     flat = age_vs_readability([{**j, "verdict": {"age_group": "A"}} for j in judged], ["A", "B", "C", "D", "E"])
     assert flat["distinct_groups"] == 1 and flat["rho"] != flat["rho"]  # one group guessed: no correlation (nan)
+
+
+def test_the_wrong_prompt_control_takes_the_elements_the_other_prompt_gives():
+    """TinyFabulist's prompts name no trait: the control is built from what they give (it
+    raised KeyError: 'trait' in `eval.protocol score` on the published files)."""
+    items = [{k: v for k, v in it.items() if k != "trait"}
+             for it in (_item("p1", "fox", "a forest", "haste makes waste"), _item("p2", "owl", "a barn", "unity is strength"))]
+    wrong = control_items(items, ("wrong prompt",))
+    assert [c["judged_against"] for c in wrong] == ["p2", "p1"] and all("trait" not in c for c in wrong)
+    assert wrong[0]["character"] == "owl" and wrong[0]["moral"] == "unity is strength"
