@@ -211,13 +211,15 @@ def sentence(h: dict) -> str:
             f"({x(s['params_less'], '.1f')}× fewer parameters).")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m eval.footprint",
                             description="serve one model for the footprint: a JSON spec on stdin, "
-                                        "one result line on stdout (eval.footprint.serve_once)").parse_args()
+                                        "one result line on stdout (eval.footprint.serve_once)").parse_args(argv)
     print(RESULT + json.dumps(_serve(json.loads(sys.stdin.read()))), flush=True)
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from distill.entry import guarded
+
+    sys.exit(guarded(main, "python -m eval.footprint")())

@@ -113,6 +113,7 @@ def test_agree_on_a_bad_file_is_one_clear_error(tmp_path, capsys):
     assert "v.jsonl:1: not a TinyFabulist verdict" in capsys.readouterr().err
 
 
+@needs_shared
 def test_score_builds_every_default_control_the_published_prompts_allow(chat_server, tmp_path, capsys):
     """As `make bench` runs it: the default config's controls on the shared files, whose
     prompts name no trait (the wrong-prompt control raised KeyError: 'trait' here)."""
