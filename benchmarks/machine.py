@@ -60,21 +60,13 @@ def decoding_bound(teacher_id: str, bandwidth_gbs: float, gflops: float | None =
     """Each decoding step reads every weight once: steps/s <= bandwidth / weight bytes. Each
     token costs 2 FLOPs per weight it multiplies (all but the input embedding, a lookup):
     tokens/s <= matmul throughput / FLOPs per token, however many rows are in flight."""
-    from safetensors import safe_open
-
+    from eval.footprint import tensor_numels
     from teacher.hardware import engine_dtype
     from teacher.registry import get_teacher
 
-    path = Path(get_teacher(teacher_id).model_path())
-    params = embedding = 0
-    for f in path.glob("*.safetensors"):
-        with safe_open(f, "pt") as st:
-            for k in st.keys():
-                n = 1
-                for d in st.get_slice(k).get_shape():
-                    n *= d
-                params += n
-                embedding += n if k.endswith("embed_tokens.weight") else 0
+    numels = tensor_numels(Path(get_teacher(teacher_id).model_path()))
+    params = sum(numels.values())
+    embedding = sum(n for k, n in numels.items() if k.endswith("embed_tokens.weight"))
     weight_bytes = params * (2 if engine_dtype() == "bfloat16" else 4)
     flops = 2 * (params - embedding)
     return {"params": params, "dtype": engine_dtype(), "weight_bytes": weight_bytes,

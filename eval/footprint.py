@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -26,11 +27,21 @@ from pathlib import Path
 RESULT = "FOOTPRINT "  # the served process's result line (vLLM logs to stdout too)
 
 
+def tensor_numels(folder: Path) -> dict[str, int]:
+    """Every tensor's element count in a folder's safetensors files, read from their headers
+    (no weights loaded)."""
+    from safetensors import safe_open
+
+    out = {}
+    for f in sorted(Path(folder).glob("*.safetensors")):
+        with safe_open(str(f), "np") as st:
+            out.update({name: math.prod(st.get_slice(name).get_shape()) for name in st.keys()})
+    return out
+
+
 def weights(model: str, revision: str | None = None) -> dict:
     """Parameters and bytes of the safetensors weights in a model folder (or a hub model's
     cached snapshot), read from the files' headers; {} where no weights are on this machine."""
-    from safetensors import safe_open
-
     folder = Path(model)
     if not folder.is_dir():
         try:
@@ -40,18 +51,10 @@ def weights(model: str, revision: str | None = None) -> dict:
                                             allow_patterns=["*.safetensors", "*.json"]))
         except Exception:  # not cached here: the engine ran on another node
             return {}
-    files = sorted(folder.glob("*.safetensors"))
+    files = list(folder.glob("*.safetensors"))
     if not files:
         return {}
-    params = 0
-    for f in files:
-        with safe_open(str(f), "np") as st:
-            for name in st.keys():
-                n = 1
-                for d in st.get_slice(name).get_shape():
-                    n *= d
-                params += n
-    return {"params": params, "weight_bytes": sum(f.stat().st_size for f in files)}
+    return {"params": sum(tensor_numels(folder).values()), "weight_bytes": sum(f.stat().st_size for f in files)}
 
 
 def _tree_rss(pid: int) -> int:
@@ -163,8 +166,7 @@ def measure(cfg, run, starts=None) -> dict:
         fig = one(model, prompts, fc.footprint_new_tokens, sampling, engine, env)
         if starts is not None:
             starts.add(fig["engine_start_s"])
-        figures.append({"label": label, "model": model, **weights(model, teacher.revision if label == teacher.id
-                                                                   and teacher.source == "hub" else None), **fig})
+        figures.append({"label": label, "model": model, **weights(model, engine.get("revision")), **fig})
     return {"settings": {"prompts": len(rows), "new_tokens": fc.footprint_new_tokens, "sampling": sampling,
                          "kv_cache_gib": int(env["VLLM_CPU_KVCACHE_SPACE"]), "gpus": gpus,
                          "dtype": base["dtype"], "max_model_len": context},

@@ -132,16 +132,11 @@ class Judge:
                 if p is None:
                     return self._failed(settings, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}")
                 answers.append((criterion, p, weight))
-            letters = [k for k, _ in self.rubric.age_groups]
-            age = age_letter(self._answer_token(prompt, fable, age_question(self.rubric)), letters)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
-        if age is None:
-            return self._failed(settings, "no age group letter among the answer's top tokens")
-        verdict = {"scores": criterion_scores(answers, self.rubric), "age_group": age,
-                   "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]}
-        record = {"verdict": verdict, "reason": "checklist", "raw": None, "judge": settings}
-        return self._gate(record, fable) if self.gated else record
+        return self._with_age(prompt, fable, settings, "checklist", {
+            "scores": criterion_scores(answers, self.rubric),
+            "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]})
 
     def _pairwise(self, prompt: str, fable: str, reference: str | None, settings: dict) -> dict:
         """Each criterion asked of the fable and its reference in both orders (answer token
@@ -159,33 +154,39 @@ class Judge:
                 if None in asked:
                     return self._failed(settings, f"no A or B among the answer's top tokens to {clip(question, 60)!r}")
                 wins[criterion] = pairwise.beats(*asked)
-            letters = [k for k, _ in self.rubric.age_groups]
+        except Exception as e:  # the openai client already retried transient errors
+            return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
+        return self._with_age(prompt, fable, settings, "pairwise", {
+            "scores": pairwise.scores(wins, self.rubric), "wins": {c: round(p, 4) for c, p in wins.items()}})
+
+    def _with_age(self, prompt: str, fable: str, settings: dict, reason: str, verdict: dict) -> dict:
+        """A graded verdict (checklist, pairwise) completed by the age question, asked of the
+        fable alone, then gated where the gate is on; a failed request or an answer with no
+        age letter among its top tokens fails the verdict with its reason."""
+        letters = [k for k, _ in self.rubric.age_groups]
+        try:
             age = age_letter(self._answer_token(prompt, fable, age_question(self.rubric)), letters)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
         if age is None:
             return self._failed(settings, "no age group letter among the answer's top tokens")
-        verdict = {"scores": pairwise.scores(wins, self.rubric), "age_group": age,
-                   "wins": {c: round(p, 4) for c, p in wins.items()}}
-        record = {"verdict": verdict, "reason": "pairwise", "raw": None, "judge": settings}
+        record = {"verdict": {**verdict, "age_group": age}, "reason": reason, "raw": None, "judge": settings}
         return self._gate(record, fable) if self.gated else record
 
     def _pair_token(self, prompt: str, first: str, second: str, question: str) -> list[dict]:
-        resp = self.client.chat.completions.create(
-            model=self.model, messages=pairwise.messages(self.rubric, prompt, first, second, question),
-            temperature=0.0, max_tokens=1, logprobs=True, top_logprobs=20)
-        choice = resp.choices[0]
-        content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
-        return [t.model_dump() for t in content[0].top_logprobs] if content else []
+        return self._first_token_alternatives(pairwise.messages(self.rubric, prompt, first, second, question))
 
     @staticmethod
     def _failed(settings: dict, reason: str) -> dict:
         return {"verdict": None, "reason": reason, "raw": None, "judge": settings, "cached": False}
 
     def _answer_token(self, prompt: str, fable: str, question: str) -> list[dict]:
-        resp = self.client.chat.completions.create(
-            model=self.model, messages=checklist_messages(self.rubric, prompt, fable, question), temperature=0.0,
-            max_tokens=1, logprobs=True, top_logprobs=20)
+        return self._first_token_alternatives(checklist_messages(self.rubric, prompt, fable, question))
+
+    def _first_token_alternatives(self, messages: list[dict]) -> list[dict]:
+        """The top 20 alternatives of a one-token greedy answer, with their logprobs."""
+        resp = self.client.chat.completions.create(model=self.model, messages=messages, temperature=0.0,
+                                                   max_tokens=1, logprobs=True, top_logprobs=20)
         choice = resp.choices[0]
         content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
         return [t.model_dump() for t in content[0].top_logprobs] if content else []
