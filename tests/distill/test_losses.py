@@ -102,3 +102,95 @@ def test_gradients_flow_and_are_finite():
     ids, vals = topk_of(rand(seed=11), 3)
     L.topk_forward_kl(s, ids, vals, torch.ones(2, 5)).backward()
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+# --- every divergence over the stored top-k with its tail; cross-tokenizer parts ---------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+DENSE = {"forward_kl": lambda s, t, m, b: L.forward_kl(s, t, m), "reverse_kl": lambda s, t, m, b: L.reverse_kl(s, t, m),
+         "jsd": lambda s, t, m, b: L.generalized_jsd(s, t, m, beta=b)}
+
+
+@pytest.mark.parametrize("divergence,beta", [("forward_kl", 0.5), ("reverse_kl", 0.5), ("jsd", 0.1), ("jsd", 0.5),
+                                             ("jsd", 0.9), ("jsd", 0.0), ("jsd", 1.0)])
+def test_topk_divergence_with_k_equal_v_is_the_dense_loss_and_trls(divergence, beta):
+    from trl.experimental.gkd import GKDTrainer
+
+    s, t = rand(seed=20).double(), rand(seed=21).double()
+    m = torch.ones(2, 5, dtype=torch.float64)
+    ids, vals = topk_of(t, 11)
+    ours = L.topk_divergence(s, ids, vals, m, divergence, beta).item()
+    assert ours == pytest.approx(DENSE[divergence](s, t, m, beta).item(), abs=1e-9)
+    trl_beta = {"forward_kl": 0.0, "reverse_kl": 1.0}.get(divergence, beta)
+    ref = GKDTrainer.generalized_jsd_loss(s.float(), t.float(), labels=torch.zeros(2, 5, dtype=torch.long),
+                                          beta=trl_beta, temperature=1.0)
+    assert ours == pytest.approx(ref.item(), rel=1e-4, abs=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 10), divergence=st.sampled_from(["forward_kl", "reverse_kl", "jsd"]),
+       beta=st.floats(0.05, 0.95))
+def test_topk_divergence_is_a_lower_bound_on_the_dense_one(seed, k, divergence, beta):
+    # The coarsening into top-k + tail is a deterministic map of both distributions: by the data
+    # processing inequality no f-divergence grows under it.
+    s, t = rand(seed=seed).double(), rand(seed=seed + 1).double()
+    m = torch.ones(2, 5, dtype=torch.float64)
+    ids, vals = topk_of(t, k)
+    assert L.topk_divergence(s, ids, vals, m, divergence, beta).item() <= DENSE[divergence](s, t, m, beta).item() + 1e-9
+
+
+def test_objective_across_tokenizers_with_every_entry_matched_is_the_same_tokenizer_objective():
+    s, t, m = rand(seed=22), rand(seed=23), torch.ones(2, 5)
+    ids, vals = topk_of(t, 4)
+    labels = ids[..., 0]
+    same = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.9)
+    cross = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.9, aligned=torch.ones(2, 5),
+                           matched=torch.ones(2, 5, 4, dtype=torch.bool), uld_weight=1.0)
+    assert cross["uld"].item() == 0.0
+    for k in ("loss", "kd", "ce"):
+        assert cross[k].item() == pytest.approx(same[k].item(), abs=1e-6)
+
+
+def test_unmatched_entries_join_the_tail_and_are_compared_sorted():
+    # teacher top-2 (0.5, 0.3), tail 0.2; student q = (0.1, 0.2, 0.3, 0.4) over 4 ids.
+    t = torch.log(torch.tensor([[0.5, 0.3]], dtype=torch.float64))
+    s = torch.log(torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64))
+    ids = torch.tensor([[2, -1]])  # the teacher's first entry is the student's id 2; its second has no match
+    matched = ids >= 0
+    out = L.kd_objective(s, torch.tensor([2]), ids, t, torch.ones(1, dtype=torch.float64), kd_weight=1.0,
+                         matched=matched, uld_weight=1.0)
+    # buckets: the matched token (0.5 vs 0.3) and the rest (0.5 vs 0.7)
+    kl = 0.5 * math.log(0.5 / 0.3) + 0.5 * math.log(0.5 / 0.7)
+    # the unmatched entry 0.3 against the student's most probable token no matched entry names: 0.4
+    assert out["uld"].item() == pytest.approx(0.1, abs=1e-12)
+    assert out["kd"].item() == pytest.approx(kl + 0.1, abs=1e-12)
+
+
+def test_unaligned_positions_are_left_to_cross_entropy_and_weights_scale_positions():
+    s, t, m = rand(seed=24), rand(seed=25), torch.ones(2, 5)
+    ids, vals = topk_of(t, 3)
+    labels = ids[..., 0]
+    aligned = torch.ones(2, 5)
+    aligned[0, 1:3] = 0
+    out = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.6, aligned=aligned)
+    kd_tok, ce_tok = out["kd_tok"], out["ce_tok"]
+    want = (aligned * (0.6 * kd_tok + 0.4 * ce_tok) + (1 - aligned) * ce_tok).sum() / 10
+    assert out["loss"].item() == pytest.approx(want.item(), rel=1e-6)
+    assert out["kd"].item() == pytest.approx((kd_tok * aligned).sum().item() / 8, rel=1e-6)
+    w = torch.tensor([[2.0] * 5, [1.0] * 5])
+    weighted = L.kd_objective(s, labels, ids, vals, m, kd_weight=0.6, aligned=aligned, weight=w)
+    per = aligned * (0.6 * kd_tok + 0.4 * ce_tok) + (1 - aligned) * ce_tok
+    assert weighted["loss"].item() == pytest.approx((per * w).sum().item() / 10, rel=1e-6)
+
+
+@pytest.mark.parametrize("divergence", ["forward_kl", "reverse_kl", "jsd"])
+def test_gradients_stay_finite_with_unmatched_entries_and_rows_with_none_matched(divergence):
+    s = rand(seed=26).requires_grad_()
+    ids, vals = topk_of(rand(seed=27), 3)
+    matched = torch.rand(2, 5, 3, generator=torch.Generator().manual_seed(0)) > 0.5
+    matched[0, 0] = False  # nothing the student can name at this position
+    out = L.kd_objective(s, ids[..., 0], torch.where(matched, ids, -1), vals, torch.ones(2, 5), kd_weight=0.9,
+                         divergence=divergence, matched=matched)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
