@@ -189,4 +189,4 @@ class Carrier:
             aligned[j] = 1.0
         return {"input_ids": np.concatenate([prompt, np.asarray(gen[:T], np.int64)]), "start": len(prompt) - 1,
                 "labels": np.asarray(gen[:T], np.int64), "topk_ids": ids.astype(np.int32), "topk_logprobs": lps,
-                "aligned": aligned}
+                "aligned": aligned, "complete": T == len(gen)}

@@ -185,6 +185,12 @@ class RunConfig:
     # Teachers generating at once (each its own Ray Data LLM job); Ray places their engines
     # as resources allow and queues the rest. 1 = one teacher after another.
     parallel_teachers: int = 1
+    # A student of several teachers at once: teacher id -> its loss weight, e.g.
+    # mix = { "qwen2.5-coder-1.5b" = 1.0, "smollm2-135m" = 0.5 }. Trained by KD from all their
+    # training shards together (students/mix-kd), with the first listed one's [train] settings
+    # (a checkpoint student), each teacher's top-k carried onto the student's tokens where their
+    # token maps differ, and the loss logged per teacher. {} = none.
+    mix: dict = field(default_factory=dict)
 
     def __post_init__(self):
         check_ranges(self, {
@@ -274,6 +280,7 @@ def parse(raw: dict) -> RunConfig:
             raise SettingError(f"teacher.{tid}", "configures a teacher not listed in teachers")
     cfg = build(RunConfig, {**raw, "teachers": runs, "eval": build(EvalConfig, ev, "eval"), "judge": judge,
                             "compare": comp, "cluster": clus}, "")
+    check_mix(cfg)
     for r in runs:
         if r.n_train < int(r.distil):
             raise SettingError(f"teacher.{r.teacher}.n_train", f"{r.n_train} must be >= 1 (>= 0 with distil = false)")
@@ -281,6 +288,31 @@ def parse(raw: dict) -> RunConfig:
             raise SettingError(f"teacher.{r.teacher}.n_heldout", f"{r.n_heldout} must be within 1..{cfg.eval_prompts} "
                                                                  "(eval_prompts)")
     return cfg
+
+
+def check_mix(cfg: RunConfig) -> None:
+    """The mix names listed teachers, each with a weight > 0, at least two, and a student
+    that belongs to none of them (a checkpoint)."""
+    if not cfg.mix:
+        return
+    ids = [r.teacher for r in cfg.teachers]
+    for tid, w in cfg.mix.items():
+        if tid not in ids:
+            raise SettingError(f"mix.{tid}", f"is not a teacher of this run (teachers: {', '.join(ids)})")
+        if isinstance(w, bool) or not isinstance(w, int | float) or not 0 < w < float("inf"):
+            raise SettingError(f"mix.{tid}", f"weight {show(w)} must be a number > 0")
+    if len(cfg.mix) < 2:
+        raise SettingError("mix", "names one teacher: a student of one teacher is its own (distil = true)")
+    first = next(r for r in cfg.teachers if r.teacher in cfg.mix)
+    if first.train.student_kind != "checkpoint":
+        raise SettingError("mix", f"trains with teacher.{first.teacher}'s [train] settings, whose student_kind is "
+                                  f"{first.train.student_kind!r}: a student of several teachers is a checkpoint "
+                                  "(train.student_kind = \"checkpoint\"), not one teacher pruned")
+    if first.train.on_policy:
+        raise SettingError("mix", "with train.on_policy > 0: on-policy steps score with one served teacher")
+    for r in cfg.teachers:
+        if r.teacher in cfg.mix and r.n_train < 1:
+            raise SettingError(f"teacher.{r.teacher}.n_train", f"is {r.n_train}, and mix trains on its fables")
 
 
 def _set(raw: dict, dotted: str) -> None:

@@ -33,6 +33,7 @@ def encode_row(row: dict, max_len: int) -> dict:
         "labels": gen[:T],
         "topk_ids": np.asarray(row["topk_ids"][:T], np.int32).reshape(T, K),  # most of a buffered row's bytes
         "topk_logprobs": np.asarray(row["topk_logprobs"][:T], np.float32).reshape(T, K),
+        "complete": T == len(gen),  # max_len cut none of the fable
     }
 
 
@@ -53,6 +54,10 @@ class Collator:
         topk_ids = torch.zeros((B, L, K), dtype=torch.long)
         # Masked positions get a uniform top-k (sums to 1, tail 0) so the loss stays finite.
         topk_lp = torch.full((B, L, K), -math.log(K), dtype=torch.float32)
+        # Positions that carry the teacher's top-k (all of a same-tokenizer row's; across
+        # tokenizers, distill/align.py), and each position's loss weight (its teacher's).
+        aligned = torch.zeros((B, L), dtype=torch.float32)
+        weight = torch.ones((B, L), dtype=torch.float32)
         for b, x in enumerate(items):
             n, s, T = len(x["input_ids"]), x["start"], len(x["labels"])
             input_ids[b, :n] = torch.as_tensor(x["input_ids"])
@@ -63,9 +68,13 @@ class Collator:
             mask[b, s : s + T] = 1
             topk_ids[b, s : s + T] = torch.as_tensor(x["topk_ids"])
             topk_lp[b, s : s + T] = torch.as_tensor(x["topk_logprobs"])
+            aligned[b, s : s + T] = torch.as_tensor(x["aligned"]) if "aligned" in x else 1.0
+            weight[b, s : s + T] = float(x.get("weight", 1.0))
         prompt_len = torch.tensor([x["start"] + 1 for x in items])
+        source = torch.tensor([int(x.get("source", 0)) for x in items])
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels, "prompt_len": prompt_len,
-                "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp}
+                "kd_mask": mask, "topk_ids": topk_ids, "topk_logprobs": topk_lp, "kd_aligned": aligned,
+                "row_weight": weight, "source": source}
 
 
 def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -77,20 +86,8 @@ def scored_logits(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, 
     scored = batch["kd_mask"].any(dim=0).nonzero()
     first = int(scored[0]) if len(scored) else L - 1
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=L - first).logits
-    return logits, {k: batch[k][:, first:] for k in ("labels", "kd_mask", "topk_ids", "topk_logprobs")}
-
-
-def retokenize(rows: list[dict], tokenizer) -> list[dict]:
-    """Sequence-level distillation across tokenizers: the teacher's prompt and fable
-    re-encoded with the student's tokenizer (for the SFT objective, which needs only text).
-    The teacher's top-k does not survive a change of token map; a one-entry placeholder
-    keeps the batch shape and is never read by the cross-entropy loss."""
-    out = []
-    for r in rows:
-        prompt = tokenizer(r["prompt_text"], add_special_tokens=False).input_ids
-        gen = tokenizer(r["text"], add_special_tokens=False).input_ids
-        if tokenizer.eos_token_id is not None:
-            gen = gen + [tokenizer.eos_token_id]
-        out.append({**r, "prompt_token_ids": prompt, "token_ids": gen,
-                    "topk_ids": [[t] for t in gen], "topk_logprobs": [[0.0] for _ in gen]})
-    return out
+    cut = {k: batch[k][:, first:] for k in ("labels", "kd_mask", "topk_ids", "topk_logprobs", "kd_aligned", "row_weight")
+           if k in batch}
+    if "source" in batch:  # a row's teacher, one per position (for the loss per teacher)
+        cut["source"] = batch["source"].unsqueeze(1).expand(-1, L - first)
+    return logits, cut

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from distill.train_config import DIVERGENCES  # declared beside the setting, which is read without torch
+
 
 def _masked_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(per_token.dtype)
@@ -46,9 +48,6 @@ def generalized_jsd(student_logits, teacher_logits, mask, beta: float = 0.5, tem
         m = torch.logsumexp(torch.stack([s + torch.log1p(-b), t + torch.log(b)]), dim=0)
         per_tok = beta * (t.exp() * (t - m)).sum(-1) + (1 - beta) * (s.exp() * (s - m)).sum(-1)
     return _masked_mean(per_tok, mask)
-
-
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 
 
 def _up(x: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from pathlib import Path
 from distill import artifacts, entry
 from distill.config import RunConfig, TeacherRun, config_path, load, recorded
 from distill.run_folder import Generated, RunFolder
-from distill.train_stage import stage_train
+from distill.train_stage import MIX, stage_train, stage_train_mix
 from ray_cluster import cluster
 from student.initial import student_checkpoint
 from teacher.prompts import eval_prompts_from, load_prompts, splits
@@ -162,6 +162,22 @@ def stage_write(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> Non
         st.update({"status": "skipped"} if not written else {"writers": len(written), **starts.figures()})
 
 
+def stage_evaluate_mix(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> None:
+    """The student of several teachers on each one's held-out text (eval/heldout.py evaluate_mix)."""
+    from eval.heldout import evaluate_mix
+
+    if not cfg.mix:
+        return
+    out = run.student(MIX, "kd").evaluated_per_teacher
+    with ledger.stage("evaluate-kd", MIX) as st:
+        if out.exists():
+            st["status"] = "skipped"
+            return
+        per = evaluate_mix(cfg, run)
+        artifacts.write_json_atomic(out, per)
+        st.update({f"nats_per_byte_{t}": round(v["after"]["ce_per_byte"] or float("nan"), 4) for t, v in per.items()})
+
+
 def stage_evaluate(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
     from eval.heldout import evaluate_student
 
@@ -266,11 +282,13 @@ def run(cfg: RunConfig) -> RunFolder:
         for tr in cfg.teachers:
             for objective in cfg.objectives(tr):
                 stage_train(cfg, tr, objective, folder, ledger)
+        stage_train_mix(cfg, folder, ledger)
         with judge_service(cfg, folder) as (endpoint, judge_starts):
             stage_write(cfg, folder, ledger)
             for tr in cfg.teachers:
                 for objective in cfg.objectives(tr):
                     stage_evaluate(cfg, tr, objective, folder, ledger)
+            stage_evaluate_mix(cfg, folder, ledger)
             stage_judge(cfg, folder, ledger, endpoint, judge_starts)
         stage_footprint(cfg, folder, ledger)
     finally:

@@ -204,6 +204,22 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
             stages.append({"stage": f"evaluate-{objective}", "teacher": tr.teacher, "rows": tr.n_heldout,
                            "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU", "gpu_hours": 0.0})
             gpu_h += h
+    if cfg.mix:  # the student of several teachers (distill/train_stage.py stage_train_mix)
+        from distill.train_stage import MIX, mix_teacher
+
+        tr = mix_teacher(cfg)
+        t, sp = tr.train, student_params(tr, teacher_shape(tr))
+        any_gpu = any(r.model.gpu_memory_gib for r in cfg.teachers if r.teacher in cfg.mix)
+        train_tokens = t.steps * t.batch_size * t.max_len
+        rate = rates["train"] * REFERENCE_PARAMS / sp if sp else 0.0
+        h = train_tokens / rate / 3600 if rate and any_gpu else 0.0
+        stages.append({"stage": "train-kd", "teacher": MIX, "student": t.student_kind, "student_params": sp,
+                       "quantization": t.quantization, "lora_r": t.lora_r, "tokens": train_tokens,
+                       "resources": "1 GPU" if any_gpu else "CPU", "disk_bytes": 2 * 4 * sp, "gpu_hours": h})
+        stages.append({"stage": "evaluate-kd", "teacher": MIX, "rows": sum(r.n_heldout for r in cfg.teachers
+                                                                         if r.teacher in cfg.mix),
+                       "resources": "1 GPU" if any_gpu else "CPU", "gpu_hours": 0.0})
+        gpu_h += h
     j = cfg.judge
     students = sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
     load = judge_load(cfg)

@@ -119,6 +119,8 @@ class HeldOut(Record):
     tokens: int
     per_fable: list[dict]
     samples: list[str] = field(default_factory=list)  # fables it wrote, for the report
+    # nats per byte of the teacher's text: comparable across tokenizers (None in runs before it)
+    ce_per_byte: float | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,10 @@ class Trained(Record):
     merged: str
     adapter: str | None = None
     base: str | None = None
+    # Across tokenizers: the share of the student's positions that carried the teacher's top-k
+    # (distill/align.py; the rest trained on CE alone), over the steps this process ran.
+    aligned_share: float | None = None
+    divergence: str = "forward_kl"
 
 
 @dataclass(frozen=True)
@@ -217,6 +223,11 @@ class StudentFolder:
     def ray_train(self) -> Path:
         """Ray Train's storage, and rank 0's result handed back to the driver."""
         return self.path / "ray-train"
+
+    @property
+    def evaluated_per_teacher(self) -> Path:
+        """A student of several teachers: its held-out loss on each one's text (eval/heldout.py evaluate_mix)."""
+        return self.path / "eval-per-teacher.json"
 
     @property
     def evaluated(self) -> Path:

@@ -26,26 +26,52 @@ from distill.data import Collator, encode_row
 
 
 @dataclass(frozen=True)
+class Source:
+    """One teacher's share of a multi-teacher student's rows: its loss weight, and how its rows
+    reach the student's tokens."""
+
+    name: str
+    weight: float = 1.0
+    carrier: object = field(default=None, compare=False)  # distill.align.Carrier: a student of another tokenizer
+
+
+@dataclass(frozen=True)
 class TrainingShards:
-    """The training rows of a folder of shards, without holding them: the shards that hold
-    some, how many rows are kept, and what to leave out or re-encode on the way."""
+    """The training rows of a folder of shards (or of several teachers' folders), without
+    holding them: the shards that hold some, how many rows are kept, and what to leave out or
+    re-encode on the way."""
 
     files: tuple[str, ...]  # absolute paths: a Ray worker reads them from a folder of its own
     rows: int
     max_len: int
-    exclude: frozenset = frozenset()  # (prompt_id, sample_index) of rows left out (too toxic)
-    tokenizer: object = field(default=None, compare=False)  # re-encode the text with it (SFT across tokenizers)
+    exclude: frozenset = frozenset()  # (prompt_id, sample_index) of rows left out (too toxic); with sources, (source, ...)
+    # A student of another tokenizer family: the teacher's text re-encoded for it, with the
+    # top-k carried onto its tokens (distill/align.py; SFT reads only the text).
+    carrier: object = field(default=None, compare=False)
+    # A multi-teacher student: each file's index into `sources`, whose weight and re-encoding
+    # apply to its rows (the fields above then go unused).
+    file_source: tuple[int, ...] = ()
+    sources: tuple[Source, ...] = ()
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.sources)
 
     def read(self, path: str) -> list[dict]:
         """The encoded training rows of one shard (a damaged shard: one ValueError naming it)."""
-        from distill.data import retokenize
         from distill.schema import read_shard
 
+        i = self.file_source[self.files.index(path)] if self.sources else None
+        src = self.sources[i] if i is not None else Source("", 1.0, self.carrier)
         rows = [r for r in read_shard(Path(path), arrays=True)
-                if r["split"] == "train" and (r["prompt_id"], r["sample_index"]) not in self.exclude]
-        if self.tokenizer is not None:
-            rows = retokenize(rows, self.tokenizer)
-        return [encode_row(r, self.max_len) for r in rows]
+                if r["split"] == "train" and ((r["prompt_id"], r["sample_index"]) if i is None
+                                              else (i, r["prompt_id"], r["sample_index"])) not in self.exclude]
+        encode = src.carrier.encode if src.carrier is not None else encode_row
+        encoded = [encode(r, self.max_len) for r in rows]
+        if i is not None:
+            for e in encoded:
+                e["source"], e["weight"] = i, src.weight
+        return encoded
 
     def passes(self, seed: int) -> Callable[[int], Iterable[dict]]:
         """Pass `epoch` over the shards, in that pass's seeded order of shards."""

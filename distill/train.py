@@ -2,8 +2,9 @@
 
 The Trainer supplies the loop (gradient accumulation, LR schedule, checkpoints,
 resume, TensorBoard, progress bars); this module adds only the KD objective.
-objective="kd" mixes top-k forward KL with cross-entropy; objective="sft" is plain
-cross-entropy on the teacher's text (the baseline KD must beat).
+objective="kd" mixes a divergence to the teacher's stored top-k (train.divergence) with
+cross-entropy; objective="sft" is plain cross-entropy on the teacher's text (the baseline KD
+must beat).
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ class KDTrainer(Trainer):
     DDP ranks), as transformers does for its own causal-LM loss, so grad_accum x batch
     gives the update one batch of that size gives."""
 
-    def __init__(self, *args, kd_weight: float, on_policy: OnPolicy | None = None, **kwargs):
+    def __init__(self, *args, kd_weight: float, on_policy: OnPolicy | None = None, divergence: str = "forward_kl",
+                 jsd_beta: float = 0.5, uld_weight: float = 1.0, sources: tuple[str, ...] = (), **kwargs):
         super().__init__(*args, **kwargs)
         self.kd_weight = kd_weight
         self.on_policy = on_policy
+        self.divergence, self.jsd_beta, self.uld_weight = divergence, jsd_beta, uld_weight
+        self.sources = sources  # the teachers of a multi-teacher student: its loss is logged per teacher
+        self.carried = [0.0, 0.0]  # positions that carried the teacher's top-k, of all positions trained on
         self._parts: dict[str, list[float]] = defaultdict(list)
         # The Trainer divides a step's loss by grad_accum itself unless it believes the model
         # normalises by num_items_in_batch, which it guesses from forward(**kwargs). This loss
@@ -70,12 +75,30 @@ class KDTrainer(Trainer):
         mask = cut["kd_mask"]
         # Only positions that predict a generated token reach the full-vocab softmax.
         sel = mask.bool()
+        ids = cut["topk_ids"][sel]
+        matched = ids >= 0  # across tokenizers, -1: a teacher entry the student has no token for
         parts = kd_objective(
-            logits[sel], cut["labels"][sel], cut["topk_ids"][sel], cut["topk_logprobs"][sel], mask[sel], kd_weight,
+            logits[sel], cut["labels"][sel], ids, cut["topk_logprobs"][sel], mask[sel], kd_weight,
+            divergence=self.divergence, beta=self.jsd_beta, uld_weight=self.uld_weight,
+            aligned=cut["kd_aligned"][sel] if "kd_aligned" in cut else None,
+            matched=None if bool(matched.all()) else matched,
+            weight=cut["row_weight"][sel] if "row_weight" in cut else None,
         )
-        for k in ("kd", "ce"):
+        for k in ("kd", "ce", "uld"):
             if k in parts:
                 self._parts[k].append(float(parts[k].detach()))
+        if "kd_aligned" in cut and not rebatched:
+            self.carried[0] += float(cut["kd_aligned"][sel].sum())
+            self.carried[1] += float(sel.sum())
+        if len(self.sources) > 1 and "source" in cut:
+            src = cut["source"][sel]
+            carries = cut["kd_aligned"][sel] > 0 if "kd_aligned" in cut else torch.ones_like(src, dtype=torch.bool)
+            for i, name in enumerate(self.sources):
+                here = src == i
+                if here.any():
+                    self._parts[f"ce_{name}"].append(float(parts["ce_tok"][here].mean()))
+                    if "kd_tok" in parts and (here & carries).any():
+                        self._parts[f"kd_{name}"].append(float(parts["kd_tok"][here & carries].mean()))
         loss = parts["loss"]
         if num_items_in_batch is not None:
             if rebatched:  # the student's own samples: not the positions the step counted
@@ -150,6 +173,8 @@ def train(model, tokenizer, data, out_dir: Path, cfg: TrainConfig, scorer: Score
         train_dataset=Batches(lambda: endless(passes(data, cfg), cfg.seed, cfg.shuffle_buffer), cfg.batch_size, pad),
         kd_weight=cfg.kd_weight if cfg.objective == "kd" else 0.0,
         on_policy=_on_policy(cfg, scorer, pad),
+        divergence=cfg.divergence, jsd_beta=cfg.jsd_beta, uld_weight=cfg.uld_weight,
+        sources=getattr(data, "source_names", ()),
     )
     if prepare is not None:
         trainer = prepare(trainer)
@@ -164,4 +189,6 @@ def train(model, tokenizer, data, out_dir: Path, cfg: TrainConfig, scorer: Score
         "final_loss": history[-1]["loss"] if history else math.nan,
         "workers": args.world_size,
         "effective_batch": cfg.batch_size * cfg.grad_accum * args.world_size,
+        "aligned_share": trainer.carried[0] / trainer.carried[1] if trainer.carried[1] else None,
+        "divergence": cfg.divergence,
     }

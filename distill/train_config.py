@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from distill.settings import SettingError, check_ranges
+
+# The divergences KD can train with (distill/losses.py); kept here so reading a config needs no torch.
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd")
 from student import STUDENT_KINDS
 
 
@@ -18,9 +21,18 @@ class TrainConfig:
     lr: float = 1e-3  # peak LR (LoRA healing of a pruned student tolerates a high rate)
     warmup_steps: int = 2
     kd_weight: float = 0.9  # loss = kd_weight * top-k KL + (1 - kd_weight) * CE
-    # "kd" (top-k KL + CE) or "sft" (CE on the teacher's text only, for comparison). A student
-    # of another tokenizer family can only use "sft": its text is re-tokenized, KD is refused.
+    # "kd" (a divergence to the teacher's stored top-k + CE) or "sft" (CE on the teacher's text
+    # only, for comparison). A student of another tokenizer family gets both: its text is
+    # re-tokenized, and for KD the teacher's top-k is carried onto its tokens (distill/align.py).
     objective: str = "kd"
+    # KD's divergence over the teacher's top-k and its tail bucket: "forward_kl" KL(teacher ||
+    # student), "reverse_kl" KL(student || teacher), or "jsd", GKD's generalized JSD with
+    # jsd_beta (TRL's convention: 0 is forward KL, 1 reverse KL). Any k, from stored shards.
+    divergence: str = "forward_kl"
+    jsd_beta: float = 0.5
+    # Across tokenizers: the weight of ULD's sorted distance on the teacher's top-k entries the
+    # student has no token for (distill/losses.py sorted_distance); the rest meet the divergence.
+    uld_weight: float = 1.0
     student_kind: str = "pruned"  # "pruned" teacher, "config" (small random model), or "checkpoint"
     student_layers: int = 0  # 0 = half the teacher's layers (pruned) / a quarter (config)
     student_checkpoint: str = ""  # HF folder or an embedded model's id (qwen2.5-coder-0.5b), for student_kind="checkpoint"
@@ -73,7 +85,10 @@ class TrainConfig:
             "grad_accum": (self.grad_accum >= 1, "must be >= 1"), "lr": (0 < self.lr < 1, "must be in (0, 1)"),
             "warmup_steps": (self.warmup_steps >= 0, "must be >= 0"),
             "kd_weight": (0 <= self.kd_weight <= 1, "must be in [0, 1]"),
-            "objective": (self.objective in ("kd", "sft"), "must be 'kd' or 'sft'"),
+            "objective": (self.objective in ("kd", "sft"), "must be 'kd' or 'sft' (the divergence is train.divergence)"),
+            "divergence": (self.divergence in DIVERGENCES, f"must be one of {', '.join(repr(d) for d in DIVERGENCES)}"),
+            "jsd_beta": (0 <= self.jsd_beta <= 1, "must be in [0, 1]"),
+            "uld_weight": (self.uld_weight >= 0, "must be >= 0"),
             "student_kind": (self.student_kind in STUDENT_KINDS, f"must be one of {', '.join(STUDENT_KINDS)}"),
             "student_layers": (self.student_layers >= 0, "must be >= 0"), "lora_r": (self.lora_r >= 0, "must be >= 0"),
             "quantization": (self.quantization in ("none", "nf4"), "must be 'none' or 'nf4'"),
@@ -90,6 +105,9 @@ class TrainConfig:
             "shuffle_buffer": (self.shuffle_buffer >= 1, "must be >= 1"),
             "max_failures": (self.max_failures >= 0, "must be >= 0"),
         })
+        if self.jsd_beta != 0.5 and self.divergence != "jsd":
+            raise SettingError("jsd_beta", f"{self.jsd_beta} applies only with divergence = 'jsd' "
+                                           f"(this one is {self.divergence!r})")
         if self.on_policy and self.objective != "kd":
             raise SettingError("on_policy", f"{self.on_policy} needs objective='kd': the teacher's logprobs are the target")
         if self.workers > 1 and self.on_policy:

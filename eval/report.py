@@ -44,6 +44,8 @@ def comparison(tr, evals: dict[str, Evaluated]) -> list[str]:
         b, a = ev.before, ev.after
         after[o] = a
         lines.append(f"| {OBJECTIVE_NAMES.get(o, o)} | {num(b.kl)} | {num(a.kl)} | {b.ce:.3f} | {a.ce:.3f} |")
+    if {"kd", "sft"} <= set(after) and after["sft"].kl is None and after["kd"].ce_per_byte is not None:
+        lines += kd_against_sft_per_byte(after["kd"], after["sft"])
     if {"kd", "sft"} <= set(after) and after["sft"].kl is not None:
         kd, sft = after["kd"], after["sft"]
         lines += ["", f"KD ends {'below' if kd.kl < sft.kl else 'ABOVE'} SFT on KL to the teacher "
@@ -69,6 +71,25 @@ def before_after(before: HeldOut, after: HeldOut) -> str:
         call = "the interval does NOT exclude zero: no change shown"
     return (f"Per fable, after − before: {d['mean']:+.4f} nats/token, paired bootstrap 95% interval "
             f"[{d['low']:+.4f}, {d['high']:+.4f}], lower on {d['a_lower']}/{d['n']} fables; {call}.")
+
+
+def kd_against_sft_per_byte(kd: HeldOut, sft: HeldOut) -> list[str]:
+    """Across tokenizers: KD - SFT per held-out fable in nats per byte of the teacher's text."""
+    from eval.stats import paired_bootstrap
+
+    d = paired_bootstrap([f["nats_per_byte"] for f in kd.per_fable if f.get("nats_per_byte") is not None],
+                         [f["nats_per_byte"] for f in sft.per_fable if f.get("nats_per_byte") is not None])
+    if d["n"] < MIN_PAIRS:
+        call = f"with {d['n']} fables (fewer than {MIN_PAIRS}) the interval is too rough to call either way"
+    elif d["high"] < 0:
+        call = "the interval excludes zero: the carried top-k taught more than the text alone"
+    elif d["low"] > 0:
+        call = "the interval excludes zero the wrong way: KD did worse than the text alone"
+    else:
+        call = "the interval does NOT exclude zero: no difference shown"
+    return ["", f"Across tokenizers, held-out loss on the teacher's text: KD {kd.ce_per_byte:.4f} vs SFT "
+                f"{sft.ce_per_byte:.4f} nats/byte. Per fable, KD − SFT: {d['mean']:+.4f} nats/byte, paired bootstrap "
+                f"95% interval [{d['low']:+.4f}, {d['high']:+.4f}], KD lower on {d['a_lower']}/{d['n']} fables; {call}."]
 
 
 def kd_against_sft(kd: HeldOut, sft: HeldOut) -> list[str]:
@@ -128,15 +149,23 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
     trained, ev = Trained.read(run.student(tr.teacher, tr.train.objective).trained), evals[tr.train.objective]
     b, a = ev.before, ev.after
     if a.kl is None:
-        headline = (f"**Held-out cross-entropy on the teacher's text, in the student's own tokens: {b.ce:.3f} → "
-                    f"{a.ce:.3f} nats/token** (another tokenizer family: sequence-level distillation, no KL)")
+        per_byte = (f"{b.ce_per_byte:.4f} → {a.ce_per_byte:.4f} nats/byte, "
+                    if a.ce_per_byte is not None and b.ce_per_byte is not None else "")
+        carried = (f"; {trained.aligned_share:.0%} of its positions carried the teacher's top-k, the rest trained on CE"
+                   if trained.aligned_share is not None and tr.train.objective == "kd" else "")
+        headline = (f"**Held-out loss on the teacher's text, in the student's own tokens: {per_byte}"
+                    f"{b.ce:.3f} → {a.ce:.3f} nats/token** (another tokenizer family: the teacher's top-k carried "
+                    f"onto the student's tokens for KD, distill/align.py{carried}; KL is not comparable across "
+                    "token maps)")
     else:
         verdict = "fell" if a.kl < b.kl else "did NOT fall"
         headline = (f"**Held-out KL to the teacher {verdict}: {b.kl:.3f} → {a.kl:.3f} nats/token "
                     f"({(a.kl - b.kl) / b.kl:+.0%})** "
                     f"(over {a.tokens} teacher tokens of {ev.heldout_rows} held-out fables). "
                     + before_after(b, a))
-    loss = (f"{tr.train.kd_weight} × top-k KL + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
+    div = {"forward_kl": "top-k KL", "reverse_kl": "top-k reverse KL",
+           "jsd": f"top-k JSD(β={tr.train.jsd_beta})"}[tr.train.divergence]
+    loss = (f"{tr.train.kd_weight} × {div} + {1 - tr.train.kd_weight:.1f} × CE" if tr.train.objective == "kd"
             else "cross-entropy on the teacher's text")
     lines = [
         f"## Teacher `{tr.teacher}` → student ({trained.student_kind}, {trained.student_layers} layers)",
@@ -251,6 +280,53 @@ def headline_section(cfg, run: RunFolder) -> list[str]:
     return lines + [""]
 
 
+def _bpb(h) -> str:
+    return "–" if h is None else f"{h:.4f}"
+
+
+def teachers_as_students(cfg, run: RunFolder) -> list[str]:
+    """Which teacher makes the best student: one row per distilled teacher (its KD student's
+    judge score, held-out loss on that teacher's text in nats per byte, which compares across
+    token maps, and what its data cost to generate), and the student of all of them (mix)."""
+    from distill.train_stage import MIX
+
+    distilled = [tr for tr in cfg.teachers if cfg.objectives(tr)]
+    if len(distilled) < 2 and not cfg.mix:
+        return []
+    models = JudgeSummary.read(run.judge.summary).models if run.judge.summary.exists() else {}
+    lines = ["## Which teacher makes the best student", "",
+             "Each teacher's KD student, judged and measured on its own teacher's held-out text (nats per byte of "
+             "the text: comparable across tokenizers, unlike per-token losses). Data cost: the teacher's fables, "
+             "generated tokens and generation time in this run.", "",
+             "| teacher | student | judge score [95% CI] | held-out loss before → after, nats/byte | data |",
+             "| --- | --- | --- | --- | --- |"]
+    for tr in distilled:
+        objective = tr.train.objective
+        ev_path, tr_path = run.student(tr.teacher, objective).evaluated, run.student(tr.teacher, objective).trained
+        if not ev_path.exists() or not tr_path.exists():
+            continue
+        ev, trained = Evaluated.read(ev_path), Trained.read(tr_path)
+        gen = Generated.read(run.generated(tr.teacher))
+        j = (models.get(f"{tr.teacher}-{objective}") or {}).get("overall")
+        judge = "–" if not j or j.get("mean") != j.get("mean") else f"{j['mean']:.2f} [{j['low']:.2f}, {j['high']:.2f}]"
+        student = tr.train.student_checkpoint if tr.train.student_kind == "checkpoint" else tr.train.student_kind
+        lines.append(f"| {inert(tr.teacher)} | {inert(student)} ({trained.student_layers} layers) | {judge} | "
+                     f"{_bpb(ev.before.ce_per_byte)} → {_bpb(ev.after.ce_per_byte)} | {gen.rows} fables, "
+                     f"{gen.generated_tokens:,} tokens, {gen.wall_s:.0f} s |")
+    per = run.student(MIX, "kd").evaluated_per_teacher
+    if cfg.mix and per.exists():
+        mixed = read_json(per)
+        trained = Trained.read(run.student(MIX, "kd").trained)
+        cells = "; ".join(f"{inert(t)} (weight {v['weight']:g}) {_bpb(v['before']['ce_per_byte'])} → "
+                          f"{_bpb(v['after']['ce_per_byte'])}" for t, v in mixed.items())
+        last = trained.history[-1] if trained.history else {}
+        logged = ", ".join(f"{t} {last[f'train_kd_{t}']:.3f}" for t in mixed if f"train_kd_{t}" in last)
+        lines += ["", f"**All of them at once** (`mix`, students/{MIX}-kd, {trained.rows} fables, {trained.steps} steps, "
+                      "not judged): held-out loss on each teacher's text, nats/byte: " + cells + "."
+                  + (f" Last logged KD loss per teacher: {logged}." if logged else "")]
+    return lines + [""]
+
+
 def write_report(cfg, run: RunFolder, stages: list[dict], ray_heads: int | None = None) -> Path:
     lines = [
         f"# Distillation run `{cfg.name}`",
@@ -263,6 +339,7 @@ def write_report(cfg, run: RunFolder, stages: list[dict], ray_heads: int | None 
     lines += headline_section(cfg, run)
     for tr in cfg.teachers:
         lines += teacher_section(cfg, tr, run)
+    lines += teachers_as_students(cfg, run)
     if run.judge.summary.exists():
         from eval.judge_report import judge_table
 

@@ -12,15 +12,23 @@ def student_checkpoint(tr) -> str:
     return TEACHERS[ck].model_path() if ck in TEACHERS else ck
 
 
+def teacher_tokenizer(tr):
+    """The teacher's tokenizer (small, loaded without the teacher's weights): what its shards'
+    token ids and top-k index."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tr.model.model_path(), trust_remote_code=tr.generation.trust_remote_code,
+                                         **tr.model.load_kwargs())
+
+
 def student_tokenizer(tr):
     """The student's tokenizer without building the student (it is the teacher's unless the
     student is a checkpoint of its own)."""
     from transformers import AutoTokenizer
 
-    kw = {"trust_remote_code": tr.generation.trust_remote_code}
     if tr.train.student_kind == "checkpoint":
-        return AutoTokenizer.from_pretrained(student_checkpoint(tr), **kw)
-    return AutoTokenizer.from_pretrained(tr.model.model_path(), **kw, **tr.model.load_kwargs())
+        return AutoTokenizer.from_pretrained(student_checkpoint(tr), trust_remote_code=tr.generation.trust_remote_code)
+    return teacher_tokenizer(tr)
 
 
 def build_initial_student(tr):

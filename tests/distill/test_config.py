@@ -9,7 +9,7 @@ from benchmarks.fuzz import TOML_VALUES
 from distill import config
 from tests.conftest import ROOT
 
-ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml"]
+ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml", "configs/three-teachers.toml"]
 
 
 @pytest.mark.parametrize("path", ROOT_CONFIGS)
@@ -96,6 +96,17 @@ def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_trai
     ("train.workers=0", "train.workers: 0 must be >= 1"),
     ('judge.controls=["louder"]', "judge.controls: ['louder'] must be a list of distinct controls from"),
     ('judge.controls="grammar errors"', "judge.controls: expected"),
+    ('train.divergence="kl"', "train.divergence: 'kl' must be one of 'forward_kl', 'reverse_kl', 'jsd'"),
+    ("train.jsd_beta=1.5", "train.jsd_beta: 1.5 must be in [0, 1]"),
+    ("train.jsd_beta=0.2", "train.jsd_beta: 0.2 applies only with divergence = 'jsd'"),
+    ("train.uld_weight=-1", "train.uld_weight: -1 must be >= 0"),
+    ('mix={"smollm2-135m"=1,"nope"=1}', "mix.nope: is not a teacher of this run"),
+    ('mix={"smollm2-135m"=1,"gemma3-270m"=0}', "mix.gemma3-270m: weight 0 must be a number > 0"),
+    ('mix={"smollm2-135m"=1,"gemma3-270m"="heavy"}', "mix.gemma3-270m: weight 'heavy' must be a number > 0"),
+    ('mix={"smollm2-135m"=1}', "mix: names one teacher"),
+    ('mix={"smollm2-135m"=1,"gemma3-270m"=1}', "mix: trains with teacher.smollm2-135m's [train] settings, whose "
+                                             "student_kind is 'pruned'"),
+    ("mix=3", "mix: expected"),
 ])
 def test_bad_settings_are_named(override, message):
     with pytest.raises(ValueError, match="^" + re.escape(message)):

@@ -104,3 +104,20 @@ def test_held_rows_are_bounded_by_the_buffer_not_the_dataset(tmp_path):
     for n, _ in enumerate(itertools.islice(stream, 90), 1):
         held_max = max(held_max, sum(reads) - n)
     assert held_max <= 5 + 3  # the buffer and the shard being read
+
+
+def test_several_teachers_stream_as_one_each_row_tagged_with_its_teacher_and_weight(tmp_path):
+    from distill.stream import Source
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    one, two = shards(a, [3, 2]), shards(b, [4])
+    mixed = TrainingShards(files=one.files + two.files, rows=one.rows + two.rows, max_len=32,
+                           file_source=(0, 0, 1), sources=(Source("first", 1.0), Source("second", 0.25)),
+                           exclude=frozenset({(1, "p0", 0)}))  # the second teacher's p0 only
+    rows = list(mixed.passes(seed=0)(0))
+    assert mixed.source_names == ("first", "second")
+    assert sorted((r["source"], r["weight"]) for r in rows) == [(0, 1.0)] * 5 + [(1, 0.25)] * 3
+    batch = next(iter(Batches(lambda: endless(mixed.passes(0), 0, 4), 8, pad_id=0)))
+    assert set(batch["source"].tolist()) == {0, 1}
+    assert set(batch["row_weight"][batch["kd_mask"] > 0].tolist()) == {1.0, 0.25}

@@ -153,3 +153,32 @@ def test_gradient_checkpointing_trades_compute_and_changes_no_step(tmp_path):
     assert [h["loss"] for h in b["history"]] == pytest.approx([h["loss"] for h in a["history"]], rel=1e-5)
     for name, w in lora_weights(plain).items():
         torch.testing.assert_close(lora_weights(ckpt)[name], w, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("divergence", ["reverse_kl", "jsd"])
+def test_a_student_of_two_teachers_logs_its_loss_per_teacher(tmp_path, divergence):
+    """Rows of two teachers (the second weighted 0.5) through the real Trainer: the loss per
+    teacher is logged beside the total, with the configured divergence."""
+    rows = teacher_rows()
+    for i, r in enumerate(rows):
+        r["source"], r["weight"] = i % 2, (1.0, 0.5)[i % 2]
+
+    from distill.data import encode_row
+
+    encoded = [dict(encode_row(r, 32), source=r["source"], weight=r["weight"]) for r in rows]
+    cfg = T.TrainConfig(steps=4, batch_size=4, lr=1e-2, save_steps=100, logging_steps=2, max_len=32,
+                        divergence=divergence, **({"jsd_beta": 0.3} if divergence == "jsd" else {}))
+    result = T.train(tiny_student(), Tok(), _Passes(encoded, ("alpha", "beta")), tmp_path, cfg)
+    assert result["divergence"] == divergence
+    for h in result["history"]:
+        assert {"train_kd_alpha", "train_kd_beta", "train_ce_alpha", "train_ce_beta"} <= set(h)
+
+
+class _Passes:
+    """Passes over already-encoded rows, carrying the teachers' names as TrainingShards does."""
+
+    def __init__(self, rows, names):
+        self.rows, self.source_names = rows, names
+
+    def __call__(self, epoch):
+        return iter(self.rows)

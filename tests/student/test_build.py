@@ -137,12 +137,11 @@ def test_students_of_embedded_teachers_and_vocab_check():
     full = build.prune_layers(AutoModelForCausalLM.from_pretrained(smol.model_path(), dtype=torch.float32), 15)
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in full.state_dict().items())
     assert model.lm_head.weight is model.model.embed_tokens.weight
-    build.check_same_vocab(tok, tokenizer_fingerprint(tok), smol.id)
     from transformers import AutoTokenizer
 
-    gemma_fp = tokenizer_fingerprint(AutoTokenizer.from_pretrained(gemma.model_path()))
-    with pytest.raises(ValueError, match="sequence-level distillation"):
-        build.check_same_vocab(tok, gemma_fp, gemma.id)
+    # a pruned student reads its teacher's token map (its logits index the teacher's top-k directly)
+    assert tokenizer_fingerprint(tok) == tokenizer_fingerprint(AutoTokenizer.from_pretrained(smol.model_path()))
+    assert tokenizer_fingerprint(tok) != tokenizer_fingerprint(AutoTokenizer.from_pretrained(gemma.model_path()))
     with pytest.raises(ValueError, match="student.kind='tiny'"):
         build.build_student("tiny", smol.model_path())
 
