@@ -464,14 +464,52 @@ def render_compare(cmp: dict) -> list[str]:
     return lines
 
 
+def render_cross(c: dict) -> list[str]:
+    """Cross-tokenizer KD against SFT on the same text (benchmarks/run.py bench_cross)."""
+    def iv(d):
+        return f"{d['mean']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}], lower on {d['a_lower']}/{d['n']} fables"
+
+    d = c["kd_minus_sft"]
+    verdict = ("KD lower, the interval excludes zero" if d["high"] < 0 else
+               "KD higher, the interval excludes zero" if d["low"] > 0 else "the interval does NOT exclude zero")
+    return [f"## Distillation across tokenizers: {c['student']} from {c['teacher']}'s stored top-k", "",
+            f"The default config with `{'`, `'.join(CROSS_SETS_DOC)}`: the {c['student']} checkpoint (another "
+            f"tokenizer: {c['vocabulary_share']:.0%} of the teacher's tokens have a byte-identical student token) "
+            f"trained {c['steps']} steps on {c['rows']} teacher fables by KD (the teacher's top-20 carried onto its "
+            "tokens, distill/align.py) and by SFT on the same re-encoded text. Held-out loss on the teacher's text "
+            f"in nats per byte over {c['heldout']} held-out fables, per-fable paired bootstrap 95% intervals. "
+            f"Pipeline wall time {c['wall_s']:.0f} s.", "",
+            "| figure | value |", "| --- | --- |",
+            f"| before training | {c['before']:.4f} nats/byte |",
+            f"| KD after | {c['kd']:.4f} nats/byte |",
+            f"| SFT after | {c['sft']:.4f} nats/byte |",
+            f"| KD − SFT per fable | {iv(d)}: **{verdict}** |",
+            f"| KD − before per fable | {iv(c['kd_minus_before'])} |",
+            f"| positions aligned (carry the teacher's top-k) | {c['aligned_share']:.1%} in training, "
+            f"{c['aligned_share_rows']:.1%} over all the teacher's rows |",
+            f"| encoding a row: carried / same-tokenizer | {c['encode_ms']['carried']:.2f} / "
+            f"{c['encode_ms']['same_tokenizer']:.2f} ms ({c['encode_ms']['carried'] / c['encode_ms']['same_tokenizer']:.0f}×); "
+            f"vocabulary map built once in {c['carrier_build_s']:.1f} s |",
+            f"| training step: KD / SFT (same student, same rows) | {c['step_s']['kd']:.2f} / {c['step_s']['sft']:.2f} s "
+            f"({c['step_s']['kd'] / c['step_s']['sft']:.2f}×) |",
+            "| storage | nothing extra: the shards are the teacher's own; the carry happens as training reads them |",
+            ""]
+
+
+# What the cross section overrides, as the user would write it (benchmarks/run.py CROSS_SETS).
+CROSS_SETS_DOC = ('teachers=["qwen2.5-coder-1.5b"]', 'train.student_checkpoint="smollm2-135m"', "n_heldout=20")
+
+
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
            fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None,
-           prune: dict | None = None, scale: dict | None = None, judge_run: dict | None = None) -> str:
+           prune: dict | None = None, scale: dict | None = None, judge_run: dict | None = None,
+           cross: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
                                           ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune),
-                                          ("data scale", scale), ("judge set-ups on the default run", judge_run))
+                                          ("data scale", scale), ("judge set-ups on the default run", judge_run),
+                                          ("cross-tokenizer KD", cross))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -500,6 +538,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_scale(scale)
     if sweep:
         lines += render_sweep(sweep)
+    if cross:
+        lines += render_cross(cross)
     trained = sorted((ROOT / "benchmarks" / "results").glob("gpu-train*.json"))
     if trained:
         lines += render_gpu_train([json.loads(p.read_text()) for p in trained])

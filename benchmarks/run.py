@@ -281,6 +281,65 @@ def default_figures(run: RunFolder, wall: float | None) -> dict:
             "footprint": json.loads(run.footprint.read_text()) if run.footprint.exists() else None}
 
 
+# Cross-tokenizer KD (distill/align.py): SmolLM2-135M as a student of the default teacher's
+# fables, KD from the carried top-k against SFT on the same re-encoded text, same steps.
+CROSS_SETS = ('teachers=["qwen2.5-coder-1.5b"]', 'train.student_checkpoint="smollm2-135m"', "judge.enabled=false",
+              "eval.footprint=false", "n_heldout=20")
+
+
+def bench_cross(env: dict) -> dict:
+    """The cross-tokenizer student trained by the pipeline (`CROSS_SETS` over the default config),
+    held-out loss on the teacher's text in nats per byte with per-fable paired intervals, the
+    share of positions aligned, and what the alignment costs: encoding a row (carried against
+    the same-tokenizer encoding of the same rows) and a training step (KD against SFT)."""
+    from distill.align import Carrier
+    from distill.data import encode_row
+    from distill.schema import read_rows
+    from eval.stats import paired_bootstrap
+    from transformers import AutoTokenizer
+
+    from teacher.registry import get_teacher
+
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as d:
+        run = RunFolder(Path(d) / "cross")
+        teacher = "qwen2.5-coder-1.5b"
+        wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/default.toml", "--name", "cross",
+                         *[a for x in CROSS_SETS for a in ("--set", x)]], {**env, "KD_RUNS_DIR": d})
+        ev = {o: Evaluated.read(run.student(teacher, o).evaluated) for o in ("kd", "sft")}
+        tr = {o: Trained.read(run.student(teacher, o).trained) for o in ("kd", "sft")}
+
+        def nb(h):
+            return [f["nats_per_byte"] for f in h.per_fable]
+
+        rows = read_rows(run.teacher(teacher))
+        ttok = AutoTokenizer.from_pretrained(get_teacher(teacher).model_path())
+        stok = AutoTokenizer.from_pretrained(get_teacher("smollm2-135m").model_path())
+        t0 = time.perf_counter()
+        carrier = Carrier(ttok, stok)
+        build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        carried = [carrier.encode(r, 352) for r in rows]
+        carry_s = (time.perf_counter() - t0) / len(rows)
+        t0 = time.perf_counter()
+        for r in rows:
+            encode_row(r, 352)
+        same_s = (time.perf_counter() - t0) / len(rows)
+        return {
+            "wall_s": wall, "teacher": teacher, "student": "smollm2-135m", "heldout": len(nb(ev["kd"].after)),
+            "steps": tr["kd"].steps, "rows": tr["kd"].rows,
+            "before": ev["kd"].before.ce_per_byte, "kd": ev["kd"].after.ce_per_byte, "sft": ev["sft"].after.ce_per_byte,
+            "kd_minus_sft": paired_bootstrap(nb(ev["kd"].after), nb(ev["sft"].after)),
+            "kd_minus_before": paired_bootstrap(nb(ev["kd"].after), nb(ev["kd"].before)),
+            "aligned_share": tr["kd"].aligned_share,
+            "aligned_share_rows": float(np.mean([c["aligned"].mean() for c in carried if len(c["aligned"])])),
+            "vocabulary_share": carrier.vocabulary_share(),
+            "step_s": {o: t.train_runtime_s / max(t.steps, 1) for o, t in tr.items()},
+            "carrier_build_s": build_s, "encode_ms": {"carried": carry_s * 1e3, "same_tokenizer": same_s * 1e3},
+        }
+
+
 # The KD sweep behind the default's settings: each variant changes [train] settings of the
 # default run's distilled teacher (benchmarks/kd_sweep.py), trained on that run's teacher data.
 SWEEP = ("", "objective=sft", "lr=2e-3", "lr=2e-4", "kd_weight=1.0", "steps=48")
@@ -302,7 +361,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
 
 
 SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "scale", "compare", "judge", "default", "judge-run",
-            "sweep", "fuzz")
+            "sweep", "cross", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,6 +427,8 @@ def measure(sections: set[str], args, results: dict) -> None:
             results["judge"]["measured"] = now
     if "default" in sections:
         results["default"] = {**bench_default(env, args.default_run), "measured": now}
+    if "cross" in sections:
+        results["cross"] = {**bench_cross(env), "measured": now}
     if "fuzz" in sections:
         from benchmarks import fuzz
 
@@ -402,7 +463,7 @@ def main(argv: list[str] | None = None) -> None:
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz"), results.get("decoding"),
                                              results.get("lora"), results.get("prune"), results.get("scale"),
-                                             results.get("judge_run")))
+                                             results.get("judge_run"), results.get("cross")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

@@ -260,13 +260,25 @@ def stage_compare(cfg: RunConfig, run: RunFolder, ledger: artifacts.Ledger) -> N
         st["writers"] = len(inputs)
 
 
+def same_config(before: dict, cfg: RunConfig) -> bool:
+    """Whether a run folder's recorded config is `cfg`. A setting added to fable-kd since the
+    run started reads as its default, so an upgrade does not orphan a run that set nothing new."""
+    from distill.config import from_dict
+    from distill.settings import SettingError
+
+    try:
+        return recorded(from_dict(before)) == recorded(cfg)
+    except SettingError:
+        return before == recorded(cfg)
+
+
 def run(cfg: RunConfig) -> RunFolder:
     from eval.report import write_report
 
     folder = RunFolder.named(cfg.name)
     folder.root.mkdir(parents=True, exist_ok=True)
     entry.log_to(folder.root)  # an unexpected error's traceback: runs/<name>/error.log
-    if folder.config.exists() and artifacts.read_json(folder.config) != recorded(cfg):
+    if folder.config.exists() and not same_config(artifacts.read_json(folder.config), cfg):
         raise ValueError(f"{folder.root} was started with a different configuration; pick another name (--name) or delete it")
     artifacts.write_json_atomic(folder.config, recorded(cfg))
     artifacts.remove_partial_writes(folder.root, recursive=True)

@@ -272,3 +272,17 @@ def test_a_run_builds_only_the_embedded_models_it_loads(monkeypatch):
     assert one.embedded_models() == ["smollm2-135m", "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]  # smollm2: the judge
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
     assert one.embedded_models() == ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"]
+
+
+def test_a_run_recorded_before_a_setting_existed_is_the_same_run_and_a_changed_one_is_not():
+    from distill.pipeline import same_config
+
+    cfg = config.load("configs/tiny.toml")
+    old = config.recorded(cfg)
+    del old["mix"]
+    for t in old["teachers"]:
+        for k in ("divergence", "jsd_beta", "uld_weight"):
+            del t["train"][k]
+    assert same_config(old, cfg)
+    assert not same_config(old, config.load("configs/tiny.toml", ["train.steps=5"]))
+    assert not same_config(old, config.load("configs/tiny.toml", ['train.divergence="reverse_kl"']))
