@@ -473,7 +473,7 @@ def render_cross(c: dict) -> list[str]:
     verdict = ("KD lower, the interval excludes zero" if d["high"] < 0 else
                "KD higher, the interval excludes zero" if d["low"] > 0 else "the interval does NOT exclude zero")
     return [f"## Distillation across tokenizers: {c['student']} from {c['teacher']}'s stored top-k", "",
-            f"The default config with `{'`, `'.join(CROSS_SETS_DOC)}`: the {c['student']} checkpoint (another "
+            f"`configs/cross-tokenizer.toml` (judge off): the {c['student']} checkpoint (another "
             f"tokenizer: {c['vocabulary_share']:.0%} of the teacher's tokens have a byte-identical student token) "
             f"trained {c['steps']} steps on {c['rows']} teacher fables by KD (the teacher's top-20 carried onto its "
             "tokens, distill/align.py) and by SFT on the same re-encoded text. Held-out loss on the teacher's text "
@@ -494,10 +494,6 @@ def render_cross(c: dict) -> list[str]:
             f"({c['step_s']['kd'] / c['step_s']['sft']:.2f}×) |",
             "| storage | nothing extra: the shards are the teacher's own; the carry happens as training reads them |",
             ""]
-
-
-# What the cross section overrides, as the user would write it (benchmarks/run.py CROSS_SETS).
-CROSS_SETS_DOC = ('teachers=["qwen2.5-coder-1.5b"]', 'train.student_checkpoint="smollm2-135m"', "n_heldout=20")
 
 
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,

@@ -189,7 +189,7 @@ def teacher_section(cfg, tr, run: RunFolder) -> list[str]:
            f"fables removed ({', '.join(r['prompt_id'] for r in trained.removed_as_toxic[:5]) or 'none'}).", ""]
           if tr.train.max_toxicity < 1.0 else []),
         "Training loss (logged every few steps): "
-        + ", ".join(f"step {h['step']}: {h['loss']:.3f}" + (f" (KL {h['train_kd']:.3f})" if "train_kd" in h else "")
+        + ", ".join(f"step {h['step']}: {h['loss']:.3f}" + (f" ({div} {h['train_kd']:.3f})" if "train_kd" in h else "")
                     for h in trained.history),
         "",
     ]

@@ -90,3 +90,19 @@ def test_the_judge_run_keeps_set_ups_not_measured_now(monkeypatch, tmp_path):
                              "b / m": {"run": "/old/runs/default", "measured": "2026-12-04", "wall_s": 2.0}}
     out = run.bench_judge_run({}, tmp_path, setups=(), before={**before, "setups": {"a / m": {"wall_s": 1.0, "run": "/x"}}})
     assert out["setups"]["a / m"]["run"] == "/x"  # a row's own run wins over the section's
+
+
+def test_the_cross_tokenizer_section_reads_its_interval_plainly():
+    from benchmarks.render import render_cross
+
+    iv = {"mean": -0.01, "low": -0.02, "high": -0.004, "a_lower": 15, "n": 20}
+    c = {"wall_s": 400.0, "teacher": "qwen2.5-coder-1.5b", "student": "smollm2-135m", "heldout": 20, "steps": 16,
+         "rows": 24, "before": 0.9, "kd": 0.8, "sft": 0.81, "kd_minus_sft": iv, "kd_minus_before": iv,
+         "aligned_share": 0.91, "aligned_share_rows": 0.9, "vocabulary_share": 0.3, "step_s": {"kd": 2.2, "sft": 2.0},
+         "carrier_build_s": 3.0, "encode_ms": {"carried": 4.0, "same_tokenizer": 0.5}}
+    page = "\n".join(render_cross(c))
+    assert "| KD − SFT per fable | -0.0100 [-0.0200, -0.0040], lower on 15/20 fables: **KD lower, the interval " \
+           "excludes zero** |" in page
+    assert "| training step: KD / SFT (same student, same rows) | 2.20 / 2.00 s (1.10×) |" in page
+    page = "\n".join(render_cross({**c, "kd_minus_sft": {**iv, "high": 0.003}}))
+    assert "the interval does NOT exclude zero" in page

@@ -9,7 +9,8 @@ from benchmarks.fuzz import TOML_VALUES
 from distill import config
 from tests.conftest import ROOT
 
-ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml", "configs/three-teachers.toml"]
+ROOT_CONFIGS = ["configs/default.toml", "configs/tiny.toml", "configs/tiny-qwen.toml", "configs/three-teachers.toml",
+                "configs/cross-tokenizer.toml"]
 
 
 @pytest.mark.parametrize("path", ROOT_CONFIGS)

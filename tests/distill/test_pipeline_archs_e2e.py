@@ -107,3 +107,33 @@ def test_vllm_serves_every_merged_student(archs_run):
     results = [json.loads(l[len("RESULT "):]) for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     assert [r["path"] for r in results] == folders
     assert all(r["tokens"] == 8 == r["logprobs"] for r in results)
+
+
+def test_which_teacher_makes_the_best_student_on_the_three_architectures(archs_run, tmp_path):
+    """configs/three-teachers.toml's question on the production architectures: one checkpoint
+    student (tiny Falcon's) distilled from each teacher, Llama-2's and Mistral's top-k carried
+    onto its tokens (Mistral's through Ray Train's two workers), and from all three at once;
+    the report's table has a row per teacher and the mix."""
+    import shutil
+
+    run_dir, models = archs_run
+    for t in ARCHS:
+        shutil.copytree(run_dir / "teachers" / t, tmp_path / "three" / "teachers" / t)
+    sets = [a for t, p in models.items() for a in ("--set", f'teacher.{t}.path="{p}"')]
+    sets += ["--set", 'train.student_kind="checkpoint"', "--set", f'train.student_checkpoint="{models["tiny-falcon"]}"',
+             "--set", 'mix={"tiny-llama2" = 1.0, "tiny-mistral" = 1.0, "tiny-falcon" = 2.0}']
+    proc = subprocess.run([sys.executable, "-m", "distill.pipeline", "--config", "configs/tiny-archs.toml",
+                           "--name", "three", *sets], cwd=ROOT, env={**os.environ, "KD_RUNS_DIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    students = tmp_path / "three" / "students"
+    for t in ARCHS:
+        trained = json.loads((students / f"{t}-kd" / "train.json").read_text())
+        assert trained["student_kind"] == "checkpoint" and trained["steps"] == 2
+        assert (trained["aligned_share"] == 1.0) == (t == "tiny-falcon")  # the student's own tokenizer aligns all
+        ev = json.loads((students / f"{t}-kd" / "eval.json").read_text())
+        assert (ev["after"]["kl"] is None) == (t != "tiny-falcon") and ev["after"]["ce_per_byte"] is not None
+    per = json.loads((students / "mix-kd" / "eval-per-teacher.json").read_text())
+    assert set(per) == set(ARCHS) and per["tiny-falcon"]["weight"] == 2.0
+    table = (tmp_path / "three" / "report.md").read_text().split("## Which teacher makes the best student")[1]
+    assert all(f"| {t} |" in table for t in ARCHS) and "All of them at once" in table

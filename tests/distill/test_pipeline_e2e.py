@@ -299,3 +299,82 @@ def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, 
         assert ledger.stages[-1]["status"] == "skipped"
     finally:
         run.footprint.unlink(missing_ok=True)
+
+
+def test_one_student_of_two_teachers_of_two_families(tiny_run):
+    """`mix`: SmolLM2 (its own teacher's tokens) and Gemma (carried over) teach one SmolLM2
+    checkpoint at once, Gemma's rows weighted 0.5: trained from both teachers' shards of the
+    shared run, its loss logged per teacher, measured on each teacher's held-out text, reported."""
+    from teacher.registry import get_teacher
+
+    run_dir, _ = tiny_run
+    runs = run_dir.parent
+    for t in ("smollm2-135m", "gemma3-270m"):
+        shutil.copytree(run_dir / "teachers" / t, runs / "tiny-mix" / "teachers" / t)
+    args = ["--name", "tiny-mix", "--set", "teacher.smollm2-135m.distil=false",
+            "--set", "teacher.gemma3-270m.distil=false", "--set", 'train.student_kind="checkpoint"',
+            "--set", f'train.student_checkpoint="{get_teacher("smollm2-135m").model_path()}"',
+            "--set", 'mix={"smollm2-135m" = 1.0, "gemma3-270m" = 0.5}', "--set", "judge.enabled=false",
+            "--set", "train.steps=2"]
+    proc = run_pipeline(runs, *args)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    student = runs / "tiny-mix" / "students" / "mix-kd"
+    trained = json.loads((student / "train.json").read_text())
+    assert trained["steps"] == 2 and trained["rows"] == 16  # both teachers' 8 training fables
+    assert any({"train_kd_smollm2-135m", "train_kd_gemma3-270m"} <= set(h) for h in trained["history"])
+    per = json.loads((student / "eval-per-teacher.json").read_text())
+    assert set(per) == {"smollm2-135m", "gemma3-270m"} and per["gemma3-270m"]["weight"] == 0.5
+    assert per["smollm2-135m"]["own_tokens"] and not per["gemma3-270m"]["own_tokens"]
+    for v in per.values():
+        assert v["rows"] == 4 and v["after"]["ce_per_byte"] > 0
+    report = (runs / "tiny-mix" / "report.md").read_text()
+    assert "Which teacher makes the best student" in report and "All of them at once" in report
+    # started again, nothing is redone
+    again = run_pipeline(runs, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    mixed = [s for s in json.loads((runs / "tiny-mix" / "stages.json").read_text()) if s["teacher"] == "mix"]
+    assert [s["stage"] for s in mixed] == ["train-kd", "evaluate-kd"] and all(s["status"] == "skipped" for s in mixed)
+
+
+def test_carrying_real_shards_is_exact_within_a_tokenizer_and_covers_every_byte_across(tiny_run):
+    """On the run's real shards: carried onto SmolLM2's own tokens, a SmolLM2 row and its loss
+    are today's same-tokenizer row and loss to 1e-6; carried from Gemma onto SmolLM2, every
+    byte of every fable lies in one aligned piece, and most positions align."""
+    import numpy as np
+    import torch
+    from transformers import AutoTokenizer
+
+    from distill import align
+    from distill.data import encode_row
+    from distill.losses import kd_objective
+    from teacher.registry import get_teacher
+
+    run_dir, _ = tiny_run
+    smol = AutoTokenizer.from_pretrained(get_teacher("smollm2-135m").model_path())
+    gemma = AutoTokenizer.from_pretrained(get_teacher("gemma3-270m").model_path())
+    same = align.Carrier(smol, smol)
+    g = torch.Generator().manual_seed(0)
+    for row in read_rows(run_dir / "teachers" / "smollm2-135m"):
+        a, b = same.encode(row, 512), encode_row(row, 512)
+        assert a["aligned"].all() and all(np.array_equal(a[k], b[k]) for k in ("input_ids", "labels", "topk_ids"))
+        logits = torch.randn(len(b["labels"]), 49152, generator=g)
+        ids = torch.as_tensor(a["topk_ids"]).long()
+        cross = kd_objective(logits, torch.as_tensor(a["labels"]), ids, torch.as_tensor(a["topk_logprobs"]),
+                             torch.ones(len(ids)), 0.9, aligned=torch.as_tensor(a["aligned"]),
+                             matched=ids >= 0, uld_weight=1.0)
+        today = kd_objective(logits, torch.as_tensor(b["labels"]), torch.as_tensor(b["topk_ids"]).long(),
+                             torch.as_tensor(b["topk_logprobs"]), torch.ones(len(ids)), 0.9)
+        assert abs(float(cross["loss"]) - float(today["loss"])) < 1e-6
+    carrier, shares = align.Carrier(gemma, smol), []
+    for row in read_rows(run_dir / "teachers" / "gemma3-270m"):
+        t_spans, t_bytes = align.spans(row["token_ids"], carrier.teacher_pieces)
+        s_ids = smol(row["text"], add_special_tokens=False).input_ids
+        s_spans, s_bytes = align.spans(s_ids, carrier.student_pieces)
+        raw = row["text"].encode()
+        assert t_bytes == s_bytes == raw
+        cover = np.zeros(len(raw), int)
+        for start, end, _, _ in align.groups(t_spans, s_spans, len(raw)):
+            cover[start:end] += 1
+        assert (cover == 1).all()
+        shares.append(carrier.encode(row, 512)["aligned"].mean())
+    assert np.mean(shares) > 0.5

@@ -153,3 +153,21 @@ def test_the_judges_requests_follow_its_mode(monkeypatch):
                                   ("pairwise", False, 2 * 4 + 1), ("pairwise", True, 2 * 4 + 2)]:
         cfg = config.load(ROOT / "configs/default.toml", [f'judge.mode="{mode}"', f"judge.fluency_gate={str(gate).lower()}"])
         assert plan.judge_load(cfg)["requests"] == asked * per_fable, (mode, gate)
+
+
+def test_the_production_teachers_as_teachers_of_one_student_plan_with_the_mix(monkeypatch):
+    """The production config's commented 'which teacher makes the best student' set-up, as a
+    team would turn it on: one checkpoint student for the three teachers, and their mix."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = config.load(ROOT / "configs/production.toml", [
+        'train.student_kind="checkpoint"', 'train.student_checkpoint="/models/student"', "train.quantization=\"none\"",
+        'mix={"mistral-7b-instruct" = 1.0, "llama2-7b-chat" = 1.0, "falcon-7b-instruct" = 1.0}'])
+    p = plan.build(cfg, gen_tok_s=2500)
+    mixed = [s for s in p["stages"] if s.get("teacher") == "mix"]
+    assert [s["stage"] for s in mixed] == ["train-kd", "evaluate-kd"]
+    one = next(s for s in p["stages"] if s["stage"] == "train-kd" and s["teacher"] == "mistral-7b-instruct")
+    # the same student, settings and steps as each teacher's own: priced alike
+    assert {k: mixed[0][k] for k in ("resources", "tokens", "gpu_hours", "student_params")} == \
+        {k: one[k] for k in ("resources", "tokens", "gpu_hours", "student_params")}
+    assert mixed[0]["resources"] == "1 GPU" and mixed[1]["rows"] == 3 * 50
+    assert "train-kd      [mix]" in plan.render(p)
