@@ -124,7 +124,8 @@ def _rubric_tokens(cfg: RunConfig) -> int:
 def judge_load(cfg: RunConfig) -> dict:
     """Verdicts, requests and tokens the judge stage makes, counted as eval/protocol.py builds
     its items: each teacher's and student's held-out fables, a copy of every teacher fable
-    per judge.controls (at most: a kind that cannot change a fable makes no copy), every saved KD checkpoint but the last (judge.checkpoints)."""
+    per judge.controls (at most: a kind that cannot change a fable makes no copy), every saved KD checkpoint but the last (judge.checkpoints),
+    and the student of several teachers (`mix`)."""
     j = cfg.judge
     if not j.enabled:
         return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "student_fables": 0,
@@ -135,6 +136,9 @@ def judge_load(cfg: RunConfig) -> dict:
         prompts = min(j.prompts, tr.n_heldout)
         teacher += prompts * min(j.samples, tr.generation.eval_samples)
         student += prompts * j.samples * len(cfg.objectives(tr))
+    if cfg.mix:  # the student of several teachers, on the first mixed teacher's judged prompts
+        first = next(tr for tr in cfg.teachers if tr.teacher in cfg.mix)
+        student += min(j.prompts, first.n_heldout) * j.samples
     if distilled and j.checkpoints:  # the first distilled teacher's KD student (eval/protocol.py)
         tr = distilled[0]
         saved = tr.train.steps // tr.train.save_steps if tr.train.save_steps else 0

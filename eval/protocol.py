@@ -123,6 +123,11 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
             items += judge_items_for_teacher(cfg, tr, run)
             for objective in cfg.objectives(tr):
                 items += judge_items_for_student(cfg, tr, objective, run)
+        if cfg.mix:  # the student of several teachers, on the judged prompts (eval/writers.py mix_writers)
+            from distill.train_stage import MIX, mix_teacher
+
+            items += [{**it, "teacher": MIX} for it in
+                      judge_items_for_student(cfg, mix_teacher(cfg), "kd", run, label=f"{MIX}-kd")]
         items += control_items([it for it in items if it["role"] == "teacher"], tuple(jc.controls))
         curve = checkpoint_items(cfg, run) if jc.checkpoints else []
         everything = items + [it for c in curve for it in c["items"]]

@@ -321,8 +321,11 @@ def teachers_as_students(cfg, run: RunFolder) -> list[str]:
                           f"{_bpb(v['after']['ce_per_byte'])}" for t, v in mixed.items())
         last = trained.history[-1] if trained.history else {}
         logged = ", ".join(f"{t} {last[f'train_kd_{t}']:.3f}" for t in mixed if f"train_kd_{t}" in last)
+        j = (models.get(f"{MIX}-kd") or {}).get("overall")
+        judged = ("not judged" if not j or j.get("mean") != j.get("mean")
+                  else f"judge score {j['mean']:.2f} [{j['low']:.2f}, {j['high']:.2f}]")
         lines += ["", f"**All of them at once** (`mix`, students/{MIX}-kd, {trained.rows} fables, {trained.steps} steps, "
-                      "not judged): held-out loss on each teacher's text, nats/byte: " + cells + "."
+                      f"{judged}): held-out loss on each teacher's text, nats/byte: " + cells + "."
                   + (f" Last logged KD loss per teacher: {logged}." if logged else "")]
     return lines + [""]
 

@@ -92,6 +92,29 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
     return out
 
 
+def mix_writers(cfg, run: RunFolder, judge: bool = True) -> list[Writer]:
+    """The judge's fables of the student of several teachers (`mix`): the judged prompts, as
+    the first mixed teacher's students write them, from its adapter on its base."""
+    from distill.schema import read_rows, tokenizer_fingerprint
+    from distill.train_stage import MIX, mix_teacher
+    from student.initial import student_tokenizer
+    from teacher.prompts import heldout_prompts
+
+    if not (cfg.mix and judge and cfg.judge.enabled):
+        return []
+    tr = mix_teacher(cfg)
+    student, label = run.student(MIX, "kd"), f"{MIX}-kd"
+    tok = student_tokenizer(tr)
+    rows = read_rows(run.teacher(tr.teacher), split="eval")
+    ids = prompt_ids(heldout_prompts(rows)[: cfg.judge.prompts], tok, tokenizer_fingerprint(tok))
+    base = str(student.base)
+    if tr.train.lora_r and (run.judge.fables(label).exists() or lora_served(base)):
+        model, adapter = base, str(student.adapter)
+    else:
+        model, adapter = str(student.merged), None
+    return [Writer(label, run.judge.fables(label), model, adapter, ids, cfg.judge.samples, cfg.judge.max_new_tokens)]
+
+
 def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new: int,
                        lora=lambda: True) -> list[Writer]:
     """Each saved checkpoint of the main student but the last, which is the finished student.
@@ -168,6 +191,12 @@ def write_all(cfg, run: RunFolder, report: bool = True, judge: bool = True, star
         ws = writers(cfg, tr, run, report, judge)
         if ws:
             labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r, starts=starts)
+    ws = mix_writers(cfg, run, judge)
+    if ws:
+        from distill.train_stage import mix_teacher
+
+        tr = mix_teacher(cfg)
+        labels += write(ws, cfg.sampling, tr.generation, tr.model, tr.train.lora_r, starts=starts)
     shutil.rmtree(run.judge.merged_checkpoints, ignore_errors=True)  # their fables are written
     return labels
 

@@ -304,7 +304,8 @@ def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, 
 def test_one_student_of_two_teachers_of_two_families(tiny_run):
     """`mix`: SmolLM2 (its own teacher's tokens) and Gemma (carried over) teach one SmolLM2
     checkpoint at once, Gemma's rows weighted 0.5: trained from both teachers' shards of the
-    shared run, its loss logged per teacher, measured on each teacher's held-out text, reported."""
+    shared run, its loss logged per teacher, measured on each teacher's held-out text, judged
+    (the embedded judge served by this run), reported."""
     from teacher.registry import get_teacher
 
     run_dir, _ = tiny_run
@@ -314,8 +315,8 @@ def test_one_student_of_two_teachers_of_two_families(tiny_run):
     args = ["--name", "tiny-mix", "--set", "teacher.smollm2-135m.distil=false",
             "--set", "teacher.gemma3-270m.distil=false", "--set", 'train.student_kind="checkpoint"',
             "--set", f'train.student_checkpoint="{get_teacher("smollm2-135m").model_path()}"',
-            "--set", 'mix={"smollm2-135m" = 1.0, "gemma3-270m" = 0.5}', "--set", "judge.enabled=false",
-            "--set", "train.steps=2"]
+            "--set", 'mix={"smollm2-135m" = 1.0, "gemma3-270m" = 0.5}', "--set", "judge.checkpoints=false",
+            "--set", "judge.controls=[]", "--set", "train.steps=2"]
     proc = run_pipeline(runs, *args)
     assert proc.returncode == 0, proc.stderr[-4000:]
     student = runs / "tiny-mix" / "students" / "mix-kd"
@@ -329,6 +330,8 @@ def test_one_student_of_two_teachers_of_two_families(tiny_run):
         assert v["rows"] == 4 and v["after"]["ce_per_byte"] > 0
     report = (runs / "tiny-mix" / "report.md").read_text()
     assert "Which teacher makes the best student" in report and "All of them at once" in report
+    judged = json.loads((runs / "tiny-mix" / "judge" / "summary.json").read_text())["models"]["mix-kd"]
+    assert judged["fables"] == 2 and judged["teacher"] == "mix" and "judge score" in report.split("All of them")[1]
     # started again, nothing is redone
     again = run_pipeline(runs, *args)
     assert again.returncode == 0, again.stderr[-3000:]
