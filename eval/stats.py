@@ -94,6 +94,8 @@ def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed:
     with each point's mean score, and its percentile bootstrap interval. `scores` is
     [points x items]: the same judged items at every point (NaN where a verdict failed);
     items are resampled together across points, since the points share their prompts."""
+    if not len(x):  # no points (judge.checkpoints off): nothing to correlate
+        return {"rho": float("nan"), "low": float("nan"), "high": float("nan"), "points": 0}
     m = np.asarray(scores, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != len(x):
         raise ValueError(f"scores must be {len(x)} points x items, got shape {m.shape}")

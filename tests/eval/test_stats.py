@@ -61,3 +61,14 @@ def test_spearman_bootstrap_on_a_clean_trend_and_on_noise():
     n = spearman_bootstrap(loss, noise)
     assert n["low"] < n["rho"] + 1e-9 and n["high"] > n["low"]
     assert np.isnan(spearman_bootstrap(loss[:2], trend[:2])["rho"])  # fewer than 3 points
+
+
+def test_spearman_bootstrap_of_no_points_is_nan_not_an_error():
+    """A run judged with judge.checkpoints off has no score-against-loss points (it crashed the
+    judge stage before: found by the mix student's end-to-end test)."""
+    import math
+
+    from eval.stats import spearman_bootstrap
+
+    r = spearman_bootstrap([], [])
+    assert r["points"] == 0 and all(math.isnan(r[k]) for k in ("rho", "low", "high"))
