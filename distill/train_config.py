@@ -105,6 +105,9 @@ class TrainConfig:
             "shuffle_buffer": (self.shuffle_buffer >= 1, "must be >= 1"),
             "max_failures": (self.max_failures >= 0, "must be >= 0"),
         })
+        if self.objective == "sft" and (self.divergence, self.jsd_beta) != ("forward_kl", 0.5):
+            raise SettingError("divergence", f"{self.divergence!r} with objective = 'sft': SFT is cross-entropy on the "
+                                             "teacher's text, with no divergence to its top-k (use objective = 'kd')")
         if self.jsd_beta != 0.5 and self.divergence != "jsd":
             raise SettingError("jsd_beta", f"{self.jsd_beta} applies only with divergence = 'jsd' "
                                            f"(this one is {self.divergence!r})")

@@ -65,8 +65,9 @@ def carrier_for(tr: TeacherRun, fingerprint: str, run: RunFolder):
 
 
 def stage_train(cfg: RunConfig, tr: TeacherRun, objective: str, run: RunFolder, ledger: artifacts.Ledger) -> None:
-    # The SFT baseline trains on the teacher's text only: no on-policy steps.
-    tcfg = dataclasses.replace(tr.train, objective=objective, **({"on_policy": 0.0} if objective == "sft" else {}))
+    # The SFT baseline trains on the teacher's text only: no on-policy steps, no divergence.
+    sft = {"on_policy": 0.0, "divergence": "forward_kl", "jsd_beta": 0.5}
+    tcfg = dataclasses.replace(tr.train, objective=objective, **(sft if objective == "sft" else {}))
     if cfg.judge.enabled and cfg.judge.checkpoints and objective == tr.train.objective:
         tcfg = dataclasses.replace(tcfg, keep_checkpoints=0)  # every checkpoint is a score-against-loss point
     out = run.student(tr.teacher, objective)

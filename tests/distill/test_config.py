@@ -101,6 +101,7 @@ def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_trai
     ("train.jsd_beta=1.5", "train.jsd_beta: 1.5 must be in [0, 1]"),
     ("train.jsd_beta=0.2", "train.jsd_beta: 0.2 applies only with divergence = 'jsd'"),
     ("train.uld_weight=-1", "train.uld_weight: -1 must be >= 0"),
+
     ('mix={"smollm2-135m"=1,"nope"=1}', "mix.nope: is not a teacher of this run"),
     ('mix={"smollm2-135m"=1,"gemma3-270m"=0}', "mix.gemma3-270m: weight 0 must be a number > 0"),
     ('mix={"smollm2-135m"=1,"gemma3-270m"="heavy"}', "mix.gemma3-270m: weight 'heavy' must be a number > 0"),
@@ -287,3 +288,11 @@ def test_a_run_recorded_before_a_setting_existed_is_the_same_run_and_a_changed_o
     assert same_config(old, cfg)
     assert not same_config(old, config.load("configs/tiny.toml", ["train.steps=5"]))
     assert not same_config(old, config.load("configs/tiny.toml", ['train.divergence="reverse_kl"']))
+
+
+def test_a_divergence_on_the_sft_objective_is_a_mismatch_named_at_config_time():
+    with pytest.raises(ValueError, match="^train.divergence: 'reverse_kl' with objective = 'sft'"):
+        config.load("configs/tiny.toml", ['train.objective="sft"', 'train.divergence="reverse_kl"'])
+    # a KD student with its own divergence keeps an SFT baseline (the stage resets the divergence for it)
+    cfg = config.load("configs/tiny.toml", ['train.divergence="jsd"', "train.jsd_beta=0.2"])
+    assert cfg.objectives(cfg.teachers[0]) == ["kd", "sft"]
