@@ -496,16 +496,27 @@ def render_cross(c: dict) -> list[str]:
             ""]
 
 
+def render_three(t: dict) -> list[str]:
+    """configs/three-teachers.toml measured (benchmarks/run.py bench_three)."""
+    stages = ", ".join(f"{s['stage']}{' ' + s['teacher'] if s['teacher'] else ''} {s['wall_s']:.0f}"
+                       for s in t["stages"] if s["stage"] != "report")
+    return ["## Which teacher makes the best student (`configs/three-teachers.toml`)", "",
+            "The 0.5B checkpoint distilled from each embedded teacher (the 1.5B shares its tokenizer; SmolLM2's and "
+            "Gemma's top-k carried onto its tokens) and from all three at once, 12 steps each; judged by the 0.5B's "
+            "checklist on 4 prompts (the judge is the students' own base model, of the 1.5B's family). "
+            f"Stages {t['stages_s']:.0f} s ({stages}), {t['engine_starts']} engine starts.", "", *t["table"], ""]
+
+
 def render(gen: dict | None, default: dict | None, storage: dict | None = None, steps: dict | None = None,
            cmp: dict | None = None, judge: dict | None = None, sweep: dict | None = None,
            fuzz: dict | None = None, decoding: dict | None = None, lora: dict | None = None,
            prune: dict | None = None, scale: dict | None = None, judge_run: dict | None = None,
-           cross: dict | None = None) -> str:
+           cross: dict | None = None, three: dict | None = None) -> str:
     when = {k: v["measured"] for k, v in (("default run", default), ("generation and storage", gen), ("compare", cmp),
                                           ("judge modes", judge), ("KD sweep", sweep), ("fuzzing", fuzz),
                                           ("decoding", decoding), ("LoRA decoding", lora), ("pruned build", prune),
                                           ("data scale", scale), ("judge set-ups on the default run", judge_run),
-                                          ("cross-tokenizer KD", cross))
+                                          ("cross-tokenizer KD", cross), ("three teachers", three))
             if v and "measured" in v}
     lines = ["# Benchmarks", "", f"Rendered on: {machine()}.",
              "Written by `make bench`; every ratio compares figures taken in one run of its section. Measured "
@@ -536,6 +547,8 @@ def render(gen: dict | None, default: dict | None, storage: dict | None = None, 
         lines += render_sweep(sweep)
     if cross:
         lines += render_cross(cross)
+    if three:
+        lines += render_three(three)
     trained = sorted((ROOT / "benchmarks" / "results").glob("gpu-train*.json"))
     if trained:
         lines += render_gpu_train([json.loads(p.read_text()) for p in trained])

@@ -340,6 +340,27 @@ def bench_cross(env: dict) -> dict:
         }
 
 
+def bench_three(env: dict, run_dir: Path | None = None) -> dict:
+    """configs/three-teachers.toml (or a finished run of it, `--three-run`): which teacher makes
+    the best student, the report's table of that name, with the run's stage times."""
+    from distill.config import from_dict
+    from eval.report import teachers_as_students
+
+    def figures(run: RunFolder, wall: float | None) -> dict:
+        manifest = json.loads(run.manifest.read_text())
+        cfg = from_dict(json.loads(run.config.read_text()))
+        return {"table": teachers_as_students(cfg, run)[2:], "stages_s": manifest["total_wall_s"],
+                "process_s": wall, "engine_starts": manifest["engine_starts"],
+                "stages": [{k: s[k] for k in ("stage", "teacher", "wall_s")} for s in manifest["stages"]]}
+
+    if run_dir is not None:
+        return figures(RunFolder(run_dir), None)
+    with tempfile.TemporaryDirectory() as d:
+        wall, _ = timed([sys.executable, "-m", "distill.pipeline", "--config", "configs/three-teachers.toml"],
+                        {**env, "KD_RUNS_DIR": d})
+        return figures(RunFolder(Path(d) / "three-teachers"), wall)
+
+
 # The KD sweep behind the default's settings: each variant changes [train] settings of the
 # default run's distilled teacher (benchmarks/kd_sweep.py), trained on that run's teacher data.
 SWEEP = ("", "objective=sft", "lr=2e-3", "lr=2e-4", "kd_weight=1.0", "steps=48")
@@ -361,7 +382,7 @@ def bench_sweep(env: dict, run_dir: Path) -> dict:
 
 
 SECTIONS = ("generation", "decoding", "lora", "steps", "prune", "scale", "compare", "judge", "default", "judge-run",
-            "sweep", "cross", "fuzz")
+            "sweep", "cross", "three", "fuzz")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--judge-setups", nargs="+", default=list(JUDGE_RUN_SETUPS),
                     help="'<mode> / <model>' set-ups (mode checklist+gate: with the fluency gate) the judge-run "
                          "section re-judges the default run with")
+    ap.add_argument("--three-run", type=Path,
+                    help="read the three-teachers section from this finished run of configs/three-teachers.toml")
     ap.add_argument("--fuzz-cases", type=int, default=2000, help="generated cases per reader in the fuzz section")
     ap.add_argument("--prompts", type=int, default=256)
     ap.add_argument("--max-new-tokens", type=int, default=160)
@@ -429,6 +452,8 @@ def measure(sections: set[str], args, results: dict) -> None:
         results["default"] = {**bench_default(env, args.default_run), "measured": now}
     if "cross" in sections:
         results["cross"] = {**bench_cross(env), "measured": now}
+    if "three" in sections:
+        results["three"] = {**bench_three(env, args.three_run), "measured": now}
     if "fuzz" in sections:
         from benchmarks import fuzz
 
@@ -463,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
                                              steps, results.get("compare"), results.get("judge"),
                                              results.get("sweep"), results.get("fuzz"), results.get("decoding"),
                                              results.get("lora"), results.get("prune"), results.get("scale"),
-                                             results.get("judge_run"), results.get("cross")))
+                                             results.get("judge_run"), results.get("cross"), results.get("three")))
     print(f"wrote {args.out}")
 
 if __name__ == "__main__":

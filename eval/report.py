@@ -319,14 +319,17 @@ def teachers_as_students(cfg, run: RunFolder) -> list[str]:
         trained = Trained.read(run.student(MIX, "kd").trained)
         cells = "; ".join(f"{inert(t)} (weight {v['weight']:g}) {_bpb(v['before']['ce_per_byte'])} → "
                           f"{_bpb(v['after']['ce_per_byte'])}" for t, v in mixed.items())
-        last = trained.history[-1] if trained.history else {}
-        logged = ", ".join(f"{t} {last[f'train_kd_{t}']:.3f}" for t in mixed if f"train_kd_{t}" in last)
+        def kd_mean(t: str) -> str:  # a step logs only the teachers whose rows it drew
+            v = [h[f"train_kd_{t}"] for h in trained.history if f"train_kd_{t}" in h]
+            return f"{t} {sum(v) / len(v):.3f} ({len(v)} steps)" if v else f"{t} –"
+
+        logged = ", ".join(kd_mean(t) for t in mixed)
         j = (models.get(f"{MIX}-kd") or {}).get("overall")
         judged = ("not judged" if not j or j.get("mean") != j.get("mean")
                   else f"judge score {j['mean']:.2f} [{j['low']:.2f}, {j['high']:.2f}]")
         lines += ["", f"**All of them at once** (`mix`, students/{MIX}-kd, {trained.rows} fables, {trained.steps} steps, "
                       f"{judged}): held-out loss on each teacher's text, nats/byte: " + cells + "."
-                  + (f" Last logged KD loss per teacher: {logged}." if logged else "")]
+                  + f" KD loss per teacher, mean of the logged steps that drew its rows: {logged}."]
     return lines + [""]
 
 

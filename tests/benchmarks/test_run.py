@@ -106,3 +106,13 @@ def test_the_cross_tokenizer_section_reads_its_interval_plainly():
     assert "| training step: KD / SFT (same student, same rows) | 2.20 / 2.00 s (1.10×) |" in page
     page = "\n".join(render_cross({**c, "kd_minus_sft": {**iv, "high": 0.003}}))
     assert "the interval does NOT exclude zero" in page
+
+
+def test_the_three_teachers_section_carries_the_reports_table_and_the_stage_times():
+    from benchmarks.render import render_three
+
+    t = {"table": ["| teacher | student |", "| --- | --- |", "| a | b |"], "stages_s": 1000.0, "process_s": None,
+         "engine_starts": 8, "stages": [{"stage": "generate", "teacher": "a", "wall_s": 100.0},
+                                        {"stage": "report", "teacher": "", "wall_s": 0.0}]}
+    page = "\n".join(render_three(t))
+    assert "Stages 1000 s (generate a 100), 8 engine starts." in page and "| a | b |" in page
