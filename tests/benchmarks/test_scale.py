@@ -15,7 +15,9 @@ def test_a_pass_over_linked_shards_batches_every_row_and_renders(tmp_path):
         runs.append({"way": "one", "rows": rows, **scale.measure_one(data)})
         # Every generated token of the pass was batched: nothing dropped, nothing twice.
         assert runs[-1]["tokens"] == rows * scale.GENERATED
-        assert runs[-1]["driver_peak"] > 0 and runs[-1]["rows_per_s"] > 0
+        # Peak anonymous memory above the pass's start: a small pass in a process that freed more
+        # before it may need none (seen in a fresh-clone run: 0), so only its type and sign are sure.
+        assert isinstance(runs[-1]["driver_peak"], int) and runs[-1]["driver_peak"] >= 0 and runs[-1]["rows_per_s"] > 0
     text = "\n".join(render_scale({"runs": runs}))
     assert "| one process (`train.workers = 1`) | 320 |" in text
     assert "peak memory at 320 rows is" in text and "(goal at most 1.2x)" in text

@@ -301,6 +301,7 @@ def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, 
         run.footprint.unlink(missing_ok=True)
 
 
+@pytest.mark.slow  # 237 s in a fresh-clone make test; its training is also run by the tiny-architecture test
 def test_one_student_of_two_teachers_of_two_families(tiny_run):
     """`mix`: SmolLM2 (its own teacher's tokens) and Gemma (carried over) teach one SmolLM2
     checkpoint at once, Gemma's rows weighted 0.5: trained from both teachers' shards of the
