@@ -137,7 +137,9 @@ def judge_load(cfg: RunConfig) -> dict:
         teacher += prompts * min(j.samples, tr.generation.eval_samples)
         student += prompts * j.samples * len(cfg.objectives(tr))
     if cfg.mix:  # the student of several teachers, on the first mixed teacher's judged prompts
-        first = next(tr for tr in cfg.teachers if tr.teacher in cfg.mix)
+        from distill.train_stage import mix_teacher
+
+        first = mix_teacher(cfg)
         student += min(j.prompts, first.n_heldout) * j.samples
     if distilled and j.checkpoints:  # the first distilled teacher's KD student (eval/protocol.py)
         tr = distilled[0]
@@ -175,6 +177,23 @@ def judge_load(cfg: RunConfig) -> dict:
 FOOTPRINT_ENGINE_S = 180
 
 
+def student_stages(tr, objective: str, label: str, shape: dict, rates: dict, gpu: bool, heldout: int) -> tuple[dict, dict]:
+    """One student's train and evaluate stages, priced from tr's [train] settings (a teacher's
+    own student, or the student of several teachers under `label`)."""
+    t = tr.train
+    sp = student_params(tr, shape)
+    train_tokens = t.steps * t.batch_size * t.max_len
+    rate = rates["train"] * REFERENCE_PARAMS / sp if sp else 0.0
+    h = train_tokens / rate / 3600 if rate and gpu else 0.0
+    resources = "1 GPU" if gpu else "CPU"
+    return ({"stage": f"train-{objective}", "teacher": label, "student": t.student_kind, "student_params": sp,
+             "quantization": t.quantization, "lora_r": t.lora_r, "tokens": train_tokens, "resources": resources,
+             # the exported student: float32 base/ and merged/ (adapters and checkpoints are small)
+             "disk_bytes": 2 * 4 * sp, "gpu_hours": h},
+            {"stage": f"evaluate-{objective}", "teacher": label, "rows": heldout, "resources": resources,
+             "gpu_hours": 0.0})
+
+
 def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
     stages, gpu_h, disk = [], 0.0, 0.0
     rates = gpu_rates(cfg.cluster.gpu, gen_tok_s)
@@ -195,35 +214,19 @@ def build(cfg: RunConfig, gen_tok_s: float = GEN_TOKENS_PER_GPU_S) -> dict:
                        if tr.model.gpu_memory_gib else f"CPU x {g.replicas} engine(s)", "teacher_params": shape["params"], "gpu_hours": hours})
         gpu_h, disk = gpu_h + hours, disk + topk_bytes
         for objective in cfg.objectives(tr):
-            t = tr.train
-            sp = student_params(tr, shape)
-            train_tokens = t.steps * t.batch_size * t.max_len
-            rate = rates["train"] * REFERENCE_PARAMS / sp if sp else 0.0
-            h = train_tokens / rate / 3600 if rate and tr.model.gpu_memory_gib else 0.0
-            stages.append({"stage": f"train-{objective}", "teacher": tr.teacher, "student": t.student_kind,
-                           "student_params": sp, "quantization": t.quantization, "lora_r": t.lora_r,
-                           "tokens": train_tokens, "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU",
-                           # the exported student: float32 base/ and merged/ (adapters and checkpoints are small)
-                           "disk_bytes": 2 * 4 * sp, "gpu_hours": h})
-            stages.append({"stage": f"evaluate-{objective}", "teacher": tr.teacher, "rows": tr.n_heldout,
-                           "resources": "1 GPU" if tr.model.gpu_memory_gib else "CPU", "gpu_hours": 0.0})
-            gpu_h += h
+            train, evaluate = student_stages(tr, objective, tr.teacher, shape, rates, bool(tr.model.gpu_memory_gib),
+                                             tr.n_heldout)
+            stages += [train, evaluate]
+            gpu_h += train["gpu_hours"]
     if cfg.mix:  # the student of several teachers (distill/train_stage.py stage_train_mix)
         from distill.train_stage import MIX, mix_teacher
 
         tr = mix_teacher(cfg)
-        t, sp = tr.train, student_params(tr, teacher_shape(tr))
-        any_gpu = any(r.model.gpu_memory_gib for r in cfg.teachers if r.teacher in cfg.mix)
-        train_tokens = t.steps * t.batch_size * t.max_len
-        rate = rates["train"] * REFERENCE_PARAMS / sp if sp else 0.0
-        h = train_tokens / rate / 3600 if rate and any_gpu else 0.0
-        stages.append({"stage": "train-kd", "teacher": MIX, "student": t.student_kind, "student_params": sp,
-                       "quantization": t.quantization, "lora_r": t.lora_r, "tokens": train_tokens,
-                       "resources": "1 GPU" if any_gpu else "CPU", "disk_bytes": 2 * 4 * sp, "gpu_hours": h})
-        stages.append({"stage": "evaluate-kd", "teacher": MIX, "rows": sum(r.n_heldout for r in cfg.teachers
-                                                                         if r.teacher in cfg.mix),
-                       "resources": "1 GPU" if any_gpu else "CPU", "gpu_hours": 0.0})
-        gpu_h += h
+        mixed = [r for r in cfg.teachers if r.teacher in cfg.mix]
+        train, evaluate = student_stages(tr, "kd", MIX, teacher_shape(tr), rates,
+                                         any(r.model.gpu_memory_gib for r in mixed), sum(r.n_heldout for r in mixed))
+        stages += [train, evaluate]
+        gpu_h += train["gpu_hours"]
     j = cfg.judge
     students = sum(len(cfg.objectives(tr)) for tr in cfg.teachers)
     load = judge_load(cfg)
