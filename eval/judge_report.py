@@ -211,9 +211,23 @@ def loss_direction(curve: dict) -> str:
     way = ("scores **rose as loss fell**, the way the judge should move if it tracks learning" if rho < 0 else
            "scores **fell as loss fell**: the wrong way for a judge that tracks learning" if rho > 0 else
            "scores did not move with loss")
-    sure = ("the interval excludes zero" if (lo > 0 or hi < 0) else
-            "but the interval includes zero: from these checkpoints and prompts, no direction is shown")
-    return f"{head} {way[0].upper()}{way[1:]}; {sure}."
+    if lo > 0 or hi < 0:
+        return f"{head} {way[0].upper()}{way[1:]}; the interval excludes zero."
+    sure = "but the interval includes zero: from these checkpoints and prompts, no direction is shown"
+    return f"{head} {way[0].upper()}{way[1:]}; {sure}. {items_needed(curve)}"
+
+
+def items_needed(curve: dict) -> str:
+    """What an interval with a side would take: judged items per checkpoint, projected from these."""
+    have, need, n = curve.get("items"), curve.get("items_needed"), len(curve["points"])
+    if not have:
+        return ""
+    if need is None:
+        return (f"Projected from these {have} items per checkpoint, even 1,024 would leave zero inside: the "
+                "checkpoints' scores are too close for this judge to order them. A stronger judge "
+                "(`judge.base_url`) or checkpoints further apart in training are what it would take.")
+    return (f"If these {have} items per checkpoint are typical, about {need} would show the direction "
+            f"({(need - have) * n} more verdicts: `judge.prompts` × `judge.samples` ≥ {need}).")
 
 
 def write_judge_report(jdir: Path, summary: JudgeSummary, judged: list[dict]) -> Path:

@@ -214,7 +214,7 @@ def checkpoint_loss(history: list[dict], previous: int, step: int) -> tuple[floa
 
 
 def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
-    from eval.stats import bootstrap_ci, overall_score, spearman_bootstrap
+    from eval.stats import bootstrap_ci, items_for_direction, overall_score, spearman_bootstrap
 
     pts, matrix = [], []
     keys = sorted({(j["prompt_id"], j["sample"]) for c in curve for j in c["items"]})
@@ -226,8 +226,10 @@ def score_vs_loss(curve: list[dict], judged: list[dict]) -> dict:
         m, lo, hi = bootstrap_ci(scores)
         pts.append({"label": c["label"], "step": c["step"], "loss": c["loss"], "loss_steps": c.get("loss_steps", []),
                     "score": m, "low": lo, "high": hi, "verdicts": len(scores)})
-    rho = spearman_bootstrap([p["loss"] for p in pts], matrix)
-    return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"]}
+    losses = [p["loss"] for p in pts]
+    rho = spearman_bootstrap(losses, matrix)
+    return {"points": pts, "spearman": rho["rho"], "spearman_low": rho["low"], "spearman_high": rho["high"],
+            "items": len(keys), "items_needed": items_for_direction(losses, matrix) if pts else None}
 
 
 def aggregate_table(table: dict) -> str:

@@ -108,6 +108,34 @@ def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed:
     return {"rho": rho, "low": lo, "high": hi, "points": len(x)}
 
 
+def items_for_direction(x, scores, most: int = 1024, n_boot: int = 1000, level: float = 0.95,
+                        seed: int = 0) -> int | None:
+    """How many judged items per point would give spearman_bootstrap's interval a side of zero,
+    if the judged items are typical of more like them: the bootstrap drawn at sizes n, 2n, 4n, ...
+    (items resampled together across points, as there) up to `most`. None when even `most` leaves
+    zero inside (the points' means are tied or too close for any affordable judge stage), or when
+    there is nothing to project from (fewer than 3 points, no complete item)."""
+    m = np.asarray(scores, dtype=np.float64)
+    if len(x) < 3 or m.ndim != 2 or m.shape[0] != len(x):
+        return None
+    m = m[:, ~np.isnan(m).any(axis=0)]  # items judged at every point: a draw needs a score at each
+    if m.shape[1] == 0:
+        return None
+    a = (1 - level) / 2
+    n = m.shape[1]
+    while n <= most:
+        rng = np.random.default_rng(seed)
+        with np.errstate(all="ignore"):
+            boots = [spearman(x, m[:, rng.integers(0, m.shape[1], n)].mean(axis=1)) for _ in range(n_boot)]
+        boots = np.asarray(boots)
+        if not np.isnan(boots).any():
+            lo, hi = np.quantile(boots, a), np.quantile(boots, 1 - a)
+            if lo > 0 or hi < 0:
+                return n
+        n *= 2
+    return None
+
+
 def breakdown(items: list[dict], element: str, score) -> list[tuple[str, float, int]]:
     """Mean score per value of one fable element (e.g. every 'setting'), worst first:
     [(value, mean, count)]. `score(item)` gives an item's score or None (failed verdict)."""

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from distill.run_folder import JudgeSummary
 from eval.rubric import Rubric
 from eval.judge_report import write_judge_report
-from eval.protocol import summarize
+from eval.protocol import score_vs_loss, summarize
 from benchmarks.fuzz import MARKUP, cell_text, live_html
 from tests.eval.conftest import GOOD
 
@@ -120,3 +120,27 @@ def test_the_score_against_loss_line_says_which_way_scores_moved_and_whether_it_
     assert "Scores **fell as loss fell**: the wrong way" in line(0.74, 0.2, 1.0) and "excludes zero" in line(0.74, 0.2, 1)
     assert "no direction is shown" in line(-0.4, -1.0, 0.6) and "0.74" in line(0.74, -0.2, 1.0)
     assert "**No direction**" in line(float("nan"), float("nan"), float("nan"))
+
+
+def test_an_interval_that_includes_zero_says_how_many_items_would_show_the_direction():
+    from eval.judge_report import loss_direction
+
+    base = {"spearman": -0.4, "spearman_low": -1.0, "spearman_high": 0.8, "points": [1, 2, 3, 4], "items": 6}
+    assert "about 48 would show the direction (168 more verdicts" in loss_direction({**base, "items_needed": 48})
+    assert "even 1,024 would leave zero inside" in loss_direction({**base, "items_needed": None})
+    assert "would show" not in loss_direction({**base, "spearman_high": -0.2, "items_needed": 6})
+
+
+def test_the_score_against_loss_curve_projects_the_items_it_needs_from_its_own_verdicts():
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    curve, judged = [], []
+    for i, (loss, mean) in enumerate([(0.7, 3.0), (0.6, 3.1), (0.5, 3.2), (0.4, 3.3)]):
+        curve.append({"label": f"kd@{i}", "step": i, "loss": loss, "items": [{"prompt_id": f"p{k}", "sample": 0} for k in range(4)]})
+        for k in range(4):
+            s = float(mean + rng.normal(0, 0.3))
+            judged.append({"model": f"kd@{i}", "prompt_id": f"p{k}", "sample": 0, "verdict": {"scores": {"grammar": s}}})
+    got = score_vs_loss(curve, judged)
+    assert got["items"] == 4 and got["spearman_low"] <= 0 <= got["spearman_high"]
+    assert got["items_needed"] is not None and 4 < got["items_needed"] <= 1024
