@@ -20,4 +20,4 @@ def test_a_pass_over_linked_shards_batches_every_row_and_renders(tmp_path):
         assert isinstance(runs[-1]["driver_peak"], int) and runs[-1]["driver_peak"] >= 0 and runs[-1]["rows_per_s"] > 0
     text = "\n".join(render_scale({"runs": runs}))
     assert "| one process (`train.workers = 1`) | 320 |" in text
-    assert "peak memory at 320 rows is" in text and "(goal at most 1.2x)" in text
+    assert "peak memory at 320 rows is" in text and "(goal at most 1.2x, " in text and "(goal: at most 10% slower, " in text
