@@ -81,13 +81,13 @@ def test_items_for_direction_finds_the_size_whose_interval_has_a_side_of_zero():
     loss = [0.8, 0.7, 0.6, 0.5]
     trend = np.array([3.0, 3.1, 3.2, 3.3])[:, None] + rng.normal(0, 1.0, (4, 6))  # noisy: zero inside at 6
     assert spearman_bootstrap(loss, trend)["high"] >= 0
-    n = items_for_direction(loss, trend)
+    n = items_for_direction(loss, trend, n_boot=300)
     assert n is not None and 6 < n <= 1024 and (n // 6) & (n // 6 - 1) == 0  # 6 doubled
     assert items_for_direction(loss, trend, most=6) is None  # not affordable within `most`
     clean = np.array([3.0, 3.1, 3.2, 3.3])[:, None] + rng.normal(0, 0.01, (4, 6))
     assert items_for_direction(loss, clean) == 6  # already shown
     tied = np.tile(rng.normal(3, 0.4, 6), (4, 1))  # every checkpoint the same scores: no projection shows a side
-    assert items_for_direction(loss, tied) is None
+    assert items_for_direction(loss, tied, n_boot=100) is None
     assert items_for_direction(loss[:2], trend[:2]) is None
     holed = trend.copy()
     holed[0, :] = np.nan
