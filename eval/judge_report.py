@@ -8,7 +8,7 @@ from pathlib import Path
 from distill.artifacts import write_text_atomic
 from distill.run_folder import JudgeSummary
 from distill.schema import ELEMENT_COLUMNS
-from eval.stats import overall_score
+from eval.stats import MOST_ITEMS, overall_score
 
 
 def sampling_words(s) -> str:
@@ -214,7 +214,7 @@ def loss_direction(curve: dict) -> str:
     if lo > 0 or hi < 0:
         return f"{head} {way[0].upper()}{way[1:]}; the interval excludes zero."
     sure = "but the interval includes zero: from these checkpoints and prompts, no direction is shown"
-    return f"{head} {way[0].upper()}{way[1:]}; {sure}. {items_needed(curve)}"
+    return " ".join(filter(None, [f"{head} {way[0].upper()}{way[1:]}; {sure}.", items_needed(curve)]))
 
 
 def items_needed(curve: dict) -> str:
@@ -223,7 +223,7 @@ def items_needed(curve: dict) -> str:
     if not have:
         return ""
     if need is None:
-        return (f"Projected from these {have} items per checkpoint, even 1,024 would leave zero inside: the "
+        return (f"Projected from these {have} items per checkpoint, even {MOST_ITEMS:,} would leave zero inside: the "
                 "checkpoints' scores are too close for this judge to order them. A stronger judge "
                 "(`judge.base_url`) or checkpoints further apart in training are what it would take.")
     return (f"If these {have} items per checkpoint are typical, about {need} would show the direction "

@@ -89,11 +89,13 @@ def _paired_ci(corr, x, y, n_boot, level, seed) -> tuple[float, float, float]:
     return (rho, *percentile_interval(boots, level))
 
 
-def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                       draws: int | None = None) -> dict:
     """Spearman correlation of x (one value per point, e.g. a checkpoint's training loss)
     with each point's mean score, and its percentile bootstrap interval. `scores` is
     [points x items]: the same judged items at every point (NaN where a verdict failed);
-    items are resampled together across points, since the points share their prompts."""
+    items are resampled together across points, since the points share their prompts.
+    `draws`: items per resample (default: as many as were judged), for items_for_direction."""
     if not len(x):  # no points (judge.checkpoints off): nothing to correlate
         return {"rho": float("nan"), "low": float("nan"), "high": float("nan"), "points": 0}
     m = np.asarray(scores, dtype=np.float64)
@@ -102,36 +104,31 @@ def spearman_bootstrap(x, scores, n_boot: int = 2000, level: float = 0.95, seed:
     with np.errstate(all="ignore"):
         rho = spearman(x, np.nanmean(m, axis=1)) if m.size else float("nan")
         rng = np.random.default_rng(seed)
-        boots = [spearman(x, np.nanmean(m[:, rng.integers(0, m.shape[1], m.shape[1])], axis=1))
+        boots = [spearman(x, np.nanmean(m[:, rng.integers(0, m.shape[1], draws or m.shape[1])], axis=1))
                  for _ in range(n_boot if m.size else 0)]
     lo, hi = percentile_interval(boots, level)
     return {"rho": rho, "low": lo, "high": hi, "points": len(x)}
 
 
-def items_for_direction(x, scores, most: int = 1024, n_boot: int = 1000, level: float = 0.95,
+MOST_ITEMS = 1024  # items per point the projection looks as far as: past it, no judge stage is affordable
+
+
+def items_for_direction(x, scores, most: int = MOST_ITEMS, n_boot: int = 1000, level: float = 0.95,
                         seed: int = 0) -> int | None:
     """How many judged items per point would give spearman_bootstrap's interval a side of zero,
-    if the judged items are typical of more like them: the bootstrap drawn at sizes n, 2n, 4n, ...
-    (items resampled together across points, as there) up to `most`. None when even `most` leaves
-    zero inside (the points' means are tied or too close for any affordable judge stage), or when
-    there is nothing to project from (fewer than 3 points, no complete item)."""
+    if the judged items are typical of more like them: its bootstrap drawn at sizes n, 2n, 4n, ...
+    up to `most`. None when even `most` leaves zero inside (the points' means are tied or too
+    close for any affordable judge stage), or when there is nothing to project from (fewer than
+    3 points, no complete item)."""
     m = np.asarray(scores, dtype=np.float64)
     if len(x) < 3 or m.ndim != 2 or m.shape[0] != len(x):
         return None
     m = m[:, ~np.isnan(m).any(axis=0)]  # items judged at every point: a draw needs a score at each
-    if m.shape[1] == 0:
-        return None
-    a = (1 - level) / 2
     n = m.shape[1]
-    while n <= most:
-        rng = np.random.default_rng(seed)
-        with np.errstate(all="ignore"):
-            boots = [spearman(x, m[:, rng.integers(0, m.shape[1], n)].mean(axis=1)) for _ in range(n_boot)]
-        boots = np.asarray(boots)
-        if not np.isnan(boots).any():
-            lo, hi = np.quantile(boots, a), np.quantile(boots, 1 - a)
-            if lo > 0 or hi < 0:
-                return n
+    while 0 < n <= most:
+        r = spearman_bootstrap(x, m, n_boot, level, seed, draws=n)
+        if r["low"] > 0 or r["high"] < 0:
+            return n
         n *= 2
     return None
 
