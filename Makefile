@@ -82,23 +82,32 @@ distill: setup
 	$(PY) -m teacher.convert --config $(CONFIG)
 	$(PY) -m distill.pipeline --config $(CONFIG)
 
-# pytest exits 5 when it selects no test: make reports it as a failure. Two pytest-xdist
-# workers, each taking whole test files (the files that hold several engines at once are one
-# unit, tests/conftest.py: side by side they ran out of memory): the end-to-end tests spend much of their time
-# starting processes (Ray heads, engines, imports) on one core, so two of them share 2 cores
-# well. TEST_WORKERS=0 runs everything in one process; PYTEST_ARGS adds pytest options
-# (make test PYTEST_ARGS="-k judge").
+# Two phases. The unit tests go to two pytest-xdist workers, each taking whole files. The
+# end-to-end tests (`-m e2e`: Ray heads, vLLM engines, training) then run one after another
+# in one process: two of them side by side on 2 cores each took twice as long (the slowest
+# past 5 minutes), and in one process they share one Ray head and one judge service.
+# pytest exits 5 when it selects no test: a phase may select none (PYTEST_ARGS="-k judge"),
+# but the target fails when neither selects one. TEST_WORKERS=0 runs the unit phase in one
+# process too; PYTEST_ARGS adds pytest options to both (make test PYTEST_ARGS="-k judge").
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?=
+PYTEST_ONE := $(PY) -m pytest $(PYTEST_ARGS)
 PYTEST := $(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+define pytest_phases
+	@$(PYTEST) -m "$(1) and not e2e"; unit=$$?; \
+	$(PYTEST_ONE) -m "$(1) and e2e"; e2e=$$?; \
+	echo "make: unit phase exit $$unit, end-to-end phase exit $$e2e (5: selected no test)"; \
+	if [ $$unit = 5 ] && [ $$e2e = 5 ]; then echo "make: no test selected in either phase"; exit 5; fi; \
+	for rc in $$unit $$e2e; do case $$rc in 0|5) ;; *) exit $$rc ;; esac; done
+endef
 
 test: setup models
-	$(PYTEST) -m "not slow"
+	$(call pytest_phases,not slow)
 
 # What `make test` leaves out: the 3-node kill test and extra pipeline runs (QLoRA, another
 # tokenizer family, the tiny production architectures). CI runs it after `make test`.
 test-slow: setup models
-	$(PYTEST) -m slow
+	$(call pytest_phases,slow)
 
 # Re-judge a finished run (students and teachers; cached verdicts are reused): runs/$(RUN)/judge/.
 eval: setup models

@@ -14,16 +14,27 @@ def plan(venv, *args) -> str:
                           timeout=60).stdout
 
 
-def test_make_test_runs_two_workers_and_fails_when_it_selects_no_test():
-    """`make test` spreads the files over two pytest-xdist workers, and a selection that
-    matches nothing (pytest's exit 5) fails the target instead of passing in silence."""
+def test_make_test_runs_unit_tests_on_two_workers_then_end_to_end_alone_and_fails_when_it_selects_no_test():
+    """`make test` spreads the unit files over two pytest-xdist workers, then runs the
+    end-to-end tests in one process. A phase that selects nothing (pytest's exit 5) is fine
+    when the other selects a test; a selection that matches nothing at all fails the target
+    instead of passing in silence."""
     dry = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60).stdout
-    assert "-n 2 --dist loadfile" in dry
-    proc = subprocess.run(["make", "-o", "setup", "-o", "models", "test",
-                           "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py"],
+    assert '-n 2 --dist loadfile  -m "not slow and not e2e"' in dry
+    assert '.venv/bin/python -m pytest  -m "not slow and e2e"' in dry
+    make = ["make", "-o", "setup", "-o", "models", "test"]
+    proc = subprocess.run([*make, "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode != 0 and "no tests ran" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    assert proc.returncode != 0 and "no test selected in either phase" in proc.stdout, proc.stdout[-2000:]
+    one = subprocess.run([*make, "PYTEST_ARGS=-k test_a_gpu_venv_stays_a_gpu_venv tests/test_makefile.py"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
+    assert "unit phase exit 0, end-to-end phase exit 5" in one.stdout
+    # any other exit is the target's failure: pytest's usage error (4) here
+    wrong = subprocess.run([*make, "PYTEST_ARGS=--no-such-option tests/test_makefile.py"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode != 0 and "end-to-end phase exit 4" in wrong.stdout, wrong.stdout[-2000:]
 
 
 def test_a_gpu_venv_stays_a_gpu_venv_without_gpu_1(tmp_path):
