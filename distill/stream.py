@@ -15,6 +15,7 @@ the same buffer and batching run in each worker.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,10 @@ from pathlib import Path
 import torch
 
 from distill.data import Collator, encode_row
+
+# Rows a Ray Data block holds (whole shards): 128 encoded rows of production's shape (400
+# tokens, top-20) are about 9 MB, small beside the object store, and few tasks per pass.
+ROWS_PER_BLOCK = 128
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,8 @@ class TrainingShards:
         return one
 
     def dataset(self, seed: int):
-        """The same rows as a Ray Data dataset: one block per shard, in a seeded order, read by
-        Ray Data's tasks as Ray Train's workers pull them."""
+        """The same rows as a Ray Data dataset: blocks of whole shards, about ROWS_PER_BLOCK rows
+        each, in a seeded order, read by Ray Data's tasks as Ray Train's workers pull them."""
         import ray.data
 
         # Blocks made by Ray Data's read tasks from shard numbers: a block per shard put by the
@@ -93,9 +98,15 @@ class TrainingShards:
         # that waits for every block before the first row.
         files = list(self.files)
         random.Random(f"{seed}:shards").shuffle(files)
-        return ray.data.range(len(files), override_num_blocks=len(files)).flat_map(
+        return ray.data.range(len(files), override_num_blocks=self.blocks()).flat_map(
             lambda item: self.read(files[item["id"]]))
 
+    def blocks(self) -> int:
+        """How many Ray Data blocks the shards make: whole shards, about ROWS_PER_BLOCK rows a
+        block. A block is one Ray task: a block per 16-row shard cost 10% of rows/s at 200,000
+        rows (BENCHMARKS.md, the scale section) and 15 s more before the first row."""
+        per_shard = max(1, self.rows // max(1, len(self.files)))
+        return max(1, math.ceil(len(self.files) / max(1, ROWS_PER_BLOCK // per_shard)))
 
 def owned(row: dict) -> dict:
     """A row whose arrays are its own: Ray Data's rows are views into their block in the object

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from distill.schema import write_table_atomic
-from distill.stream import Batches, TrainingShards, endless
+from distill.stream import ROWS_PER_BLOCK, Batches, TrainingShards, endless
 
 
 def fable(i: int, split: str = "train", n: int = 3) -> dict:
@@ -121,3 +121,18 @@ def test_several_teachers_stream_as_one_each_row_tagged_with_its_teacher_and_wei
     batch = next(iter(Batches(lambda: endless(mixed.passes(0), 0, 4), 8, pad_id=0)))
     assert set(batch["source"].tolist()) == {0, 1}
     assert set(batch["row_weight"][batch["kd_mask"] > 0].tolist()) == {1.0, 0.25}
+
+
+@given(st.integers(1, 20_000), st.integers(1, 300))
+def test_ray_blocks_hold_whole_shards_about_rows_per_block_each(files, per_shard):
+    """Ray Data's blocks: whole shards, at most ROWS_PER_BLOCK rows each (one shard where a
+    shard alone holds more), and one block for data that fits in one."""
+    data = TrainingShards(files=tuple(f"/s{i}" for i in range(files)), rows=files * per_shard, max_len=8)
+    blocks = data.blocks()
+    assert 1 <= blocks <= files
+    shards_per_block = -(-files // blocks)
+    assert shards_per_block * per_shard <= max(ROWS_PER_BLOCK, per_shard)
+    if files * per_shard <= ROWS_PER_BLOCK:
+        assert blocks == 1
+    if per_shard >= ROWS_PER_BLOCK:
+        assert blocks == files  # a shard is already a block's worth
