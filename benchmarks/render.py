@@ -150,6 +150,7 @@ def render_train_steps(steps: dict) -> list[str]:
 
 def render_scale(sc: dict) -> list[str]:
     from benchmarks.scale import BATCH, BUFFER, GENERATED, PROMPT, TOP_K, VOCAB
+    from distill.stream import ROWS_PER_BLOCK
 
     mib = 2**20
     lines = ["## Training data at scale: memory and rows/s against the number of rows", "",
@@ -157,7 +158,8 @@ def render_scale(sc: dict) -> list[str]:
              f"of a {VOCAB:,}-token vocabulary), 2,000 written by the schema's writer and linked under more names for "
              f"larger datasets; a full pass batched ({BATCH} rows a batch, shuffle buffer {BUFFER}) without the model, "
              "each measurement in a fresh process (`benchmarks/scale.py`). Memory: peak resident above the start, "
-             "anonymous plus, for Ray, the object store's shared pages a worker reads its rows from.", "",
+             "anonymous plus, for Ray, the object store's shared pages a worker reads its rows from. Ray Data reads "
+             f"whole shards in blocks of about {ROWS_PER_BLOCK} rows, one Ray task a block (`distill/stream.py`).", "",
              "rows/s counts from the first row; what comes before it (Ray Data's executor and Ray Train's workers "
              "starting) is its own column.", "",
              "| path | rows | driver MiB | training worker MiB | rows/s | s to the first row |",
