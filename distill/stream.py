@@ -110,6 +110,7 @@ class TrainingShards:
         per_shard = max(1, self.rows // max(1, len(self.files)))
         return max(1, math.ceil(len(self.files) / max(1, ROWS_PER_BLOCK // per_shard)))
 
+
 def owned(row: dict) -> dict:
     """A row whose arrays are its own: Ray Data's rows are views into their block in the object
     store, and one buffered view would keep its whole block there."""

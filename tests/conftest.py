@@ -54,7 +54,9 @@ def ray_head(tmp_path_factory):
 # beside the 1-2 GiB of the Ray actor that drives it. Two such files side by side on the
 # two xdist workers took the machine to 21-23 of its 24 GiB, and Ray's memory monitor
 # killed an engine (seen in CI). Scheduled as one unit, they run one after another; every
-# other file is its own unit, as --dist loadfile does. (A scheduler, not xdist_group marks:
+# other file is its own unit, as --dist loadfile does. The make targets run the end-to-end
+# tests in one process, without xdist; this keeps `pytest -n 2` over every file, typed by
+# hand, from doing what CI saw. (A scheduler, not xdist_group marks:
 # xdist 3.8's loadgroup renames node ids through an attribute pytest 9 no longer reads.)
 ENGINE_HEAVY = ("tests/distill/test_pipeline_e2e.py", "tests/ray_cluster/test_serve.py")
 
