@@ -56,13 +56,14 @@ def real_items(source: str, limit: int) -> list[dict]:
 
 def score(items: list[dict], model: str) -> None:
     """Adds u, p, c and end to every item, in place (one batched vLLM pass)."""
-    for k, v in (("VLLM_CPU_KVCACHE_SPACE", "2"), ("VLLM_ENABLE_V1_MULTIPROCESSING", "0"),
-                 ("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")):
-        os.environ.setdefault(k, v)
+    from teacher.engine import cpu_env
+    from teacher.hardware import engine_dtype
+
+    os.environ.update(cpu_env())  # the product's engine settings for a CPU, set before vLLM is imported
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    llm = LLM(model=model, dtype="bfloat16", enforce_eager=True, max_model_len=2048)
+    llm = LLM(model=model, dtype=engine_dtype(), enforce_eager=True, max_model_len=2048)
     tok = llm.get_tokenizer()
     end = tok.convert_tokens_to_ids("<|im_end|>")  # the Qwen chat template's end of turn
     reqs, meta = [], []
@@ -84,16 +85,13 @@ def score(items: list[dict], model: str) -> None:
 
 
 def accuracies(items: list[dict]) -> dict[str, dict[str, tuple[float, int]]]:
-    """Per control kind and measure: the share of pairs with the real fable above its copy (ties half)."""
-    real = {(it["model"], it["prompt_id"], it["sample"]): it for it in items if it["role"] == "teacher"}
-    hits: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for it in items:
-        if it["role"] == "control":
-            r = real[(it["control_of"], it["prompt_id"], it["sample"])]
-            for name, f in MEASURES.items():
-                d = f(r) - f(it)
-                hits[it["control"]][name].append(1.0 if d > 0 else 0.5 if d == 0 else 0.0)
-    return {k: {m: (sum(v) / len(v), len(v)) for m, v in ms.items()} for k, ms in hits.items()}
+    """Per control kind and measure: the share of pairs with the real fable above its copy
+    (ties half; eval/controls.py:control_accuracy) and the number of pairs."""
+    from eval.controls import control_accuracy
+
+    kinds = dict.fromkeys(it["control"] for it in items if it["role"] == "control")
+    return {k: {m: (r["accuracy"], r["pairs"]) for m, f in MEASURES.items()
+                for r in [control_accuracy(items, f, k)]} for k in kinds}
 
 
 def main(argv: list[str]) -> int:
