@@ -69,7 +69,10 @@ class JudgeConfig:
     # "ensemble": geval plus a fluency criterion, the scale's top minus the judge's nats/token
     # on the fable (needs the completions endpoint's prompt logprobs), behind a readability gate;
     # "checklist": each criterion from yes/no questions on the prompt's elements and the
-    # rubric, each read as P(yes) from the judge's logprobs (eval/checklist.py).
+    # rubric, each read as P(yes) from the judge's logprobs (eval/checklist.py);
+    # "likelihood": grammar, consistency and plot from the judge's own nats/token on the fable
+    # alone and after its prompt, creativity and age from checklist questions, always behind
+    # the readability gate (eval/likelihood.py; needs completions with echo and logprobs).
     mode: str = "form"
     # Ensemble's gate: a fable that costs the judge more nats/token than this is not read as
     # language and gets the scale's floor on every criterion. English prose costs SmolLM2-135M
@@ -77,7 +80,8 @@ class JudgeConfig:
     max_text_loss: float = 4.5
     # "checklist" with the ensemble's fluency criterion and readability gate (ensemble always has them).
     fluency_gate: bool = False
-    # rubric file; "" = eval/rubrics/fable.toml (form), fable-checklist.toml (checklist), else fable-5.toml
+    # rubric file; "" = eval/rubrics/fable.toml (form), fable-checklist.toml (checklist, likelihood),
+    # fable-pairwise.toml (pairwise), else fable-5.toml
     rubric: str = ""
     # Controls judged beside every judged teacher fable, each the fable changed one way that
     # should lower one criterion (eval/controls.py): "shuffled words" (overall: the report's

@@ -158,6 +158,14 @@ def judge_load(cfg: RunConfig) -> dict:
         input_tokens = asked * per_fable * (rubric + PROMPT_TOKENS + fable)
         return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
                 "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}
+    if j.mode == "likelihood":  # the fable alone and after its prompt, echoed; the other criteria's questions and the age
+        from eval.likelihood import LIKELIHOOD_CRITERIA  # question, one token out
+        from eval.rubric import rubric_for
+
+        asks = sum(1 for c, _, _ in rubric_for(j).checklist if c not in LIKELIHOOD_CRITERIA) + 1
+        input_tokens = asked * (asks * (rubric + PROMPT_TOKENS + fable) + PROMPT_TOKENS + 2 * fable)
+        return {"verdicts": verdicts, "requests": asked * (asks + 2), "input_tokens": input_tokens,
+                "output_tokens": asked * (asks + 2), "student_fables": student, "checkpoint_fables": checkpoint - last}
     if j.mode == "pairwise":  # each criterion in both orders, two fables each, and the age question (at most:
         from eval.rubric import rubric_for  # the reference against itself asks no pair)
 

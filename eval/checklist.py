@@ -82,10 +82,13 @@ def age_letter(top_logprobs: list[dict], letters: list[str]) -> str | None:
 
 
 def criterion_scores(answers: list[tuple[str, float, float]], rubric) -> dict[str, float]:
-    """(criterion, P(yes), weight) answers -> each criterion's score on the rubric's scale."""
+    """(criterion, P(yes), weight) answers -> the score on the rubric's scale of each
+    criterion answered (every one, for a rubric that passes checklist_problem)."""
     out = {}
     for name in rubric.names:
         mine = [(p, w) for c, p, w in answers if c == name]
+        if not mine:
+            continue
         mean = sum(p * w for p, w in mine) / sum(w for _, w in mine)
         out[name] = rubric.low + (rubric.high - rubric.low) * mean
     return out

@@ -13,13 +13,13 @@ only for new fables.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 
 from distill.redact import redact
 from eval.checklist import age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval import pairwise
+from eval.likelihood import LIKELIHOOD_CRITERIA, likelihood_problem, likelihood_scores, text_loss
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -44,14 +44,17 @@ class Judge:
         if mode == "checklist" and not rubric.checklist:
             raise ValueError(f"judge mode 'checklist' needs a rubric with [[checklist]] questions; {rubric.name} has none "
                              "(use eval/rubrics/fable-checklist.toml)")
+        if mode == "likelihood" and (problem := likelihood_problem(rubric)):
+            raise ValueError(problem)
         if mode == "pairwise" and not rubric.pair:
             raise ValueError(f"judge mode 'pairwise' needs a rubric with template.pair; {rubric.name} has none "
                              "(use eval/rubrics/fable-pairwise.toml)")
         self.client, self.model, self.rubric, self.cache = client, model, rubric, cache
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
         self.max_text_loss = max_text_loss
-        # ensemble always has the fluency criterion and the readability gate; checklist and pairwise may
-        self.gated = mode == "ensemble" or (fluency_gate and mode in ("checklist", "pairwise"))
+        # ensemble always has the fluency criterion and the readability gate; checklist and pairwise may;
+        # likelihood always has the gate, its grammar criterion being that same loss
+        self.gated = mode in ("ensemble", "likelihood") or (fluency_gate and mode in ("checklist", "pairwise"))
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address with any credential in
@@ -60,7 +63,7 @@ class Judge:
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
                 **({"max_text_loss": self.max_text_loss} if self.gated else {}),
-                **({"fluency_gate": True} if self.gated and self.mode != "ensemble" else {})}
+                **({"fluency_gate": True} if self.gated and self.mode not in ("ensemble", "likelihood") else {})}
 
     def _key(self, prompt: str, fable: str, elements: dict | None = None) -> str:
         if self.mode == "checklist":  # its questions name the elements: they are part of what is judged
@@ -80,8 +83,9 @@ class Judge:
         if (hit := self.cached(prompt, fable, elements)) is not None:
             return hit
         settings = self.settings()
-        if self.mode in ("checklist", "pairwise"):
+        if self.mode in ("checklist", "pairwise", "likelihood"):
             record = (self._checklist(prompt, fable, _known(elements), settings) if self.mode == "checklist"
+                      else self._likelihood(prompt, fable, settings) if self.mode == "likelihood"
                       else self._pairwise(prompt, fable, (elements or {}).get("reference"), settings))
             if record["verdict"] and self.cache is not None:
                 self.cache.put(self._key(prompt, fable, elements), record)
@@ -138,6 +142,35 @@ class Judge:
             "scores": criterion_scores(answers, self.rubric),
             "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]})
 
+    def _likelihood(self, prompt: str, fable: str, settings: dict) -> dict:
+        """Grammar, consistency and plot from the judge's nats/token on the fable alone and
+        after its prompt (eval/likelihood.py), the other criteria from their checklist
+        questions, then the age question; past the readability gate every criterion gets
+        the floor. A failed request or a missing logprob fails the verdict with its reason."""
+        answers = []
+        try:
+            u = self._text_loss(fable)
+            head = prompt.strip() + "\n\n"
+            p = self._text_loss(head + fable.strip(), start=len(head))
+            if u is None or p is None:
+                return self._failed(settings, "no prompt logprobs for the fable's likelihoods (the endpoint needs "
+                                              "completions with echo and logprobs)")
+            for criterion, question, weight in questions_for(self.rubric, {}):
+                if criterion in LIKELIHOOD_CRITERIA:
+                    continue
+                a = p_yes(self._answer_token(prompt, fable, f"{question}\n{self.rubric.yes_no}"))
+                if a is None:
+                    return self._failed(settings, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}")
+                answers.append((criterion, a, weight))
+        except Exception as e:  # the openai client already retried transient errors
+            return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
+        scores = {**criterion_scores(answers, self.rubric), **likelihood_scores(u, p, self.rubric, self.max_text_loss)}
+        verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
+                   "gated": u > self.max_text_loss, "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
+        if verdict["gated"]:
+            verdict.update(scores={c: float(self.rubric.low) for c in verdict["scores"]}, ungated=verdict["scores"])
+        return self._with_age(prompt, fable, settings, "likelihood", verdict)
+
     def _pairwise(self, prompt: str, fable: str, reference: str | None, settings: dict) -> dict:
         """Each criterion asked of the fable and its reference in both orders (answer token
         only, with its alternatives' logprobs), then the age question of the fable alone."""
@@ -171,7 +204,7 @@ class Judge:
         if age is None:
             return self._failed(settings, "no age group letter among the answer's top tokens")
         record = {"verdict": {**verdict, "age_group": age}, "reason": reason, "raw": None, "judge": settings}
-        return self._gate(record, fable) if self.gated else record
+        return self._gate(record, fable) if self.gated and self.mode != "likelihood" else record
 
     def _pair_token(self, prompt: str, first: str, second: str, question: str) -> list[dict]:
         return self._first_token_alternatives(pairwise.messages(self.rubric, prompt, first, second, question))
@@ -191,16 +224,21 @@ class Judge:
         content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
         return [t.model_dump() for t in content[0].top_logprobs] if content else []
 
-    def _text_loss(self, fable: str) -> float | None:
-        """The judge's mean nats/token on the fable alone, from the completions endpoint's
-        prompt logprobs (echo); None when the server returns none."""
-        resp = self.client.completions.create(model=self.model, prompt=fable.strip(), max_tokens=1, echo=True,
-                                              logprobs=0, temperature=0.0)
+    def _text_loss(self, text: str, start: int = 0) -> float | None:
+        """The judge's mean nats/token on `text` from character `start` on (the fable alone,
+        or the fable after its prompt), from the completions endpoint's prompt logprobs
+        (echo); None when the server returns none."""
+        resp = self.client.completions.create(model=self.model, prompt=text if start else text.strip(), max_tokens=1,
+                                              echo=True, logprobs=0, temperature=0.0)
         lp = resp.choices[0].logprobs
-        values = [v for v in (lp.token_logprobs if lp is not None else None) or [] if v is not None]
-        # echo returns the prompt's tokens then the one generated: drop the generated one
-        values = values[:-1]
-        return -sum(values) / len(values) if values and all(math.isfinite(v) for v in values) else None
+        if lp is None or not lp.token_logprobs:
+            return None
+        offsets = lp.text_offset if lp.text_offset and len(lp.text_offset) == len(lp.token_logprobs) else None
+        if offsets is None:  # a server that echoes no offsets can still read a whole text
+            if start:
+                return None
+            offsets = [0] * len(lp.token_logprobs)
+        return text_loss(lp.token_logprobs, offsets, start)
 
     def _ask(self, prompt: str, fable: str) -> str | None:
         kw = {}

@@ -21,7 +21,9 @@ RUBRIC_GEVAL = Path(__file__).parent / "rubrics" / "fable-5.toml"
 RUBRIC_CHECKLIST = Path(__file__).parent / "rubrics" / "fable-checklist.toml"
 # "pairwise" scores each criterion as P(the fable beats a reference fable), both orders (eval/pairwise.py).
 RUBRIC_PAIRWISE = Path(__file__).parent / "rubrics" / "fable-pairwise.toml"
-JUDGE_MODES = ("form", "geval", "ensemble", "checklist", "pairwise")
+# "likelihood" reads grammar, consistency and plot from the judge's own nats/token on the fable
+# alone and after its prompt, the rest from checklist questions (eval/likelihood.py).
+JUDGE_MODES = ("form", "geval", "ensemble", "checklist", "pairwise", "likelihood")
 FLUENCY = "fluency"
 
 
@@ -102,7 +104,8 @@ def rubric_for(judge_cfg) -> Rubric:
     """The configured rubric, else the mode's own: 1-10 for "form", single-digit 1-5 otherwise.
     A configured one that cannot be read is named as the setting it came from."""
     if not judge_cfg.rubric:
-        return Rubric.load({"form": RUBRIC, "checklist": RUBRIC_CHECKLIST, "pairwise": RUBRIC_PAIRWISE}
+        return Rubric.load({"form": RUBRIC, "checklist": RUBRIC_CHECKLIST, "likelihood": RUBRIC_CHECKLIST,
+                            "pairwise": RUBRIC_PAIRWISE}
                            .get(judge_cfg.mode, RUBRIC_GEVAL))
     try:
         return Rubric.load(judge_cfg.rubric)

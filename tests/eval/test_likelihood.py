@@ -1,0 +1,160 @@
+"""Likelihood grading: nats/token of the fable alone and after its prompt read from echoed
+prompt logprobs (the completions wire format, text offsets included), mapped onto the
+scale, and the judge mode that asks for them beside the checklist's other questions."""
+
+import json
+import math
+import threading
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, text_loss
+from eval.rubric import RUBRIC_CHECKLIST, Rubric
+from tests.eval.test_checklist import ELEMENTS, _answer
+
+RUBRIC = Rubric.load(RUBRIC_CHECKLIST)
+
+
+def test_text_loss_reads_the_tokens_from_the_start_and_drops_the_generated_one():
+    # "Write.\n\n" then the fable's two tokens, then the generated token
+    logprobs, offsets = [None, -1.0, -2.0, -4.0, -9.0], [0, 5, 8, 12, 20]
+    assert text_loss(logprobs, offsets) == pytest.approx(7.0 / 3)
+    assert text_loss(logprobs, offsets, start=8) == pytest.approx(3.0)
+    assert text_loss(logprobs, offsets, start=13) is None  # nothing of the text left
+    assert text_loss([None, -1.0, float("-inf"), -0.5], [0, 1, 2, 3]) is None
+    assert text_loss([], []) is None
+
+
+@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.01, 3.0))
+def test_scores_stay_on_the_scale_and_move_the_right_way(u, p, d):
+    s = likelihood_scores(u, p, RUBRIC, 4.5)
+    assert all(RUBRIC.low <= v <= RUBRIC.high for v in s.values())
+    worse_text = likelihood_scores(u + d, p + d, RUBRIC, 4.5)  # both losses up: an injected error
+    assert worse_text["grammar"] <= s["grammar"] and worse_text["plot"] <= s["plot"]
+    other_prompt = likelihood_scores(u, p + d, RUBRIC, 4.5)  # the prompt helps less: another prompt's fable
+    assert other_prompt["consistency"] <= s["consistency"] and other_prompt["grammar"] == s["grammar"]
+
+
+def test_the_scale_is_anchored_where_the_docstring_says():
+    mid = (RUBRIC.low + RUBRIC.high) / 2
+    s = likelihood_scores(4.5, 4.5, RUBRIC, 4.5)  # at the gate, and the prompt tells nothing
+    assert s == {"grammar": pytest.approx(mid), "consistency": pytest.approx(mid), "plot": pytest.approx(mid)}
+    one = likelihood_scores(3.5, 3.5 - PMI_SCALE, RUBRIC, 4.5)  # a nat under the gate, PMI_SCALE saved: a logit up
+    assert one["grammar"] == pytest.approx(RUBRIC.low + 4 / (1 + math.exp(-1)))
+    assert one["consistency"] == pytest.approx(RUBRIC.low + 4 / (1 + math.exp(-1)))
+
+
+def test_a_rubric_without_the_likelihood_criteria_is_refused_by_name():
+    assert likelihood_problem(RUBRIC) is None
+    no_plot = replace(RUBRIC, criteria=tuple(c for c in RUBRIC.criteria if c[0] != "plot"))
+    assert likelihood_problem(no_plot).endswith("rubric fable-checklist has no plot")
+    assert "has none" in likelihood_problem(Rubric.load(RUBRIC_CHECKLIST.parent / "fable-5.toml"))
+
+
+class WordCompletions(BaseHTTPRequestHandler):
+    """/v1/completions with echo: one token per word of the prompt with its real character
+    offset, each word costing ALONE nats, or AFTER nats once the text holds a blank line (the
+    prompt before it), then one generated token; chat requests go to the chat fake."""
+
+    requests: list = []
+    ALONE, AFTER = 3.0, 2.5
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        from tests.eval.conftest import FakeChat
+
+        if self.path.endswith("/chat/completions"):
+            FakeChat.do_POST(self)
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        WordCompletions.requests.append(body)
+        text, offsets, at = body["prompt"], [], 0
+        for word in text.split(" "):
+            offsets.append(at)
+            at += len(word) + 1
+        cost = self.AFTER if "\n\n" in text else self.ALONE
+        logprobs = [None] + [-cost] * (len(offsets) - 1) + [-0.5]
+        offsets.append(len(text))
+        n = len(logprobs)
+        data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
+                           "choices": [{"index": 0, "text": text + " x", "finish_reason": "length",
+                                        "logprobs": {"tokens": ["t"] * n, "token_logprobs": logprobs,
+                                                     "text_offset": offsets, "top_logprobs": [None] * n}}],
+                           "usage": {"prompt_tokens": n - 1, "completion_tokens": 1, "total_tokens": n}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def word_server():
+    from tests.eval.conftest import FakeChat
+
+    FakeChat.requests, WordCompletions.requests = [], []
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), WordCompletions)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/v1"
+    srv.shutdown()
+
+
+AGE = ("B", [{"token": "B", "logprob": -0.1, "bytes": None, "top_logprobs": [{"token": "B", "logprob": -0.1}]}])
+
+
+def test_the_judge_reads_three_criteria_from_likelihoods_and_asks_only_the_others(word_server, tmp_path):
+    from eval.judge import Judge
+    from eval.verdict_cache import VerdictCache
+    from teacher.client import make_client
+    from tests.eval.conftest import FakeChat
+
+    creativity = sum(1 for c, _, _ in RUBRIC.checklist if c == "creativity")
+    FakeChat.replies = [_answer(0.8)] * creativity + [AGE]
+    judge = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", cache=VerdictCache(tmp_path / "c.sqlite"))
+    fable = "  Once a trusting elephant shared the last water.  "
+    rec = judge.judge("Write a fable.", fable, ELEMENTS)
+    alone, after = WordCompletions.requests
+    assert alone["prompt"] == fable.strip() and alone["echo"] is True and alone["max_tokens"] == 1
+    assert after["prompt"] == "Write a fable.\n\n" + fable.strip()
+    v = rec["verdict"]
+    assert v["text_loss"] == pytest.approx(3.0) and v["loss_after_prompt"] == pytest.approx(2.5)
+    assert v["scores"] == pytest.approx({**likelihood_scores(3.0, 2.5, RUBRIC, 4.5), "creativity": 1 + 4 * 0.8})
+    assert v["age_group"] == "B" and v["gated"] is False and rec["reason"] == "likelihood"
+    # only the creativity questions and the age question went to the chat endpoint
+    assert len(FakeChat.requests) == creativity + 1
+    assert all("main character" not in r["messages"][-1]["content"] for r in FakeChat.requests)
+    assert judge.judge("Write a fable.", fable, ELEMENTS)["cached"] is True and len(WordCompletions.requests) == 2
+    assert rec["judge"]["mode"] == "likelihood" and "fluency_gate" not in rec["judge"]
+
+
+def test_past_the_readability_gate_every_criterion_gets_the_floor(word_server):
+    from eval.judge import Judge
+    from teacher.client import make_client
+    from tests.eval.conftest import FakeChat
+
+    FakeChat.replies = [_answer(0.9)] * 2 + [AGE]
+    rec = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", max_text_loss=2.8).judge("p", "a b c d", ELEMENTS)
+    assert rec["verdict"]["gated"] is True and set(rec["verdict"]["scores"].values()) == {1.0}
+    assert rec["verdict"]["ungated"]["creativity"] == pytest.approx(1 + 4 * 0.9)
+
+
+def test_an_endpoint_without_prompt_logprobs_fails_the_verdict_with_what_it_needs(chat_server):
+    """The chat fake answers completions without prompt logprobs (as a chat-only API judge
+    would): the verdict fails, saying what the mode needs; a judge mode that cannot work
+    with the rubric is refused when it is built."""
+    from openai import OpenAI
+
+    from eval.judge import Judge
+
+    rec = Judge(OpenAI(base_url=chat_server, api_key="x", max_retries=0), "m", RUBRIC, mode="likelihood").judge(
+        "p", "a story", ELEMENTS)
+    assert rec["verdict"] is None and "needs completions with echo and logprobs" in rec["reason"]
+    with pytest.raises(ValueError, match="rubric fable-5 has none"):
+        Judge(OpenAI(base_url=chat_server, api_key="x"), "m", Rubric.load(RUBRIC_CHECKLIST.parent / "fable-5.toml"),
+              mode="likelihood")
