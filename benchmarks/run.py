@@ -195,7 +195,8 @@ def bench_judge(env: dict, modes: tuple[str, ...] = JUDGE_MODES, before: dict | 
 # "+gate" for the checklist with the fluency criterion and readability gate.
 JUDGE_RUN_SETUPS = ("ensemble / smollm2-135m", "checklist / smollm2-135m", "checklist / qwen2.5-coder-0.5b",
                     "checklist+gate / qwen2.5-coder-0.5b", "checklist / qwen2.5-coder-1.5b", "pairwise / smollm2-135m",
-                    "pairwise / qwen2.5-coder-0.5b")
+                    "pairwise / qwen2.5-coder-0.5b", "likelihood / smollm2-135m", "likelihood / qwen2.5-coder-0.5b",
+                    "likelihood / qwen2.5-coder-1.5b")
 
 
 def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RUN_SETUPS,

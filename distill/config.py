@@ -71,14 +71,15 @@ class JudgeConfig:
     # "checklist": each criterion from yes/no questions on the prompt's elements and the
     # rubric, each read as P(yes) from the judge's logprobs (eval/checklist.py);
     # "likelihood": grammar, consistency and plot from the judge's own nats/token on the fable
-    # alone and after its prompt, creativity and age from checklist questions, always behind
-    # the readability gate (eval/likelihood.py; needs completions with echo and logprobs).
+    # alone and after its prompt, creativity and age from checklist questions
+    # (eval/likelihood.py; needs completions with echo and logprobs).
     mode: str = "form"
     # Ensemble's gate: a fable that costs the judge more nats/token than this is not read as
     # language and gets the scale's floor on every criterion. English prose costs SmolLM2-135M
     # 2.1-2.9 nats/token, the same words shuffled 6.3-6.9 (TinyFabulist, BENCHMARKS.md).
     max_text_loss: float = 4.5
-    # "checklist" with the ensemble's fluency criterion and readability gate (ensemble always has them).
+    # "checklist" and "pairwise" with the ensemble's fluency criterion and readability gate (ensemble
+    # always has them); "likelihood" with the gate alone (its grammar criterion is that loss).
     fluency_gate: bool = False
     # rubric file; "" = eval/rubrics/fable.toml (form), fable-checklist.toml (checklist, likelihood),
     # fable-pairwise.toml (pairwise), else fable-5.toml

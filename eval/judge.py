@@ -53,8 +53,8 @@ class Judge:
         self.temperature, self.max_tokens, self.structured, self.mode = temperature, max_tokens, structured, mode
         self.max_text_loss = max_text_loss
         # ensemble always has the fluency criterion and the readability gate; checklist and pairwise may;
-        # likelihood always has the gate, its grammar criterion being that same loss
-        self.gated = mode in ("ensemble", "likelihood") or (fluency_gate and mode in ("checklist", "pairwise"))
+        # likelihood may have the gate, not the criterion (its grammar is that same loss)
+        self.gated = mode == "ensemble" or (fluency_gate and mode in ("checklist", "pairwise", "likelihood"))
 
     def settings(self) -> dict:
         """What is recorded with every verdict (the endpoint's address with any credential in
@@ -63,7 +63,7 @@ class Judge:
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
                 **({"max_text_loss": self.max_text_loss} if self.gated else {}),
-                **({"fluency_gate": True} if self.gated and self.mode not in ("ensemble", "likelihood") else {})}
+                **({"fluency_gate": True} if self.gated and self.mode != "ensemble" else {})}
 
     def _key(self, prompt: str, fable: str, elements: dict | None = None) -> str:
         if self.mode == "checklist":  # its questions name the elements: they are part of what is judged
@@ -146,7 +146,8 @@ class Judge:
         """Grammar, consistency and plot from the judge's nats/token on the fable alone and
         after its prompt (eval/likelihood.py), the other criteria from their checklist
         questions, then the age question; past the readability gate every criterion gets
-        the floor. A failed request or a missing logprob fails the verdict with its reason."""
+        the floor where the gate is on. A failed request or a missing logprob fails the
+        verdict with its reason."""
         answers = []
         try:
             u = self._text_loss(fable)
@@ -166,8 +167,10 @@ class Judge:
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
         scores = {**criterion_scores(answers, self.rubric), **likelihood_scores(u, p, self.rubric, self.max_text_loss)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
-                   "gated": u > self.max_text_loss, "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
-        if verdict["gated"]:
+                   "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
+        if self.gated:
+            verdict["gated"] = u > self.max_text_loss
+        if verdict.get("gated"):
             verdict.update(scores={c: float(self.rubric.low) for c in verdict["scores"]}, ungated=verdict["scores"])
         return self._with_age(prompt, fable, settings, "likelihood", verdict)
 

@@ -181,16 +181,43 @@ def judge_table(summary: JudgeSummary) -> list[str]:
     j = summary.judge
     mode = {"geval": "G-Eval: scores weighted by the judge's probabilities over the scale",
             "ensemble": "G-Eval scores plus fluency, the scale's top minus the judge's nats/token on the fable",
+            "checklist": "checklist: each criterion from yes/no questions, read as P(yes)",
+            "pairwise": "pairwise: each criterion as the win rate against the teacher's fable, both orders",
+            "likelihood": "likelihood: grammar, consistency and plot from the judge's nats/token on the fable alone "
+                          "and after its prompt, creativity from checklist questions",
             }.get(j.get("mode"), "the scores as written")
     lines += ["", f"Judge `{j['model']}` ({mode}; rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
                   "95% bootstrap intervals; failed verdicts are counted, not scored. "
                   f"{summary.protocol['prompts']} held-out prompts × up to {summary.protocol['samples']} "
                   f"completions per writer, each sampled at {sampling_words(summary.protocol)} as every writer in the run is."]
+    lines += family_line(j["model"], list(summary.models))
     if "135m" in j["model"].lower() or "270m" in j["model"].lower():
         lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
                      "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")
     return lines
+
+
+def family_line(judge_model: str, writers: list[str]) -> list[str]:
+    """Where the judge (an embedded model) shares a tokenizer family with writers it judges:
+    a model reads its own family's text at a lower loss and tends to prefer it."""
+    from teacher.registry import TEACHERS
+
+    family = {t.id: t.family for t in TEACHERS.values()}
+    if judge_model not in family:
+        return []
+
+    def of(writer: str) -> str | None:  # "qwen2.5-coder-1.5b (teacher)", "qwen2.5-coder-1.5b-kd", ...
+        ids = [i for i in family if writer.startswith(i)]
+        return family[max(ids, key=len)] if ids else None
+
+    same = [w for w in writers if w.endswith("(teacher)") and of(w) == family[judge_model]]
+    if not same:
+        return []
+    return ["", f"The judge `{judge_model}` is of the {family[judge_model]} family, as are {', '.join(same)} and any "
+                f"student trained from a {family[judge_model]} checkpoint: a judge reads its own family's text at a "
+                "lower loss and tends to score it higher, its likelihood criteria most of all. Compare those writers "
+                "with the others with that in mind."]
 
 
 def _steps(steps) -> str:

@@ -15,7 +15,10 @@ rewards the expected, the opposite of creativity. Each likelihood is mapped onto
 rubric's scale by a logistic, so no two fables tie at a clipped end: u and p centred on the
 readability gate's threshold (the middle of the scale at `max_text_loss`, a logit per nat),
 the PMI on zero (the middle when the prompt tells the judge nothing about the fable, a
-logit per PMI_SCALE nats). Pure functions; eval/judge.py makes the requests.
+logit per PMI_SCALE nats). The readability gate is optional (judge.fluency_gate): these
+scores already sink on unreadable text, and a gate that floors a real fable and its control
+alike makes a tie of every pair it touches (a small judge of another family often reads a
+real fable past the threshold). Pure functions; eval/judge.py makes the requests.
 
 The judge's likelihoods are its own family's taste too: a judge reads text of its own
 family (tokenizer, training data) at a lower loss. The report says where judge and writer

@@ -28,7 +28,8 @@ FLUENCY = "fluency"
 
 
 def criteria_names(rubric: Rubric, mode: str, fluency_gate: bool = False) -> list[str]:
-    return rubric.names + ([FLUENCY] if mode == "ensemble" or fluency_gate else [])
+    # likelihood's gate adds no criterion: its grammar is the gate's loss already
+    return rubric.names + ([FLUENCY] if mode == "ensemble" or (fluency_gate and mode != "likelihood") else [])
 
 
 @dataclass(frozen=True)

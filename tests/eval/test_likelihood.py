@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, text_loss
-from eval.rubric import RUBRIC_CHECKLIST, Rubric
+from eval.rubric import RUBRIC_CHECKLIST, Rubric, criteria_names
 from tests.eval.test_checklist import ELEMENTS, _answer
 
 RUBRIC = Rubric.load(RUBRIC_CHECKLIST)
@@ -125,7 +125,7 @@ def test_the_judge_reads_three_criteria_from_likelihoods_and_asks_only_the_other
     v = rec["verdict"]
     assert v["text_loss"] == pytest.approx(3.0) and v["loss_after_prompt"] == pytest.approx(2.5)
     assert v["scores"] == pytest.approx({**likelihood_scores(3.0, 2.5, RUBRIC, 4.5), "creativity": 1 + 4 * 0.8})
-    assert v["age_group"] == "B" and v["gated"] is False and rec["reason"] == "likelihood"
+    assert v["age_group"] == "B" and "gated" not in v and rec["reason"] == "likelihood"  # no gate unless asked
     # only the creativity questions and the age question went to the chat endpoint
     assert len(FakeChat.requests) == creativity + 1
     assert all("main character" not in r["messages"][-1]["content"] for r in FakeChat.requests)
@@ -133,15 +133,18 @@ def test_the_judge_reads_three_criteria_from_likelihoods_and_asks_only_the_other
     assert rec["judge"]["mode"] == "likelihood" and "fluency_gate" not in rec["judge"]
 
 
-def test_past_the_readability_gate_every_criterion_gets_the_floor(word_server):
+def test_with_the_gate_on_a_text_past_it_gets_the_floor_and_no_fluency_criterion(word_server):
     from eval.judge import Judge
     from teacher.client import make_client
     from tests.eval.conftest import FakeChat
 
     FakeChat.replies = [_answer(0.9)] * 2 + [AGE]
-    rec = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", max_text_loss=2.8).judge("p", "a b c d", ELEMENTS)
+    rec = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", fluency_gate=True,
+                max_text_loss=2.8).judge("p", "a b c d", ELEMENTS)
     assert rec["verdict"]["gated"] is True and set(rec["verdict"]["scores"].values()) == {1.0}
     assert rec["verdict"]["ungated"]["creativity"] == pytest.approx(1 + 4 * 0.9)
+    assert rec["judge"]["fluency_gate"] is True and set(rec["verdict"]["scores"]) == set(RUBRIC.names)
+    assert criteria_names(RUBRIC, "likelihood", True) == RUBRIC.names
 
 
 def test_an_endpoint_without_prompt_logprobs_fails_the_verdict_with_what_it_needs(chat_server):
