@@ -192,7 +192,12 @@ def judge_table(summary: JudgeSummary) -> list[str]:
                   f"{summary.protocol['prompts']} held-out prompts × up to {summary.protocol['samples']} "
                   f"completions per writer, each sampled at {sampling_words(summary.protocol)} as every writer in the run is."]
     lines += family_line(j["model"], list(summary.models))
-    if "135m" in j["model"].lower() or "270m" in j["model"].lower():
+    if j.get("mode") == "likelihood":
+        lines.append("Its grammar, consistency and plot are the judge's own likelihoods: they move with the controls "
+                     "above (read their lines), not with what a GPT-class judge prefers among fluent fables, and "
+                     "creativity and the age group come from yes/no questions a small judge answers near chance. Point "
+                     "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge for scores to compare with published ones.")
+    elif "135m" in j["model"].lower() or "270m" in j["model"].lower():
         lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
                      "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")
     return lines

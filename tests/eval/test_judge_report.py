@@ -11,3 +11,19 @@ def test_the_report_names_the_teachers_that_share_the_judges_family():
     assert "smollm2" not in line and "gemma" not in line
     assert family_line("smollm2-135m", ["gemma3-270m (teacher)"]) == []
     assert family_line("gpt-4o", writers) == []  # a judge of no known family: nothing said
+
+
+def test_a_likelihood_judges_report_says_what_its_scores_follow(tmp_path):
+    from eval.judge_report import judge_table
+    from eval.protocol import JudgeSummary
+    from eval.rubric import RUBRIC_CHECKLIST, Rubric
+
+    rubric = Rubric.load(RUBRIC_CHECKLIST)
+    summary = JudgeSummary(models={}, criteria=rubric.names, age_groups=dict(rubric.age_groups),
+                           score_vs_loss={"points": []},
+                           judge={"model": "smollm2-135m", "rubric": rubric.name, "rubric_digest": "x", "mode": "likelihood",
+                                  "temperature": 0.0, "structured": True},
+                           protocol={"prompts": 1, "samples": 1, "temperature": 1.0}, shuffled_control=None)
+    text = "\n".join(judge_table(summary))
+    assert "likelihood: grammar, consistency and plot from the judge's nats/token" in text
+    assert "move with the controls" in text and "close to noise" not in text
