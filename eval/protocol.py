@@ -70,7 +70,8 @@ def summarize(judged: list[dict], criteria: list[str]) -> dict:
         out[model] = {
             "role": rows[0]["role"], "teacher": rows[0]["teacher"], "fables": len(rows), "verdicts": len(ok),
             "failures": len(rows) - len(ok),
-            "gated": sum(bool(j["verdict"].get("gated")) for j in ok),  # ensemble mode's readability gate
+            # the readability gate's count; None where no verdict went through a gate (it is off)
+            "gated": sum(bool(j["verdict"].get("gated")) for j in ok) if any("gated" in j["verdict"] for j in ok) else None,
             "failure_reasons": Counter(_reason_kind(j["reason"]) for j in rows if not j["verdict"]).most_common(),
             "criteria": {c: {"mean": m, "low": lo, "high": hi} for c, (m, lo, hi) in crit.items()},
             "overall": {"mean": overall[0], "low": overall[1], "high": overall[2]},

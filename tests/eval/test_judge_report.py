@@ -27,3 +27,19 @@ def test_a_likelihood_judges_report_says_what_its_scores_follow(tmp_path):
     text = "\n".join(judge_table(summary))
     assert "likelihood: grammar, consistency and plot from the judge's nats/token" in text
     assert "move with the controls" in text and "close to noise" not in text
+
+
+def test_the_gate_line_is_written_only_where_a_gate_ran():
+    from eval.judge_report import _gate_line
+    from eval.protocol import summarize
+
+    from teacher.prompts import ELEMENTS
+
+    rows = [{"model": "w", "role": "teacher", "teacher": "w", "prompt_id": "a", "sample": 0, "reason": "ok",
+             **{k: "x" for k in ELEMENTS},
+             "verdict": {"scores": {"grammar": 4.0}, "age_group": "B", **gate}} for gate in ({}, {})]
+    ungated = summarize(rows, ["grammar"])
+    assert ungated["w"]["gated"] is None and _gate_line(ungated) == []
+    rows[0]["verdict"]["gated"], rows[1]["verdict"]["gated"] = True, False
+    gated = summarize(rows, ["grammar"])
+    assert gated["w"]["gated"] == 1 and "readability gate" in " ".join(_gate_line(gated))
