@@ -149,8 +149,12 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
 
     recorded = config.from_dict(json.loads((run_dir / "config.json").read_text()))
     load = plan.judge_load(recorded)
-    assert load["verdicts"] == len(verdicts) and load["requests"] == len(verdicts) - 2  # the last checkpoint: the student
-    assert all(v["judge"]["rubric"] == "fable-v1" for v in verdicts)
+    # five requests a verdict (two echoed texts, two creativity questions, the age); the last checkpoint is the student
+    assert load["verdicts"] == len(verdicts) and load["requests"] == 5 * (len(verdicts) - 2)
+    assert all(v["judge"]["rubric"] == "fable-checklist" and v["judge"]["mode"] == "likelihood" for v in verdicts)
+    # the served judge's own likelihoods: the fable alone and after its prompt, read from its echoed tokens
+    ok = [v["verdict"] for v in verdicts if v["verdict"]]
+    assert ok and all(0 < v["text_loss"] < 20 and 0 < v["loss_after_prompt"] < 20 for v in ok)
     # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
     fables_of = lambda m: sorted((v["prompt_id"], v["fable"]) for v in verdicts if v["model"] == m)  # noqa: E731
