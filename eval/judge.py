@@ -21,7 +21,7 @@ from eval.checklist import messages as checklist_messages
 from eval import pairwise
 from eval.likelihood import LIKELIHOOD_CRITERIA, likelihood_problem, likelihood_scores, text_loss
 from eval.rubric import JUDGE_MODES, Rubric
-from eval.verdict import clip, ensemble_verdict, parse_verdict, weighted_scores
+from eval.verdict import clip, ensemble_verdict, gated, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
 from teacher.prompts import ELEMENTS
 
@@ -128,14 +128,10 @@ class Judge:
         """Every checklist question and the age question, one request each (answer token
         only, with its alternatives' logprobs); a question with no yes/no among them, or a
         failed request, fails the verdict with its reason."""
-        answers = []
         try:
-            for criterion, question, weight in questions_for(self.rubric, elements):
-                top = self._answer_token(prompt, fable, f"{question}\n{self.rubric.yes_no}")
-                p = p_yes(top)
-                if p is None:
-                    return self._failed(settings, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}")
-                answers.append((criterion, p, weight))
+            answers, missing = self._yes_answers(prompt, fable, questions_for(self.rubric, elements))
+            if missing:
+                return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
         return self._with_age(prompt, fable, settings, "checklist", {
@@ -148,7 +144,6 @@ class Judge:
         questions, then the age question; past the readability gate every criterion gets
         the floor where the gate is on. A failed request or a missing logprob fails the
         verdict with its reason."""
-        answers = []
         try:
             u = self._text_loss(fable)
             head = prompt.strip() + "\n\n"
@@ -156,23 +151,29 @@ class Judge:
             if u is None or p is None:
                 return self._failed(settings, "no prompt logprobs for the fable's likelihoods (the endpoint needs "
                                               "completions with echo and logprobs)")
-            for criterion, question, weight in questions_for(self.rubric, {}):
-                if criterion in LIKELIHOOD_CRITERIA:
-                    continue
-                a = p_yes(self._answer_token(prompt, fable, f"{question}\n{self.rubric.yes_no}"))
-                if a is None:
-                    return self._failed(settings, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}")
-                answers.append((criterion, a, weight))
+            answers, missing = self._yes_answers(prompt, fable, [q for q in questions_for(self.rubric, {})
+                                                                 if q[0] not in LIKELIHOOD_CRITERIA])
+            if missing:
+                return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
         scores = {**criterion_scores(answers, self.rubric), **likelihood_scores(u, p, self.rubric, self.max_text_loss)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
                    "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
         if self.gated:
-            verdict["gated"] = u > self.max_text_loss
-        if verdict.get("gated"):
-            verdict.update(scores={c: float(self.rubric.low) for c in verdict["scores"]}, ungated=verdict["scores"])
+            verdict = gated(verdict, u, self.rubric, self.max_text_loss)
         return self._with_age(prompt, fable, settings, "likelihood", verdict)
+
+    def _yes_answers(self, prompt: str, fable: str, questions) -> tuple[list[tuple[str, float, float]], str | None]:
+        """(criterion, P(yes), weight) for each question, one request each, and None; or the
+        answers so far and why the first question with no yes or no among its top tokens failed."""
+        answers = []
+        for criterion, question, weight in questions:
+            p = p_yes(self._answer_token(prompt, fable, f"{question}\n{self.rubric.yes_no}"))
+            if p is None:
+                return answers, f"no yes or no among the answer's top tokens to {clip(question, 60)!r}"
+            answers.append((criterion, p, weight))
+        return answers, None
 
     def _pairwise(self, prompt: str, fable: str, reference: str | None, settings: dict) -> dict:
         """Each criterion asked of the fable and its reference in both orders (answer token

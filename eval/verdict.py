@@ -181,7 +181,13 @@ def ensemble_verdict(verdict: dict, loss: float, rubric: Rubric, max_text_loss: 
     past `max_text_loss` nats/token every criterion gets the scale's floor (the judge's
     own scores are kept under "ungated")."""
     scores = {**verdict["scores"], FLUENCY: fluency_score(loss, rubric)}
-    out = {**verdict, "scores": scores, "text_loss": loss, "gated": loss > max_text_loss}
+    return gated({**verdict, "scores": scores, "text_loss": loss}, loss, rubric, max_text_loss)
+
+
+def gated(verdict: dict, loss: float, rubric: Rubric, max_text_loss: float) -> dict:
+    """The readability gate: past `max_text_loss` nats/token every criterion gets the
+    scale's floor, the judge's own scores kept under "ungated"."""
+    out = {**verdict, "gated": loss > max_text_loss}
     if out["gated"]:
-        out.update(scores={c: float(rubric.low) for c in scores}, ungated=scores)
+        out.update(scores={c: float(rubric.low) for c in verdict["scores"]}, ungated=verdict["scores"])
     return out

@@ -145,18 +145,23 @@ class FakeCompletions(BaseHTTPRequestHandler):
             FakeChat.do_POST(self)
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        FakeCompletions.requests.append(body)
-        n = len(self.token_logprobs)
+        type(self).requests.append(body)
+        logprobs, offsets = self.echoed(body["prompt"])
+        n = len(logprobs)
         data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
                            "choices": [{"index": 0, "text": body["prompt"] + " x", "finish_reason": "length",
-                                        "logprobs": {"tokens": ["t"] * n, "token_logprobs": self.token_logprobs,
-                                                     "text_offset": list(range(n)), "top_logprobs": [None] * n}}],
+                                        "logprobs": {"tokens": ["t"] * n, "token_logprobs": logprobs,
+                                                     "text_offset": offsets, "top_logprobs": [None] * n}}],
                            "usage": {"prompt_tokens": n - 1, "completion_tokens": 1, "total_tokens": n}}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def echoed(self, text: str) -> tuple[list, list[int]]:
+        """The echoed tokens' logprobs (the generated one last) and character offsets."""
+        return self.token_logprobs, list(range(len(self.token_logprobs)))
 
 
 def test_ensemble_adds_fluency_from_the_judges_text_loss(tmp_path):

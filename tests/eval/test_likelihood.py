@@ -2,11 +2,10 @@
 prompt logprobs (the completions wire format, text offsets included), mapped onto the
 scale, and the judge mode that asks for them beside the checklist's other questions."""
 
-import json
 import math
 import threading
 from dataclasses import replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 from hypothesis import given
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, text_loss
 from eval.rubric import RUBRIC_CHECKLIST, Rubric, criteria_names
 from tests.eval.test_checklist import ELEMENTS, _answer
+from tests.eval.test_judge import FakeCompletions
 
 RUBRIC = Rubric.load(RUBRIC_CHECKLIST)
 
@@ -55,7 +55,7 @@ def test_a_rubric_without_the_likelihood_criteria_is_refused_by_name():
     assert "has none" in likelihood_problem(Rubric.load(RUBRIC_CHECKLIST.parent / "fable-5.toml"))
 
 
-class WordCompletions(BaseHTTPRequestHandler):
+class WordCompletions(FakeCompletions):
     """/v1/completions with echo: one token per word of the prompt with its real character
     offset, each word costing ALONE nats, or AFTER nats once the text holds a blank line (the
     prompt before it), then one generated token; chat requests go to the chat fake."""
@@ -63,35 +63,13 @@ class WordCompletions(BaseHTTPRequestHandler):
     requests: list = []
     ALONE, AFTER = 3.0, 2.5
 
-    def log_message(self, *a):
-        pass
-
-    def do_POST(self):
-        from tests.eval.conftest import FakeChat
-
-        if self.path.endswith("/chat/completions"):
-            FakeChat.do_POST(self)
-            return
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        WordCompletions.requests.append(body)
-        text, offsets, at = body["prompt"], [], 0
+    def echoed(self, text: str) -> tuple[list, list[int]]:
+        offsets, at = [], 0
         for word in text.split(" "):
             offsets.append(at)
             at += len(word) + 1
         cost = self.AFTER if "\n\n" in text else self.ALONE
-        logprobs = [None] + [-cost] * (len(offsets) - 1) + [-0.5]
-        offsets.append(len(text))
-        n = len(logprobs)
-        data = json.dumps({"id": "cmpl-1", "object": "text_completion", "created": 0, "model": body["model"],
-                           "choices": [{"index": 0, "text": text + " x", "finish_reason": "length",
-                                        "logprobs": {"tokens": ["t"] * n, "token_logprobs": logprobs,
-                                                     "text_offset": offsets, "top_logprobs": [None] * n}}],
-                           "usage": {"prompt_tokens": n - 1, "completion_tokens": 1, "total_tokens": n}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        return [None] + [-cost] * (len(offsets) - 1) + [-0.5], offsets + [len(text)]
 
 
 @pytest.fixture
