@@ -85,7 +85,7 @@ def render_judge_run(jr: dict) -> list[str]:
     nan = float("nan")
     for name, r in setups.items():
         a = r["age_check"] or {}
-        age = "one group" if a.get("distinct_groups", 0) < 2 else _ci(a)
+        age = "one group" if a.get("distinct_groups", 0) < 2 and not a.get("expected") else _ci(a)
         v = r["score_vs_loss"] or {}
         svl = _rho(v.get("spearman", nan), v.get("spearman_low", nan), v.get("spearman_high", nan))
         which = f" (run {runs.index(r.get('run') or jr['run']) + 1})" if len(runs) > 1 else ""

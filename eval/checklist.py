@@ -81,6 +81,16 @@ def age_letter(top_logprobs: list[dict], letters: list[str]) -> str | None:
     return max(p, key=p.get) if p else None
 
 
+def age_expected(top_logprobs: list[dict], letters: list[str]) -> float | None:
+    """The judge's expected age group as a position in `letters` (0 the youngest), weighted
+    by its probabilities over the letters at its answer token (as G-Eval weights a score): a
+    small judge that answers "A" to every fable still leans older on some, which its letter
+    hides. None if no letter is there."""
+    p = _probs(top_logprobs, lambda t: t.strip().upper() if t.strip().upper() in letters else None)
+    z = sum(p.values())
+    return sum(letters.index(k) * v for k, v in p.items()) / z if z > 0 else None
+
+
 def criterion_scores(answers: list[tuple[str, float, float]], rubric) -> dict[str, float]:
     """(criterion, P(yes), weight) answers -> the score on the rubric's scale of each
     criterion answered (every one, for a rubric that passes checklist_problem)."""

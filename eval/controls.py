@@ -272,16 +272,20 @@ def control_accuracies(judged: list[dict], overall) -> dict[str, dict]:
 
 def age_vs_readability(judged: list[dict], age_letters: list[str]) -> dict:
     """The age group's check across fables: Spearman correlation of the judge's guessed age
-    group (its letters in the rubric's order, youngest first) with the fable's Flesch-Kincaid
-    grade, over real fables with a verdict. A judge that reads the age from the text guesses
-    older for harder text: rho > 0, its 95% interval (bootstrap over fables) above zero."""
+    group with the fable's Flesch-Kincaid grade, over real fables with a verdict. The guess is
+    the verdict's `age_expected` (its probabilities over the letters, 0 the youngest) where
+    there is one, else its letter's place in the rubric's order, youngest first. A judge that
+    reads the age from the text guesses older for harder text: rho > 0, its 95% interval
+    (bootstrap over fables) above zero. `distinct_groups`: how many letters it answered."""
     from eval.stats import spearman_ci
     from eval.text_metrics import reading_grade
 
     order = {a: i for i, a in enumerate(age_letters)}
-    pairs = [(order[j["verdict"]["age_group"]], g) for j in judged
-             if j.get("role") != "control" and j.get("verdict") and j["verdict"].get("age_group") in order
-             and (g := reading_grade(j["fable"])) is not None]
-    rho, low, high = spearman_ci([a for a, _ in pairs], [g for _, g in pairs])
-    return {"fables": len(pairs), "rho": rho, "low": low, "high": high,
-            "distinct_groups": len({a for a, _ in pairs})}
+    rows = [(j["verdict"], g) for j in judged
+            if j.get("role") != "control" and j.get("verdict") and j["verdict"].get("age_group") in order
+            and (g := reading_grade(j["fable"])) is not None]
+    guess = [v["age_expected"] if v.get("age_expected") is not None else order[v["age_group"]] for v, _ in rows]
+    rho, low, high = spearman_ci(guess, [g for _, g in rows])
+    return {"fables": len(rows), "rho": rho, "low": low, "high": high,
+            "expected": any(v.get("age_expected") is not None for v, _ in rows),
+            "distinct_groups": len({v["age_group"] for v, _ in rows})}

@@ -16,10 +16,10 @@ import json
 from dataclasses import asdict
 
 from distill.redact import redact
-from eval.checklist import age_letter, age_question, criterion_scores, p_yes, questions_for
+from eval.checklist import age_expected, age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval import pairwise
-from eval.likelihood import LIKELIHOOD_CRITERIA, likelihood_problem, likelihood_scores, text_loss
+from eval.likelihood import LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, read_nats
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, gated, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -62,6 +62,7 @@ class Judge:
         return {"model": self.model, "base_url": redact(str(self.client.base_url)), "temperature": self.temperature,
                 "max_tokens": self.max_tokens, "structured": self.structured, "rubric": self.rubric.name,
                 "rubric_digest": self.rubric.digest, "mode": self.mode,
+                **({"method": METHOD} if self.mode == "likelihood" else {}),
                 **({"max_text_loss": self.max_text_loss} if self.gated else {}),
                 **({"fluency_gate": True} if self.gated and self.mode != "ensemble" else {})}
 
@@ -139,16 +140,16 @@ class Judge:
             "answers": [{"criterion": c, "p_yes": round(p, 4)} for c, p, _ in answers]})
 
     def _likelihood(self, prompt: str, fable: str, settings: dict) -> dict:
-        """Grammar, consistency and plot from the judge's nats/token on the fable alone and
-        after its prompt (eval/likelihood.py), the other criteria from their checklist
+        """Grammar, creativity, consistency and plot from the judge's nats on the fable alone
+        and after its prompt (eval/likelihood.py), any other criterion from its checklist
         questions, then the age question; past the readability gate every criterion gets
         the floor where the gate is on. A failed request or a missing logprob fails the
         verdict with its reason."""
         try:
-            u = self._text_loss(fable)
+            alone = self._nats(fable)
             head = prompt.strip() + "\n\n"
-            p = self._text_loss(head + fable.strip(), start=len(head))
-            if u is None or p is None:
+            after = self._nats(head + fable.strip(), start=len(head))
+            if alone is None or after is None:
                 return self._failed(settings, "no prompt logprobs for the fable's likelihoods (the endpoint needs "
                                               "completions with echo and logprobs)")
             answers, missing = self._yes_answers(prompt, fable, [q for q in questions_for(self.rubric, {})
@@ -157,8 +158,11 @@ class Judge:
                 return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
-        scores = {**criterion_scores(answers, self.rubric), **likelihood_scores(u, p, self.rubric, self.max_text_loss)}
+        u, p = alone["after"] / alone["tokens"], after["after"] / after["tokens"]
+        scores = {**criterion_scores(answers, self.rubric),
+                  **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
+                   "fable_nats": after["after"], "prompt_nats": after["before"],
                    "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
         if self.gated:
             verdict = gated(verdict, u, self.rubric, self.max_text_loss)
@@ -202,12 +206,14 @@ class Judge:
         age letter among its top tokens fails the verdict with its reason."""
         letters = [k for k, _ in self.rubric.age_groups]
         try:
-            age = age_letter(self._answer_token(prompt, fable, age_question(self.rubric)), letters)
+            answer = self._answer_token(prompt, fable, age_question(self.rubric))
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
+        age = age_letter(answer, letters)
         if age is None:
             return self._failed(settings, "no age group letter among the answer's top tokens")
-        record = {"verdict": {**verdict, "age_group": age}, "reason": reason, "raw": None, "judge": settings}
+        record = {"verdict": {**verdict, "age_group": age, "age_expected": round(age_expected(answer, letters), 4)},
+                  "reason": reason, "raw": None, "judge": settings}
         return self._gate(record, fable) if self.gated and self.mode != "likelihood" else record
 
     def _pair_token(self, prompt: str, first: str, second: str, question: str) -> list[dict]:
@@ -228,10 +234,16 @@ class Judge:
         content = choice.logprobs.content if choice.logprobs is not None and choice.logprobs.content else []
         return [t.model_dump() for t in content[0].top_logprobs] if content else []
 
-    def _text_loss(self, text: str, start: int = 0) -> float | None:
-        """The judge's mean nats/token on `text` from character `start` on (the fable alone,
-        or the fable after its prompt), from the completions endpoint's prompt logprobs
-        (echo); None when the server returns none."""
+    def _text_loss(self, text: str) -> float | None:
+        """The judge's mean nats/token on `text` (the readability gate's input); None when the
+        server returns no prompt logprobs."""
+        n = self._nats(text)
+        return None if n is None else n["after"] / n["tokens"]
+
+    def _nats(self, text: str, start: int = 0) -> dict | None:
+        """The judge's nats on `text` before and from character `start` on (eval/likelihood.py:
+        read_nats: the fable alone, or its prompt and the fable after it), from the completions
+        endpoint's prompt logprobs (echo); None when the server returns none."""
         resp = self.client.completions.create(model=self.model, prompt=text if start else text.strip(), max_tokens=1,
                                               echo=True, logprobs=0, temperature=0.0)
         lp = resp.choices[0].logprobs
@@ -242,7 +254,7 @@ class Judge:
             if start:
                 return None
             offsets = [0] * len(lp.token_logprobs)
-        return text_loss(lp.token_logprobs, offsets, start)
+        return read_nats(lp.token_logprobs, offsets, start)
 
     def _ask(self, prompt: str, fable: str) -> str | None:
         kw = {}

@@ -137,14 +137,19 @@ def control_lines(controls: dict | None, age_check: dict | None) -> list[str]:
                      f"{c['accuracy']:.0%}): {ok} (goal ≥ 90%).")
     if age_check and age_check["fables"]:
         a = age_check
-        if a["distinct_groups"] < 2:
+        one = a["distinct_groups"] < 2
+        if one and not a.get("expected"):
             lines.append(f"- **age group**: the judge guessed one age group for all {a['fables']} fables: it does not "
                          "read the age from the text (no correlation with reading grade).")
         else:
             sign = ("rises with reading grade, the interval above zero" if a["low"] > 0 else
                     "does not rise with reading grade beyond chance (the interval includes or is below zero)")
-            lines.append(f"- **age group**: Spearman with the fables' Flesch-Kincaid grade {a['rho']:.2f} "
-                         f"[{a['low']:.2f}, {a['high']:.2f}] over {a['fables']} fables: the guessed age {sign}.")
+            what = ("expected age group (its probabilities over the letters" +
+                    ("; its likeliest letter was the same for every fable)" if one else ")")
+                    if a.get("expected") else "age group")
+            lines.append(f"- **age group**: Spearman of the judge's {what} with the fables' Flesch-Kincaid grade "
+                         f"{a['rho']:.2f} [{a['low']:.2f}, {a['high']:.2f}] over {a['fables']} fables: the guessed "
+                         f"age {sign}.")
     if not lines:
         return []
     return ["Criterion controls: real teacher fables against copies changed to lower one criterion each.", "",
@@ -184,7 +189,8 @@ def judge_table(summary: JudgeSummary) -> list[str]:
             "checklist": "checklist: each criterion from yes/no questions, read as P(yes)",
             "pairwise": "pairwise: each criterion as the win rate against the teacher's fable, both orders",
             "likelihood": "likelihood: grammar, consistency and plot from the judge's nats/token on the fable alone "
-                          "and after its prompt, creativity from checklist questions",
+                          "and after its prompt, creativity from the share of the nats in prompt and fable that the "
+                          "fable brings",
             }.get(j.get("mode"), "the scores as written")
     lines += ["", f"Judge `{j['model']}` ({mode}; rubric `{j['rubric']}` {j['rubric_digest']}, T={j['temperature']}, "
                   f"{'JSON-schema output' if j['structured'] else 'free text'}); means over every valid verdict with "
@@ -193,10 +199,11 @@ def judge_table(summary: JudgeSummary) -> list[str]:
                   f"completions per writer, each sampled at {sampling_words(summary.protocol)} as every writer in the run is."]
     lines += family_line(j["model"], list(summary.models))
     if j.get("mode") == "likelihood":
-        lines.append("Its grammar, consistency and plot are the judge's own likelihoods: they move with the controls "
-                     "above (read their lines), not with what a GPT-class judge prefers among fluent fables, and "
-                     "creativity and the age group come from yes/no questions a small judge answers near chance. Point "
-                     "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge for scores to compare with published ones.")
+        lines.append("Its four criteria are the judge's own likelihoods: they move with the controls above (read "
+                     "their lines), not with what a GPT-class judge prefers among fluent fables. Creativity counts "
+                     "what the fable adds beyond its prompt, so it grows with length as well as with surprise. The age "
+                     "group is a question a small judge answers near chance. Point `judge.base_url`/`OPENAI_BASE_URL` "
+                     "at a strong judge for scores to compare with published ones.")
     elif "135m" in j["model"].lower() or "270m" in j["model"].lower():
         lines.append("**A judge this small wires the protocol up; its scores are close to noise.** Point "
                      "`judge.base_url`/`OPENAI_BASE_URL` at a strong judge (GPT-4o, a 70B model) for real numbers.")

@@ -149,12 +149,16 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
 
     recorded = config.from_dict(json.loads((run_dir / "config.json").read_text()))
     load = plan.judge_load(recorded)
-    # five requests a verdict (two echoed texts, two creativity questions, the age); the last checkpoint is the student
-    assert load["verdicts"] == len(verdicts) and load["requests"] == 5 * (len(verdicts) - 2)
+    # three requests a verdict (two echoed texts, the age question); the last checkpoint is the student
+    assert load["verdicts"] == len(verdicts) and load["requests"] == 3 * (len(verdicts) - 2)
     assert all(v["judge"]["rubric"] == "fable-checklist" and v["judge"]["mode"] == "likelihood" for v in verdicts)
     # the served judge's own likelihoods: the fable alone and after its prompt, read from its echoed tokens
     ok = [v["verdict"] for v in verdicts if v["verdict"]]
     assert ok and all(0 < v["text_loss"] < 20 and 0 < v["loss_after_prompt"] < 20 for v in ok)
+    # creativity: the share of the nats in prompt and fable that the fable brings, both read from one echo
+    assert all(v["fable_nats"] > 0 and v["prompt_nats"] > 0 and 0 <= v["age_expected"] <= 4 for v in ok)
+    assert all(v["scores"]["creativity"] == pytest.approx(1 + 4 * v["fable_nats"] / (v["fable_nats"] + v["prompt_nats"]))
+               for v in ok)
     # The last checkpoint is the finished student: judged on the student's own fables, not re-merged.
     last, student = points[-1]["label"], points[-1]["label"].split("@")[0]
     fables_of = lambda m: sorted((v["prompt_id"], v["fable"]) for v in verdicts if v["model"] == m)  # noqa: E731

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.checklist import age_letter, checklist_problem, criterion_scores, p_yes, questions_for
+from eval.checklist import age_expected, age_letter, checklist_problem, criterion_scores, p_yes, questions_for
 from eval.rubric import RUBRIC_CHECKLIST, Rubric
 
 RUBRIC = Rubric.load(RUBRIC_CHECKLIST)
@@ -37,6 +37,22 @@ def test_age_letter_is_the_likeliest_letter_of_the_rubric():
     assert age_letter(_alts(B=0.3, C=0.5, Z=0.9), list("ABCDE")) == "C"
     assert age_letter(_alts(b=0.4, **{" B": 0.3}, A=0.5), list("ABCDE")) == "B"
     assert age_letter(_alts(Z=1.0), list("ABCDE")) is None
+
+
+def test_the_expected_age_weighs_each_letter_by_its_probability():
+    # "A" is the letter, yet a quarter of the mass says "E": the expectation shows the lean
+    assert age_expected(_alts(A=0.6, E=0.2, Z=0.2), list("ABCDE")) == pytest.approx(0.2 / 0.8 * 4)
+    assert age_expected(_alts(b=0.4, **{" B": 0.3}), list("ABCDE")) == pytest.approx(1.0)
+    assert age_expected(_alts(Z=1.0), list("ABCDE")) is None
+
+
+@given(st.lists(st.floats(1e-6, 1.0), min_size=5, max_size=5), st.integers(0, 4), st.floats(1e-6, 1.0))
+def test_more_mass_on_a_group_moves_the_expected_age_towards_it(ps, group, extra):
+    letters = list("ABCDE")
+    before = age_expected(_alts(**dict(zip(letters, ps))), letters)
+    after = age_expected(_alts(**dict(zip(letters, ps)), **{f" {letters[group]}": extra}), letters)
+    assert 0 <= before <= 4 and 0 <= after <= 4
+    assert (after - before) * (group - before) >= -1e-9  # never away from the group given more mass
 
 
 def test_questions_name_the_prompts_elements_and_skip_those_it_does_not_give():

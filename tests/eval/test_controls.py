@@ -170,6 +170,11 @@ def test_age_group_against_readability_rises_with_harder_text():
     assert r["fables"] == 6 and r["rho"] > 0.8 and r["distinct_groups"] == 4
     flat = age_vs_readability([{**j, "verdict": {"age_group": "A"}} for j in judged], ["A", "B", "C", "D", "E"])
     assert flat["distinct_groups"] == 1 and flat["rho"] != flat["rho"]  # one group guessed: no correlation (nan)
+    assert not r["expected"] and not flat["expected"]
+    # every letter "A", yet the judge's expected age leans older on the harder texts: that lean is what is read
+    leaning = [{**j, "verdict": {"age_group": "A", "age_expected": 0.1 + 0.5 * (j["fable"] == hard)}} for j in judged]
+    lean = age_vs_readability(leaning, ["A", "B", "C", "D", "E"])
+    assert lean["expected"] and lean["distinct_groups"] == 1 and lean["rho"] > 0.8
 
 
 def test_the_wrong_prompt_control_takes_the_elements_the_other_prompt_gives():

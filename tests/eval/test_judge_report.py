@@ -43,3 +43,15 @@ def test_the_gate_line_is_written_only_where_a_gate_ran():
     rows[0]["verdict"]["gated"], rows[1]["verdict"]["gated"] = True, False
     gated = summarize(rows, ["grammar"])
     assert gated["w"]["gated"] == 1 and "readability gate" in " ".join(_gate_line(gated))
+
+
+def test_the_age_line_reads_the_expected_age_when_the_letter_never_changes():
+    from eval.judge_report import control_lines
+
+    nan = float("nan")
+    flat = {"fables": 30, "rho": nan, "low": nan, "high": nan, "distinct_groups": 1, "expected": False}
+    assert "one age group for all 30 fables" in "\n".join(control_lines({}, flat))
+    leaning = {**flat, "rho": 0.31, "low": 0.02, "high": 0.58, "expected": True}
+    line = "\n".join(control_lines({}, leaning))
+    assert "expected age group" in line and "likeliest letter was the same for every fable" in line
+    assert "0.31 [0.02, 0.58] over 30 fables" in line and "the interval above zero" in line

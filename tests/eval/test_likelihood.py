@@ -1,6 +1,6 @@
-"""Likelihood grading: nats/token of the fable alone and after its prompt read from echoed
-prompt logprobs (the completions wire format, text offsets included), mapped onto the
-scale, and the judge mode that asks for them beside the checklist's other questions."""
+"""Likelihood grading: the judge's nats on the fable alone and on its prompt and the fable
+after it, read from echoed prompt logprobs (the completions wire format, text offsets
+included), mapped onto the scale, and the judge mode that asks for them and the age group."""
 
 import math
 import threading
@@ -11,41 +11,46 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, text_loss
+from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, read_nats
 from eval.rubric import RUBRIC_CHECKLIST, Rubric, criteria_names
-from tests.eval.test_checklist import ELEMENTS, _answer
+from tests.eval.test_checklist import ELEMENTS
 from tests.eval.test_judge import FakeCompletions
 
 RUBRIC = Rubric.load(RUBRIC_CHECKLIST)
 
 
-def test_text_loss_reads_the_tokens_from_the_start_and_drops_the_generated_one():
-    # "Write.\n\n" then the fable's two tokens, then the generated token
+def test_the_nats_are_split_at_the_fables_start_and_the_generated_token_dropped():
+    # "Write.\n\n" (two tokens, the first without a logprob), the fable's two tokens, the generated one
     logprobs, offsets = [None, -1.0, -2.0, -4.0, -9.0], [0, 5, 8, 12, 20]
-    assert text_loss(logprobs, offsets) == pytest.approx(7.0 / 3)
-    assert text_loss(logprobs, offsets, start=8) == pytest.approx(3.0)
-    assert text_loss(logprobs, offsets, start=13) is None  # nothing of the text left
-    assert text_loss([None, -1.0, float("-inf"), -0.5], [0, 1, 2, 3]) is None
-    assert text_loss([], []) is None
+    assert read_nats(logprobs, offsets) == {"before": 0.0, "after": pytest.approx(7.0), "tokens": 3}
+    assert read_nats(logprobs, offsets, start=8) == {"before": pytest.approx(1.0), "after": pytest.approx(6.0),
+                                                     "tokens": 2}
+    assert read_nats(logprobs, offsets, start=13) is None  # nothing of the text left
+    assert read_nats([None, -1.0, float("-inf"), -0.5], [0, 1, 2, 3]) is None
+    assert read_nats([None, float("nan"), -1.0, -0.5], [0, 1, 2, 3], start=2) is None  # in the prompt too
+    assert read_nats([], []) is None
 
 
-@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.01, 3.0))
-def test_scores_stay_on_the_scale_and_move_the_right_way(u, p, d):
-    s = likelihood_scores(u, p, RUBRIC, 4.5)
-    assert all(RUBRIC.low <= v <= RUBRIC.high for v in s.values())
-    worse_text = likelihood_scores(u + d, p + d, RUBRIC, 4.5)  # both losses up: an injected error
+@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.0, 5e3), st.floats(0.0, 5e3), st.floats(0.01, 3.0))
+def test_scores_stay_on_the_scale_and_move_the_right_way(u, p, f, q, d):
+    s = likelihood_scores(u, p, f, q, RUBRIC, 4.5)
+    assert set(s) == set(RUBRIC.names) and all(RUBRIC.low <= v <= RUBRIC.high for v in s.values())
+    worse_text = likelihood_scores(u + d, p + d, f, q, RUBRIC, 4.5)  # both losses up: an injected error
     assert worse_text["grammar"] <= s["grammar"] and worse_text["plot"] <= s["plot"]
-    other_prompt = likelihood_scores(u, p + d, RUBRIC, 4.5)  # the prompt helps less: another prompt's fable
+    other_prompt = likelihood_scores(u, p + d, f, q, RUBRIC, 4.5)  # the prompt helps less: another prompt's fable
     assert other_prompt["consistency"] <= s["consistency"] and other_prompt["grammar"] == s["grammar"]
+    # a fable that adds more beyond the same prompt (more events, less predictable from it): no less creative
+    assert likelihood_scores(u, p, f + 100 * d, q, RUBRIC, 4.5)["creativity"] >= s["creativity"]
+    assert likelihood_scores(u, p, f, q + 100 * d, RUBRIC, 4.5)["creativity"] <= s["creativity"]
 
 
 def test_the_scale_is_anchored_where_the_docstring_says():
     mid = (RUBRIC.low + RUBRIC.high) / 2
-    s = likelihood_scores(4.5, 4.5, RUBRIC, 4.5)  # at the gate, and the prompt tells nothing
-    assert s == {"grammar": pytest.approx(mid), "consistency": pytest.approx(mid), "plot": pytest.approx(mid)}
-    one = likelihood_scores(3.5, 3.5 - PMI_SCALE, RUBRIC, 4.5)  # a nat under the gate, PMI_SCALE saved: a logit up
-    assert one["grammar"] == pytest.approx(RUBRIC.low + 4 / (1 + math.exp(-1)))
-    assert one["consistency"] == pytest.approx(RUBRIC.low + 4 / (1 + math.exp(-1)))
+    s = likelihood_scores(4.5, 4.5, 80.0, 80.0, RUBRIC, 4.5)  # at the gate, no PMI, the fable adds what the prompt has
+    assert s == {c: pytest.approx(mid) for c in RUBRIC.names}
+    one = likelihood_scores(3.5, 3.5 - PMI_SCALE, 80.0 * math.e, 80.0, RUBRIC, 4.5)  # each a logit up
+    up = RUBRIC.low + 4 / (1 + math.exp(-1))
+    assert one == {c: pytest.approx(up) for c in ("grammar", "consistency", "creativity")} | {"plot": one["plot"]}
 
 
 def test_a_rubric_without_the_likelihood_criteria_is_refused_by_name():
@@ -86,14 +91,13 @@ def word_server():
 AGE = ("B", [{"token": "B", "logprob": -0.1, "bytes": None, "top_logprobs": [{"token": "B", "logprob": -0.1}]}])
 
 
-def test_the_judge_reads_three_criteria_from_likelihoods_and_asks_only_the_others(word_server, tmp_path):
+def test_the_judge_reads_four_criteria_from_likelihoods_and_asks_only_the_age(word_server, tmp_path):
     from eval.judge import Judge
     from eval.verdict_cache import VerdictCache
     from teacher.client import make_client
     from tests.eval.conftest import FakeChat
 
-    creativity = sum(1 for c, _, _ in RUBRIC.checklist if c == "creativity")
-    FakeChat.replies = [_answer(0.8)] * creativity + [AGE]
+    FakeChat.replies = [AGE]
     judge = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", cache=VerdictCache(tmp_path / "c.sqlite"))
     fable = "  Once a trusting elephant shared the last water.  "
     rec = judge.judge("Write a fable.", fable, ELEMENTS)
@@ -102,13 +106,17 @@ def test_the_judge_reads_three_criteria_from_likelihoods_and_asks_only_the_other
     assert after["prompt"] == "Write a fable.\n\n" + fable.strip()
     v = rec["verdict"]
     assert v["text_loss"] == pytest.approx(3.0) and v["loss_after_prompt"] == pytest.approx(2.5)
-    assert v["scores"] == pytest.approx({**likelihood_scores(3.0, 2.5, RUBRIC, 4.5), "creativity": 1 + 4 * 0.8})
-    assert v["age_group"] == "B" and "gated" not in v and rec["reason"] == "likelihood"  # no gate unless asked
-    # only the creativity questions and the age question went to the chat endpoint
-    assert len(FakeChat.requests) == creativity + 1
-    assert all("main character" not in r["messages"][-1]["content"] for r in FakeChat.requests)
+    # the words "a" and "fable.\n\nOnce" start before the fable (the prompt's first word has no logprob);
+    # the seven from "a" on are the fable's
+    assert v["prompt_nats"] == pytest.approx(2 * 2.5) and v["fable_nats"] == pytest.approx(7 * 2.5)
+    assert v["scores"] == pytest.approx(likelihood_scores(3.0, 2.5, 7 * 2.5, 2 * 2.5, RUBRIC, 4.5))
+    assert v["age_group"] == "B" and v["age_expected"] == pytest.approx(1.0)
+    assert "gated" not in v and rec["reason"] == "likelihood"  # no gate unless asked
+    # only the age question went to the chat endpoint
+    assert len(FakeChat.requests) == 1 and "age group" in FakeChat.requests[0]["messages"][-1]["content"]
     assert judge.judge("Write a fable.", fable, ELEMENTS)["cached"] is True and len(WordCompletions.requests) == 2
     assert rec["judge"]["mode"] == "likelihood" and "fluency_gate" not in rec["judge"]
+    assert rec["judge"]["method"] == "u, u-p, p, F/(F+P)"  # verdicts read another way are not reused
 
 
 def test_with_the_gate_on_a_text_past_it_gets_the_floor_and_no_fluency_criterion(word_server):
@@ -116,11 +124,12 @@ def test_with_the_gate_on_a_text_past_it_gets_the_floor_and_no_fluency_criterion
     from teacher.client import make_client
     from tests.eval.conftest import FakeChat
 
-    FakeChat.replies = [_answer(0.9)] * 2 + [AGE]
+    FakeChat.replies = [AGE]
     rec = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", fluency_gate=True,
                 max_text_loss=2.8).judge("p", "a b c d", ELEMENTS)
     assert rec["verdict"]["gated"] is True and set(rec["verdict"]["scores"].values()) == {1.0}
-    assert rec["verdict"]["ungated"]["creativity"] == pytest.approx(1 + 4 * 0.9)
+    # read after "p\n\n", all of the nats are the fable's: the top of the scale, floored by the gate
+    assert rec["verdict"]["ungated"]["creativity"] == pytest.approx(5.0)
     assert rec["judge"]["fluency_gate"] is True and set(rec["verdict"]["scores"]) == set(RUBRIC.names)
     assert criteria_names(RUBRIC, "likelihood", True) == RUBRIC.names
 
