@@ -182,8 +182,9 @@ def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> l
     """For every real item (a fable with its prompt and elements) and every control kind, its
     control copy: the same item with `role` "control", `control` the kind, `control_of` the
     writer, `model` "<writer> (<kind>)". Items a kind cannot change (a one-sentence fable has
-    no sentence order) get no copy of that kind. Seeds come from the item, so a rerun judges
-    the same copies (from the verdict cache)."""
+    no sentence order; one whose `ended` is False stopped at its token limit, before the
+    ending that cutting it short would remove) get no copy of that kind. Seeds come from the
+    item, so a rerun judges the same copies (from the verdict cache)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown judge control(s) {unknown}; known: {list(KINDS)}")
@@ -202,7 +203,7 @@ def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> l
                 text = shuffle_sentences(it["fable"], seed)
                 change = {"fable": text} if text else None
             elif kind == "cut short":
-                text = cut_short(it["fable"])
+                text = cut_short(it["fable"]) if it.get("ended", True) else None
                 change = {"fable": text} if text else None
             elif kind == "templated retelling":
                 change = {"fable": templated_retelling(it)}

@@ -29,12 +29,14 @@ from teacher.prompts import heldout_prompts
 
 
 def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
-    """The teacher's own held-out fables on the judged prompts (the reference)."""
+    """The teacher's own held-out fables on the judged prompts (the reference). `ended`: the
+    teacher stopped before its token limit (a fable cut by the limit has no ending to cut off)."""
     from distill.schema import read_rows
 
     rows = read_rows(run.teacher(tr.teacher), split="eval")
     keep = {r["prompt_id"] for r in heldout_prompts(rows)[: cfg.judge.prompts]}
-    return [_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"])
+    return [{**_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"]),
+             "ended": len(r["token_ids"]) < tr.generation.max_new_tokens}
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 

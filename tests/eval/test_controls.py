@@ -142,6 +142,17 @@ def test_every_control_kind_is_made_for_a_real_fable_and_labelled_with_its_kind(
         control_items(items, ("louder",))
 
 
+def test_a_fable_stopped_by_the_token_limit_is_not_cut_short_again():
+    """Cutting off the second half tests whether the judge misses an ending: a teacher fable
+    that ran into its token limit has none to miss, so it gets no cut-short copy (it keeps
+    its other controls); an item that does not say (TinyFabulist's) is taken as ended."""
+    ended, limited, unknown = ({**_item(p, "fox", "a forest", "haste"), **flag} for p, flag in
+                               (("p1", {"ended": True}), ("p2", {"ended": False}), ("p3", {})))
+    by = Counter((c["prompt_id"], c["control"]) for c in control_items([ended, limited, unknown]))
+    assert by[("p1", "cut short")] == by[("p3", "cut short")] == 1 and ("p2", "cut short") not in by
+    assert by[("p2", "shuffled sentences")] == by[("p2", "grammar errors")] == 1
+
+
 def test_control_accuracies_compare_each_kind_on_its_own_criterion():
     def judged(model, role, pid, scores, **kw):
         return {"model": model, "role": role, "prompt_id": pid, "sample": 0,

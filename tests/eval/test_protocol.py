@@ -144,3 +144,23 @@ def test_the_score_against_loss_curve_projects_the_items_it_needs_from_its_own_v
     got = score_vs_loss(curve, judged)
     assert got["items"] == 4 and got["spearman_low"] <= 0 <= got["spearman_high"]
     assert got["items_needed"] is not None and 4 < got["items_needed"] <= 1024
+
+
+def test_a_teacher_fable_is_marked_ended_only_if_it_stopped_before_its_token_limit(tmp_path):
+    """The cut-short control's input (eval/controls.py): the limit is the teacher's own
+    (configs/tiny.toml: 32 new tokens), read from the rows as generated."""
+    from distill import config
+    from distill.run_folder import RunFolder
+    from distill.schema import write_table_atomic
+    from eval.protocol import judge_items_for_teacher
+    from tests.distill.test_stream import fable
+
+    cfg = config.load("configs/tiny.toml", ["judge.prompts=3"])
+    tr = cfg.teachers[0]
+    limit = tr.generation.max_new_tokens
+    rows = [fable(i, split="eval", n=n) for i, n in enumerate((limit, limit - 1, 1))]
+    folder = RunFolder(tmp_path).teacher(tr.teacher)
+    folder.mkdir(parents=True)
+    write_table_atomic(rows, folder / "00000.parquet", vocab_size=64)
+    items = judge_items_for_teacher(cfg, tr, RunFolder(tmp_path))
+    assert {it["prompt_id"]: it["ended"] for it in items} == {"p0": False, "p1": True, "p2": True}
