@@ -8,7 +8,9 @@ its control copies (eval/controls.py), three prompt-logprob passes through vLLM:
 nats/token alone (u), after its prompt as plain text (p), and after its prompt in the chat
 template (c, with the end-of-turn token's logprob after it). It prints, per control, how often
 each measure put the real fable above its copy. After GPTScore (arXiv 2302.04166) and
-BARTScore (arXiv 2106.11520); not yet a judge mode (see the closing note of 2026-12-05).
+BARTScore (arXiv 2106.11520). The prototype of `judge.mode = "likelihood"` (eval/likelihood.py),
+which reads u and p through a served judge; what only this script measures is the chat
+template's c and P(end of turn), candidates for the cut-short control not yet in the mode.
 """
 
 from __future__ import annotations
