@@ -75,9 +75,13 @@ def p_yes(top_logprobs: list[dict]) -> float | None:
     return p.get("yes", 0.0) / z if z > 0 else None
 
 
+def _age_probs(top_logprobs: list[dict], letters: list[str]) -> dict[str, float]:
+    return _probs(top_logprobs, lambda t: t.strip().upper() if t.strip().upper() in letters else None)
+
+
 def age_letter(top_logprobs: list[dict], letters: list[str]) -> str | None:
     """The age group letter the judge finds likeliest at its answer token; None if none is there."""
-    p = _probs(top_logprobs, lambda t: t.strip().upper() if t.strip().upper() in letters else None)
+    p = _age_probs(top_logprobs, letters)
     return max(p, key=p.get) if p else None
 
 
@@ -86,7 +90,7 @@ def age_expected(top_logprobs: list[dict], letters: list[str]) -> float | None:
     by its probabilities over the letters at its answer token (as G-Eval weights a score): a
     small judge that answers "A" to every fable still leans older on some, which its letter
     hides. None if no letter is there."""
-    p = _probs(top_logprobs, lambda t: t.strip().upper() if t.strip().upper() in letters else None)
+    p = _age_probs(top_logprobs, letters)
     z = sum(p.values())
     return sum(letters.index(k) * v for k, v in p.items()) / z if z > 0 else None
 

@@ -19,7 +19,7 @@ from distill.redact import redact
 from eval.checklist import age_expected, age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval import pairwise
-from eval.likelihood import LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, read_nats
+from eval.likelihood import LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, per_token, read_nats
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, gated, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -158,7 +158,7 @@ class Judge:
                 return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
-        u, p = alone["after"] / alone["tokens"], after["after"] / after["tokens"]
+        u, p = per_token(alone), per_token(after)
         scores = {**criterion_scores(answers, self.rubric),
                   **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
@@ -238,7 +238,7 @@ class Judge:
         """The judge's mean nats/token on `text` (the readability gate's input); None when the
         server returns no prompt logprobs."""
         n = self._nats(text)
-        return None if n is None else n["after"] / n["tokens"]
+        return None if n is None else per_token(n)
 
     def _nats(self, text: str, start: int = 0) -> dict | None:
         """The judge's nats on `text` before and from character `start` on (eval/likelihood.py:

@@ -59,11 +59,9 @@ def read_nats(token_logprobs: list, text_offsets: list[int], start: int = 0) -> 
     return {"before": -sum(v for v, at in pairs if at < start), "after": -sum(after), "tokens": len(after)}
 
 
-def text_loss(token_logprobs: list, text_offsets: list[int], start: int = 0) -> float | None:
-    """Mean nats/token of the echoed tokens that start at or after character `start` (the
-    fable after its prompt); None where read_nats has none."""
-    n = read_nats(token_logprobs, text_offsets, start)
-    return None if n is None else n["after"] / n["tokens"]
+def per_token(nats: dict) -> float:
+    """Mean nats/token of the text from `start` on (u or p), from read_nats' figures."""
+    return nats["after"] / nats["tokens"]
 
 
 def _logistic(x: float) -> float:
