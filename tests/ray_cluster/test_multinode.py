@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, needs_models
-from tests.listeners import ensure_ray_token, stop_session
+from tests.listeners import ensure_ray_token, stop_sessions
 from tests.ray_head import BIN, wait_for_dashboard
 from tests.ray_cluster.test_serve import free_port, free_ports
 
@@ -108,8 +108,7 @@ class Cluster:
         self.add_worker("w2")
 
     def stop(self) -> None:
-        for name in reversed(list(self.procs)):  # workers first, the head last
-            stop_session(self.procs[name], timeout_s=60)  # --block: the node stops its own processes
+        stop_sessions(list(self.procs.values()))  # --block: each node stops its own processes
         subprocess.run(["rm", "-rf", self.temp])
 
 
