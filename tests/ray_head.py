@@ -44,6 +44,7 @@ def files_holding(root: Path, needle: str) -> list[str]:
 class Head:
     dashboard: str  # the address `ray job submit --address` takes
     dash_port: int
+    address: str  # the GCS's, as RAY_ADDRESS gives it to a driver on this machine
     proc: subprocess.Popen  # `make ray-up`, leading its own session
     env: dict  # what a user's shell has after `make ray-up`: the venv first, token auth on
     temp: str  # the head's --temp-dir: its session's logs and files
@@ -104,7 +105,7 @@ def make_ray_up(root: Path, log_dir: Path):
     try:
         wait_for_dashboard(f"http://127.0.0.1:{dash}", proc, log_dir / "ray-up.log")
         user = {**env, "PATH": f"{BIN}:{env['PATH']}", "RAY_AUTH_MODE": "token"}
-        yield Head(f"http://127.0.0.1:{dash}", dash, proc, user, temp)
+        yield Head(f"http://127.0.0.1:{dash}", dash, f"127.0.0.1:{port}", proc, user, temp)
     finally:
         stop_session(proc)  # --block: the head stops its own processes on SIGTERM
         log.close()

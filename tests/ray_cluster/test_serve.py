@@ -168,12 +168,19 @@ def _alive(procs) -> list:
     return out
 
 
-def test_the_local_judge_is_the_teacher_service_on_loopback_behind_a_guarded_head(monkeypatch):
-    """judge_endpoint serves an embedded judge through ray_cluster.serve (the `judge`
-    application under /judge): it answers a chat completion, its HTTP port is a loopback one,
-    its Ray head wants the token, and leaving the block stops the whole service. In this file,
-    not tests/eval/: pytest-xdist gives a file to one worker, and the two services on one
-    machine at once failed the first one's start (make test, two workers)."""
+def test_the_local_judge_joins_a_running_cluster_on_loopback_and_leaves_only_its_own_app(monkeypatch, ray_head):
+    """judge_endpoint under RAY_ADDRESS, as `make eval` runs on a team's cluster: it starts
+    `python -m ray_cluster.serve --app judge`, which deploys the embedded judge beside the
+    cluster's other applications (under /judge, on the token-guarded session head of `make
+    ray-up`), answers a chat completion through Serve's loopback proxy, starts no Ray head of
+    its own, and on leaving the block deletes its application only: the cluster and its Serve
+    stay. (Without RAY_ADDRESS the same service starts its own head: the `endpoint` fixture
+    above, and test_stopping_leaves_no_process_behind.) In this file, not tests/eval/:
+    pytest-xdist gives a file to one worker, and two services on one machine at once failed
+    the first one's start (make test, two workers)."""
+    import json
+    import urllib.request
+
     import psutil
 
     from distill.config import JudgeConfig
@@ -181,16 +188,27 @@ def test_the_local_judge_is_the_teacher_service_on_loopback_behind_a_guarded_hea
     from teacher.client import make_client
 
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_ADDRESS", ray_head.address)
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")
+
+    def routes(url: str) -> dict:
+        with urllib.request.urlopen(url.split("/judge/")[0] + "/-/routes", timeout=30) as r:
+            return json.load(r)
+
     with judge_endpoint(JudgeConfig(model="smollm2-135m")) as wait:
         url = wait()
         service = next(p for p in psutil.Process().children() if "ray_cluster.serve" in " ".join(p.cmdline()))
-        found = listeners(service.pid)
+        own = [p.name() for p in service.children(recursive=True)]
         reply = make_client(url, max_retries=0).chat.completions.create(
             model="smollm2-135m", messages=[{"role": "user", "content": "Say yes."}], max_tokens=2)
-        assert_ray_head_guarded(found)  # asks the live GCS
+        during = routes(url)
+        found = listeners(ray_head.proc.pid)  # Serve's proxy is a worker of the session head
     assert url.endswith("/judge/v1") and reply.choices[0].message.content is not None
+    assert not {"raylet", "gcs_server"} & set(own), own
+    assert "/judge" in during
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     http = [row for row in found if row[2] == port]
     assert http and all(is_loopback(ip) for _, ip, _ in http), http
     assert not service.is_running() or service.status() == psutil.STATUS_ZOMBIE
+    assert "/judge" not in routes(url)  # the proxy still answers: Serve and the head stayed
+    assert ray_head.proc.poll() is None
