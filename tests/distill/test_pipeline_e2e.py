@@ -2,12 +2,13 @@
 embedded teachers at the smallest useful size, submitted as a team runs it on its cluster:
 `ray job submit ... -- python -m distill.pipeline` to the session's `make ray-up` head
 (tests/ray_head.py); then, on its own, a rerun that must redo nothing.
-Both teachers generate; SmolLM2's data trains the students. Gemma's data trains the
-other-family and QLoRA paths below, so a second pair of students would test nothing new."""
+Both teachers generate; SmolLM2's data trains the students. Gemma's fables are carried
+onto SmolLM2's tokens below; the other-family, QLoRA and two-teacher students are runs of
+their own (test_pipeline_variants_e2e.py), so a second pair of students here would test
+nothing new."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
@@ -225,52 +226,6 @@ def test_vllm_loads_and_generates_from_the_merged_student(tiny_run):
     assert out["tokens"] == 12 and out["logprobs"] == 12 and out["text"].strip()
 
 
-@pytest.mark.slow  # QLoRA's own tests (tests/student/test_qlora.py) run in `make test`
-def test_qlora_student_through_the_pipeline(tiny_run):
-    """QLoRA (nf4 base) on the same teacher data: trains, exports an fp32 merge, evaluates."""
-    run_dir, _ = tiny_run
-    runs = run_dir.parent
-    shutil.copytree(run_dir / "teachers" / "smollm2-135m", runs / "tiny-qlora" / "teachers" / "smollm2-135m")
-    proc = run_pipeline(runs, "--name", "tiny-qlora", "--set", 'teachers=["smollm2-135m"]',
-                        "--set", 'train.quantization="nf4"', "--set", "sft_baseline=false",
-                        "--set", "judge.enabled=false")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    sdir = runs / "tiny-qlora" / "students" / "smollm2-135m-kd"
-    train = json.loads((sdir / "train.json").read_text())
-    assert train["quantization"] == "nf4" and train["steps"] == 4
-    ev = json.loads((sdir / "eval.json").read_text())
-    assert ev["after"]["kl"] < ev["before"]["kl"]
-    assert "QLoRA r=16 on an nf4 base" in (runs / "tiny-qlora" / "report.md").read_text()
-    assert not (runs / "tiny-qlora" / "students" / "smollm2-135m-sft").exists()
-
-
-@pytest.mark.slow
-def test_another_tokenizer_family_gets_its_teachers_top_k_carried_over(tiny_run):
-    """Gemma teacher -> SmolLM2 student: KD from Gemma's stored top-k carried onto SmolLM2's
-    tokens (distill/align.py), beside SFT on the same re-encoded text; both measured on the
-    teacher's held-out text in nats per byte, and reported without a KL."""
-    from teacher.registry import get_teacher
-
-    run_dir, _ = tiny_run
-    runs = run_dir.parent
-    student = str(get_teacher("smollm2-135m").model_path())
-    shutil.copytree(run_dir / "teachers" / "gemma3-270m", runs / "tiny-cross" / "teachers" / "gemma3-270m")
-    proc = run_pipeline(runs, "--name", "tiny-cross", "--set", 'teachers=["gemma3-270m"]',
-                        "--set", 'train.student_kind="checkpoint"', "--set", f'train.student_checkpoint="{student}"',
-                        "--set", "judge.enabled=false", "--set", 'train.divergence="jsd"', "--set", "train.jsd_beta=0.3")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    folder = runs / "tiny-cross" / "students"
-    trained = json.loads((folder / "gemma3-270m-kd" / "train.json").read_text())
-    assert 0.5 < trained["aligned_share"] <= 1.0 and trained["divergence"] == "jsd"
-    assert all("train_uld" in h for h in trained["history"])  # Gemma entries SmolLM2 has no token for met ULD
-    for objective in ("kd", "sft"):
-        ev = json.loads((folder / f"gemma3-270m-{objective}" / "eval.json").read_text())
-        assert ev["after"]["kl"] is None and 0 < ev["after"]["ce_per_byte"] < ev["before"]["ce_per_byte"]
-    report = (runs / "tiny-cross" / "report.md").read_text()
-    assert "top-k carried onto the student's tokens" in report and "nats/byte" in report
-    assert "top-k JSD(β=0.3)" in report and "Per fable, KD − SFT" in report
-
-
 def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, tmp_path):
     """The headline stage on the finished run (the tiny config leaves it off, to keep the
     module's run short): the teacher and both students served alike, then the report."""
@@ -307,45 +262,6 @@ def test_footprint_headline_serves_the_teacher_and_its_students_alike(tiny_run, 
         assert ledger.stages[-1]["status"] == "skipped"
     finally:
         run.footprint.unlink(missing_ok=True)
-
-
-@pytest.mark.slow  # 237 s in a fresh-clone make test; its training is also run by the tiny-architecture test
-def test_one_student_of_two_teachers_of_two_families(tiny_run):
-    """`mix`: SmolLM2 (its own teacher's tokens) and Gemma (carried over) teach one SmolLM2
-    checkpoint at once, Gemma's rows weighted 0.5: trained from both teachers' shards of the
-    shared run, its loss logged per teacher, measured on each teacher's held-out text, judged
-    (the embedded judge served by this run), reported."""
-    from teacher.registry import get_teacher
-
-    run_dir, _ = tiny_run
-    runs = run_dir.parent
-    for t in ("smollm2-135m", "gemma3-270m"):
-        shutil.copytree(run_dir / "teachers" / t, runs / "tiny-mix" / "teachers" / t)
-    args = ["--name", "tiny-mix", "--set", "teacher.smollm2-135m.distil=false",
-            "--set", "teacher.gemma3-270m.distil=false", "--set", 'train.student_kind="checkpoint"',
-            "--set", f'train.student_checkpoint="{get_teacher("smollm2-135m").model_path()}"',
-            "--set", 'mix={"smollm2-135m" = 1.0, "gemma3-270m" = 0.5}', "--set", "judge.checkpoints=false",
-            "--set", "judge.controls=[]", "--set", "train.steps=2"]
-    proc = run_pipeline(runs, *args)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    student = runs / "tiny-mix" / "students" / "mix-kd"
-    trained = json.loads((student / "train.json").read_text())
-    assert trained["steps"] == 2 and trained["rows"] == 16  # both teachers' 8 training fables
-    assert any({"train_kd_smollm2-135m", "train_kd_gemma3-270m"} <= set(h) for h in trained["history"])
-    per = json.loads((student / "eval-per-teacher.json").read_text())
-    assert set(per) == {"smollm2-135m", "gemma3-270m"} and per["gemma3-270m"]["weight"] == 0.5
-    assert per["smollm2-135m"]["own_tokens"] and not per["gemma3-270m"]["own_tokens"]
-    for v in per.values():
-        assert v["rows"] == 4 and v["after"]["ce_per_byte"] > 0
-    report = (runs / "tiny-mix" / "report.md").read_text()
-    assert "Which teacher makes the best student" in report and "All of them at once" in report
-    judged = json.loads((runs / "tiny-mix" / "judge" / "summary.json").read_text())["models"]["mix-kd"]
-    assert judged["fables"] == 2 and judged["teacher"] == "mix" and "judge score" in report.split("All of them")[1]
-    # started again, nothing is redone
-    again = run_pipeline(runs, *args)
-    assert again.returncode == 0, again.stderr[-3000:]
-    mixed = [s for s in json.loads((runs / "tiny-mix" / "stages.json").read_text()) if s["teacher"] == "mix"]
-    assert [s["stage"] for s in mixed] == ["train-kd", "evaluate-kd"] and all(s["status"] == "skipped" for s in mixed)
 
 
 def test_carrying_real_shards_is_exact_within_a_tokenizer_and_covers_every_byte_across(tiny_run):
