@@ -28,6 +28,14 @@ needs_shared = pytest.mark.skipif(not (SHARED / "data" / "tinyfabulist").exists(
 VLLM_IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 
+def make_env(env: dict | None = None) -> dict:
+    """The environment for a `make` a test runs, without the outer make's: under `make test
+    PYTEST_ARGS=...` (as the Makefile invites) make exports its command-line variables in
+    MAKEFLAGS, and every make a test starts would take them as its own."""
+    return {k: v for k, v in (os.environ if env is None else env).items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
 def read_or_named_error(read, path, prefix: str = ""):
     """For reader fuzzing: what `read(path)` returns, or None after checking that it ended in
     one ValueError, on one line, opening with `prefix` (default: the path)."""

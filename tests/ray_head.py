@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.conftest import make_env
 from tests.listeners import stop_session
 
 BIN = Path(sys.executable).parent
@@ -97,7 +98,7 @@ def make_ray_up(root: Path, log_dir: Path):
     temp = tempfile.mkdtemp(prefix="kdray-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     # The user's secret, exported before `make ray-up` as the README says: the head's processes,
     # its jobs and their tasks inherit it, and no file may hold it (SECRET).
-    env = {**{k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}, "HF_TOKEN": SECRET}
+    env = {**{k: v for k, v in make_env().items() if k not in ("RAY_ADDRESS", "RAY_AUTH_MODE")}, "HF_TOKEN": SECRET}
     log = open(log_dir / "ray-up.log", "w")
     proc = subprocess.Popen(["make", "-o", "setup", "-o", "models", "ray-up", f"RAY_PORT={port}", f"DASH_PORT={dash}",
                              f"RAY_START_FLAGS=--block --temp-dir {temp} {agent_flags}"],

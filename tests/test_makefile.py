@@ -5,13 +5,13 @@ import subprocess
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_env
 from tests.listeners import assert_ray_head_guarded, is_loopback, listeners
 
 
 def plan(venv, *args) -> str:
     return subprocess.run(["make", "-n", "setup", f"VENV={venv}", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60).stdout
+                          timeout=60, env=make_env()).stdout
 
 
 def test_make_test_runs_unit_tests_on_two_workers_then_end_to_end_alone_and_fails_when_it_selects_no_test():
@@ -20,21 +20,35 @@ def test_make_test_runs_unit_tests_on_two_workers_then_end_to_end_alone_and_fail
     when the other selects a test; a selection that matches nothing at all fails the target
     instead of passing in silence."""
     dry = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60).stdout
+                         text=True, timeout=60, env=make_env()).stdout
     assert '-n 2 --dist loadfile  -m "not slow and not e2e"' in dry
     assert '.venv/bin/python -m pytest  -m "not slow and e2e"' in dry
     make = ["make", "-o", "setup", "-o", "models", "test"]
     proc = subprocess.run([*make, "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=make_env())
     assert proc.returncode != 0 and "no test selected in either phase" in proc.stdout, proc.stdout[-2000:]
     one = subprocess.run([*make, "PYTEST_ARGS=-k test_a_gpu_venv_stays_a_gpu_venv tests/test_makefile.py"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=make_env())
     assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
     assert "unit phase exit 0, end-to-end phase exit 5" in one.stdout
     # any other exit is the target's failure: pytest's usage error (4) here
     wrong = subprocess.run([*make, "PYTEST_ARGS=--no-such-option tests/test_makefile.py"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=300, env=make_env())
     assert wrong.returncode != 0 and "end-to-end phase exit 4" in wrong.stdout, wrong.stdout[-2000:]
+
+
+def test_the_makefile_tests_read_the_makefile_not_the_outer_makes_variables(monkeypatch):
+    """Under `make test PYTEST_ARGS=--durations=25` these tests run beside the outer make's
+    MAKEFLAGS; the makes they start (make_env) must not take its PYTEST_ARGS for their own
+    (a fresh-clone run with --durations failed the dry-run check above)."""
+    monkeypatch.setenv("MAKEFLAGS", " -- PYTEST_ARGS=--durations=25")
+    monkeypatch.setenv("MAKELEVEL", "1")
+    dirty = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60).stdout
+    assert "--durations=25" in dirty  # what the makes saw before
+    clean = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, env=make_env()).stdout
+    assert "--durations" not in clean and '-n 2 --dist loadfile  -m "not slow and not e2e"' in clean
 
 
 def test_a_gpu_venv_stays_a_gpu_venv_without_gpu_1(tmp_path):
@@ -66,7 +80,7 @@ def test_gpu_1_over_a_cpu_venv_rebuilds_it(tmp_path):
     (venv / "bin").mkdir(parents=True)
     (venv / ".setup-cpu").touch()
     proc = subprocess.run(["make", "setup", "GPU=1", f"VENV={venv}", "PYTHON_SYS=false"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=make_env())
     assert "was set up for the CPU" in proc.stdout and not venv.exists(), proc.stdout + proc.stderr
     cpu = tmp_path / "cpu-venv"
     (cpu / "bin").mkdir(parents=True)
@@ -79,10 +93,8 @@ def test_make_distill_with_hub_teachers_builds_no_embedded_model_and_refuses_the
     """`make distill CONFIG=configs/production.toml` in the CPU venv, as a user would type it:
     no embedded model is built (the config loads none), and the run stops at preflight with
     one line naming the CPU torch and `make setup GPU=1`, before any work."""
-    import os
-
     models = tmp_path / "models"
-    env = {**os.environ, "KD_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs"),
+    env = {**make_env(), "KD_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs"),
            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # the judge's endpoint, exported as the README says
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run(["make", "-o", "setup", "distill", "CONFIG=configs/production.toml"], cwd=ROOT, env=env,
