@@ -30,10 +30,16 @@ VLLM_IN_PROCESS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
 
 def make_env(env: dict | None = None) -> dict:
     """The environment for a `make` a test runs, without the outer make's: under `make test
-    PYTEST_ARGS=...` (as the Makefile invites) make exports its command-line variables in
-    MAKEFLAGS, and every make a test starts would take them as its own."""
-    return {k: v for k, v in (os.environ if env is None else env).items()
-            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    PYTEST_ARGS=...` (as the Makefile invites) make passes its command-line variables down
+    twice, in MAKEFLAGS and as variables of their own, and every make a test starts would
+    take them for its own settings."""
+    import re
+
+    env = dict(os.environ if env is None else env)
+    overrides = re.split(r"(?:^|\s)--\s", env.get("MAKEFLAGS", ""), maxsplit=1)[1:]  # the part after " -- "
+    outer = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", overrides[0]) if overrides else []
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", *outer}
+    return {k: v for k, v in env.items() if k not in drop}
 
 
 def read_or_named_error(read, path, prefix: str = ""):

@@ -41,7 +41,8 @@ def test_the_makefile_tests_read_the_makefile_not_the_outer_makes_variables(monk
     """Under `make test PYTEST_ARGS=--durations=25` these tests run beside the outer make's
     MAKEFLAGS; the makes they start (make_env) must not take its PYTEST_ARGS for their own
     (a fresh-clone run with --durations failed the dry-run check above)."""
-    monkeypatch.setenv("MAKEFLAGS", " -- PYTEST_ARGS=--durations=25")
+    monkeypatch.setenv("MAKEFLAGS", " -- PYTEST_ARGS=--durations=25")  # as make sets both
+    monkeypatch.setenv("PYTEST_ARGS", "--durations=25")
     monkeypatch.setenv("MAKELEVEL", "1")
     dirty = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
                            text=True, timeout=60).stdout
