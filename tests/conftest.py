@@ -1,4 +1,5 @@
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,11 @@ def make_env(env: dict | None = None) -> dict:
     outer = re.findall(r"(?:^|\s)([A-Za-z_][A-Za-z0-9_]*)=", overrides[0]) if overrides else []
     drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", *outer}
     return {k: v for k, v in env.items() if k not in drop}
+
+
+def run_make(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`make ARGS...` in the repository, in make_env(env), its output captured."""
+    return subprocess.run(["make", *args], cwd=ROOT, env=make_env(env), capture_output=True, text=True, timeout=timeout)
 
 
 def read_or_named_error(read, path, prefix: str = ""):

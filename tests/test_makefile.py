@@ -1,17 +1,17 @@
 """The Makefile: its choice of stack, read from `make -n` (nothing is run), and the Ray
 head `make ray-up` starts."""
 
+import os
 import subprocess
 
 import pytest
 
-from tests.conftest import ROOT, make_env
+from tests.conftest import ROOT, run_make
 from tests.listeners import assert_ray_head_guarded, is_loopback, listeners
 
 
 def plan(venv, *args) -> str:
-    return subprocess.run(["make", "-n", "setup", f"VENV={venv}", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=make_env()).stdout
+    return run_make("-n", "setup", f"VENV={venv}", *args).stdout
 
 
 def test_make_test_runs_unit_tests_on_two_workers_then_end_to_end_alone_and_fails_when_it_selects_no_test():
@@ -19,27 +19,23 @@ def test_make_test_runs_unit_tests_on_two_workers_then_end_to_end_alone_and_fail
     end-to-end tests in one process. A phase that selects nothing (pytest's exit 5) is fine
     when the other selects a test; a selection that matches nothing at all fails the target
     instead of passing in silence."""
-    dry = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=60, env=make_env()).stdout
+    dry = run_make("-n", "-o", "setup", "-o", "models", "test").stdout
     assert '-n 2 --dist loadfile  -m "not slow and not e2e"' in dry
     assert '.venv/bin/python -m pytest  -m "not slow and e2e"' in dry
-    make = ["make", "-o", "setup", "-o", "models", "test"]
-    proc = subprocess.run([*make, "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=make_env())
+    make = ["-o", "setup", "-o", "models", "test"]
+    proc = run_make(*make, "PYTEST_ARGS=-k no_test_has_this_name tests/test_makefile.py", timeout=300)
     assert proc.returncode != 0 and "no test selected in either phase" in proc.stdout, proc.stdout[-2000:]
-    one = subprocess.run([*make, "PYTEST_ARGS=-k test_a_gpu_venv_stays_a_gpu_venv tests/test_makefile.py"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300, env=make_env())
+    one = run_make(*make, "PYTEST_ARGS=-k test_a_gpu_venv_stays_a_gpu_venv tests/test_makefile.py", timeout=300)
     assert one.returncode == 0 and "1 passed" in one.stdout, one.stdout[-2000:]
     assert "unit phase exit 0, end-to-end phase exit 5" in one.stdout
     # any other exit is the target's failure: pytest's usage error (4) here
-    wrong = subprocess.run([*make, "PYTEST_ARGS=--no-such-option tests/test_makefile.py"], cwd=ROOT,
-                           capture_output=True, text=True, timeout=300, env=make_env())
+    wrong = run_make(*make, "PYTEST_ARGS=--no-such-option tests/test_makefile.py", timeout=300)
     assert wrong.returncode != 0 and "end-to-end phase exit 4" in wrong.stdout, wrong.stdout[-2000:]
 
 
 def test_the_makefile_tests_read_the_makefile_not_the_outer_makes_variables(monkeypatch):
     """Under `make test PYTEST_ARGS=--durations=25` these tests run beside the outer make's
-    MAKEFLAGS; the makes they start (make_env) must not take its PYTEST_ARGS for their own
+    MAKEFLAGS; the makes they start (run_make) must not take its PYTEST_ARGS for their own
     (a fresh-clone run with --durations failed the dry-run check above)."""
     monkeypatch.setenv("MAKEFLAGS", " -- PYTEST_ARGS=--durations=25")  # as make sets both
     monkeypatch.setenv("PYTEST_ARGS", "--durations=25")
@@ -47,8 +43,7 @@ def test_the_makefile_tests_read_the_makefile_not_the_outer_makes_variables(monk
     dirty = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
                            text=True, timeout=60).stdout
     assert "--durations=25" in dirty  # what the makes saw before
-    clean = subprocess.run(["make", "-n", "-o", "setup", "-o", "models", "test"], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60, env=make_env()).stdout
+    clean = run_make("-n", "-o", "setup", "-o", "models", "test").stdout
     assert "--durations" not in clean and '-n 2 --dist loadfile  -m "not slow and not e2e"' in clean
 
 
@@ -80,8 +75,7 @@ def test_gpu_1_over_a_cpu_venv_rebuilds_it(tmp_path):
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
     (venv / ".setup-cpu").touch()
-    proc = subprocess.run(["make", "setup", "GPU=1", f"VENV={venv}", "PYTHON_SYS=false"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60, env=make_env())
+    proc = run_make("setup", "GPU=1", f"VENV={venv}", "PYTHON_SYS=false")
     assert "was set up for the CPU" in proc.stdout and not venv.exists(), proc.stdout + proc.stderr
     cpu = tmp_path / "cpu-venv"
     (cpu / "bin").mkdir(parents=True)
@@ -95,11 +89,10 @@ def test_make_distill_with_hub_teachers_builds_no_embedded_model_and_refuses_the
     no embedded model is built (the config loads none), and the run stops at preflight with
     one line naming the CPU torch and `make setup GPU=1`, before any work."""
     models = tmp_path / "models"
-    env = {**make_env(), "KD_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs"),
+    env = {**os.environ, "KD_MODELS_DIR": str(models), "HF_HUB_OFFLINE": "1", "KD_RUNS_DIR": str(tmp_path / "runs"),
            "OPENAI_BASE_URL": "http://127.0.0.1:9/v1"}  # the judge's endpoint, exported as the README says
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(["make", "-o", "setup", "distill", "CONFIG=configs/production.toml"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_make("-o", "setup", "distill", "CONFIG=configs/production.toml", env=env, timeout=300)
     assert proc.returncode != 0
     assert "loads no embedded model; nothing to build" in proc.stdout, proc.stdout[-2000:]
     assert "teacher.convert --config configs/production.toml" in proc.stdout
