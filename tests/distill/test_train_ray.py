@@ -67,7 +67,10 @@ def test_workers_must_be_positive_and_exclude_on_policy():
 
 
 # Runs as its own driver in a folder of the test's, the run folder given relative: trains the
-# tiny student on two workers, one per worker node, slowed so that a kill lands mid-training.
+# tiny student on two workers, one per worker node. With a hold file (argv[3]) the workers stop
+# before their next forward once a checkpoint is in storage, until the test removes the file: the
+# kill lands mid-training however fast or loaded the machine (a fixed sleep per forward once let a
+# busy CI machine finish all 12 steps before the kill came).
 DRIVER = r"""
 import json, sys, time
 from pathlib import Path
@@ -76,9 +79,15 @@ from distill import train as T
 from distill.train_ray import train_on_ray
 from tests.distill.test_train import Tok, lora_weights, teacher_rows, tiny_student
 
+STORAGE, HOLD = Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None
+
+def held(*args):  # the math is unchanged; only when the next forward runs
+    while HOLD is not None and HOLD.exists() and any(STORAGE.glob("*/checkpoint_*/checkpoint/trainer_state.json")):
+        time.sleep(0.2)
+
 def slow_student():
     model = tiny_student()
-    model.register_forward_pre_hook(lambda *a: time.sleep(0.5))  # time to kill it mid-run; the math is unchanged
+    model.register_forward_pre_hook(held)
     return model, Tok()
 
 def finish(model, tok, result, folder):
@@ -134,10 +143,10 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
         c.start_nodes()
         env = {**c.env, "RAY_ADDRESS": f"127.0.0.1:{c.port}"}
 
-        def run(folder: str, log: str, storage: str | None = None):
+        def run(folder: str, log: str, storage: str | None = None, *hold: Path):
             storage = str(tmp_path / folder / "storage") if storage is None else storage  # every node sees it
-            return subprocess.Popen([sys.executable, "-c", DRIVER, folder, storage], cwd=tmp_path, env=env,
-                                    stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT)
+            return subprocess.Popen([sys.executable, "-c", DRIVER, folder, storage, *map(str, hold)], cwd=tmp_path,
+                                    env=env, stdout=open(tmp_path / log, "w"), stderr=subprocess.STDOUT)
 
         def result(proc, log: str) -> dict:
             assert proc.wait(timeout=600) == 0, (tmp_path / log).read_text()[-3000:]
@@ -148,7 +157,9 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
         assert ("REFUSED train.workers = 2 on a cluster of 3 nodes needs train.storage_path"
                 in (tmp_path / "default.log").read_text())
         whole = result(run("whole", "whole.log"), "whole.log")
-        killed = run("killed", "killed.log")
+        hold = tmp_path / "hold"
+        hold.touch()
+        killed = run("killed", "killed.log", None, hold)
         storage = tmp_path / "killed" / "storage" / "train"
         deadline = time.monotonic() + 300
         while not list(storage.glob("checkpoint_*/checkpoint/trainer_state.json")):
@@ -156,7 +167,9 @@ def test_a_worker_killed_mid_training_resumes_from_the_last_checkpoint_on_two_no
             time.sleep(0.5)
         pids = json.loads([l for l in c.driver(WORKERS).stdout.splitlines() if l.startswith("WORKERS ")][-1][8:])
         assert len(pids) == 2, pids
+        assert killed.poll() is None, "the held run ended before the kill"
         os.kill(pids[-1], signal.SIGKILL)
+        hold.unlink()
         resumed = result(killed, "killed.log")
     finally:
         c.stop()
