@@ -47,7 +47,7 @@ def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str 
 
     label = label or f"{tr.teacher}-{objective}"
     prompts = heldout_prompts(read_rows(run.teacher(tr.teacher), split="eval"))[: cfg.judge.prompts]
-    samples = StudentFables.read(run.judge.fables(label)).samples
+    samples = StudentFables.read(run.judge.fables(label)).samples[: cfg.judge.samples]  # a record may hold more
     return [_item(r, label, objective, tr.teacher, s, texts[i]) for s, texts in enumerate(samples)
             for i, r in enumerate(prompts)]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from distill import artifacts
 from distill.run_folder import RunFolder, StudentFables, Trained
-from ray_cluster.write_fables import Writer
+from ray_cluster.write_fables import Writer, written
 
 
 def prompt_ids(rows: list[dict], tokenizer, fingerprint: str) -> list[list[int]]:
@@ -74,7 +74,7 @@ def writers(cfg, tr, run: RunFolder, report: bool = True, judge: bool = True) ->
     def each_student(ids, out_path, samples: int, max_new: int) -> None:
         for objective in cfg.objectives(tr):
             label = f"{tr.teacher}-{objective}"
-            model, adapter = _served(tr, objective, run, base, out_path(label).exists() or lora())
+            model, adapter = _served(tr, objective, run, base, written(out_path(label), len(ids), samples) or lora())
             out.append(Writer(label, out_path(label), model, adapter, ids, samples, max_new))
 
     if report:
@@ -108,7 +108,7 @@ def mix_writers(cfg, run: RunFolder, judge: bool = True) -> list[Writer]:
     rows = read_rows(run.teacher(tr.teacher), split="eval")
     ids = prompt_ids(heldout_prompts(rows)[: cfg.judge.prompts], tok, tokenizer_fingerprint(tok))
     base = str(student.base)
-    if tr.train.lora_r and (run.judge.fables(label).exists() or lora_served(base)):
+    if tr.train.lora_r and (written(run.judge.fables(label), len(ids), cfg.judge.samples) or lora_served(base)):
         model, adapter = base, str(student.adapter)
     else:
         model, adapter = str(student.merged), None
@@ -127,10 +127,9 @@ def checkpoint_writers(tr, run: RunFolder, base: str, ids, samples: int, max_new
         step = int(ck.name.split("-")[1])
         if step != last:
             label = f"{tr.teacher}-{tr.train.objective}@{step}"
-            written = run.judge.fables(label).exists()
             if not tr.train.lora_r:
                 model, adapter = str(ck), None
-            elif written or lora():
+            elif written(run.judge.fables(label), len(ids), samples) or lora():
                 model, adapter = base, str(ck)
             else:
                 model, adapter = str(run.judge.merged_checkpoints / label), None

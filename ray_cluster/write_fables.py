@@ -35,6 +35,17 @@ class Writer:
     max_new_tokens: int
 
 
+def written(out: Path, prompts: int, samples: int) -> bool:
+    """Whether the fables record at `out` holds `samples` completions of at least `prompts`
+    prompts. The judged prompts are always the first judge.prompts held-out ones, so a record
+    of more is good for fewer; one of fewer (a re-judge with a larger judge.prompts or
+    judge.samples) is written again, whole."""
+    if not out.exists():
+        return False
+    got = StudentFables.read(out).samples
+    return len(got) >= samples and all(len(texts) >= prompts for texts in got[:samples])
+
+
 def check_adapter(w: Writer) -> None:
     """A missing model or an incomplete adapter stops the stage here, naming it, before any
     engine starts (an engine that cannot load its model is restarted by Ray without end)."""
@@ -56,7 +67,7 @@ def write(writers: list[Writer], sampling: dict, gen: GenerationConfig, teacher,
     engine asks for (its GPU or CPU bundle, one rank); `run_pass(model, items, adapters)`
     replaces the Ray job in tests."""
     starts = starts if starts is not None else EngineStarts()
-    todo = [w for w in writers if not w.out.exists()]
+    todo = [w for w in writers if not written(w.out, len(w.prompts), w.samples)]
     for w in todo:
         check_adapter(w)
     for model in dict.fromkeys(w.model for w in todo):

@@ -57,13 +57,13 @@ def test_a_checkpoint_whose_fables_are_written_is_neither_merged_nor_looked_up_a
     # must not pay it, nor merge the checkpoint again.
     from types import SimpleNamespace
 
-    from distill.run_folder import RunFolder
+    from distill.run_folder import RunFolder, StudentFables
     from eval.writers import checkpoint_writers
 
     run = RunFolder(tmp_path / "run")
     _trained_student(run)
     run.judge.path.mkdir(parents=True)
-    run.judge.fables("falcon-kd@2").write_text("{}")
+    StudentFables(label="falcon-kd@2", samples=[["A fable."]]).write(run.judge.fables("falcon-kd@2"))
     tr = SimpleNamespace(teacher="falcon", train=SimpleNamespace(objective="kd", lora_r=8))
 
     def asked():

@@ -75,6 +75,23 @@ def test_a_rerun_writes_only_what_is_missing(tmp_path):
     assert (tmp_path / "kd.json").stat().st_mtime_ns == before
 
 
+def test_a_rejudge_of_more_prompts_or_samples_writes_those_records_again_and_of_fewer_none(tmp_path):
+    """`eval.protocol run --set judge.prompts=10` after a run that judged 6: the records of 6
+    are written again for 10 (they were read past their end before); fewer prompts or
+    samples than a record holds are read from it."""
+    import dataclasses
+
+    ws = writers(tmp_path)
+    write(ws, SAMPLING, GenerationConfig(), get_teacher("smollm2-135m"), 16, run_pass=FakeEngine())
+    more = [dataclasses.replace(ws[1], prompts=[[1, 2], [3], [5]]), dataclasses.replace(ws[2], samples=2), ws[3]]
+    engine = FakeEngine()
+    assert write(more, SAMPLING, GenerationConfig(), get_teacher("smollm2-135m"), 16, run_pass=engine) == ["t-kd", "t-sft"]
+    assert [len(t) for t in StudentFables.read(tmp_path / "kd.json").samples] == [3, 3]
+    assert [len(t) for t in StudentFables.read(tmp_path / "sft.json").samples] == [2, 2]
+    fewer = [dataclasses.replace(ws[1], prompts=[[1, 2]], samples=1)]
+    assert write(fewer, SAMPLING, GenerationConfig(), get_teacher("smollm2-135m"), 16, run_pass=FakeEngine()) == []
+
+
 def test_a_missing_adapter_stops_before_any_engine_naming_it(tmp_path):
     ws = writers(tmp_path)
     (tmp_path / "sft" / "adapter_model.safetensors").unlink()
