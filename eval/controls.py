@@ -7,7 +7,7 @@ judged beside the fable it came from:
     grammar errors       agreement, tense and article errors put in   grammar    down
     wrong prompt         the fable judged against another prompt      consistency down
     shuffled sentences   its sentences in a random order              plot       down
-    cut short            its second half cut off, resolution and all  plot       down
+    cut short            its second half cut off, moral and all       plot       down
     templated retelling  the prompt's six elements in a fixed frame   creativity down
 
 A judge worth reading moves the named criterion the right way nearly every time; one that
@@ -85,6 +85,24 @@ def shuffle_sentences(text: str, seed: str | int) -> str | None:
     sentences, which has no order to break."""
     shuffled = _reordered(sentences(text), seed)
     return None if shuffled is None else " ".join(shuffled)
+
+
+# Words of a moral that carry none of its meaning, left out when looking for it in a fable.
+_FUNCTION_WORDS = frozenset("a all an and are as at be by do for in is it its not of on one than the to what who "
+                            "with you your".split())
+
+
+def states_its_moral(text: str, moral: str) -> bool:
+    """Whether the second half of the text's sentences names at least half of the moral's
+    content words, each by its stem (its first letters: "listened" names "listen"): the
+    fable reaches its moral there, which cutting off that half removes. A fable that ended
+    without reaching its moral (a small writer's text that drifts off, or stops with a
+    title) has no resolution to miss. A moral of function words alone counts as stated."""
+    words = [w for w in re.findall(r"[a-z]+", moral.lower()) if w not in _FUNCTION_WORDS]
+    sents = sentences(text)
+    later = set(re.findall(r"[a-z]+", " ".join(sents[len(sents) // 2:]).lower()))
+    named = sum(any(h.startswith(w[:max(4, len(w) - 3)]) for h in later) for w in words)
+    return 2 * named >= len(words)
 
 
 def cut_short(text: str) -> str | None:
@@ -178,12 +196,23 @@ def other_prompt(items: list[dict], i: int, seed: str | int) -> dict | None:
     return by_prompt[random.Random(str(seed)).choice(sorted(by_prompt))]
 
 
+def resolves(item: dict) -> bool:
+    """Whether a fable has a resolution to cut off: it ended before its token limit (`ended`;
+    an item that does not say, TinyFabulist's, is taken as ended) and, where its prompt
+    names a moral, it states that moral in its second half (states_its_moral). On the
+    default run's 30 teacher fables 12 ended, and the two that ended without their moral
+    (a 270M's and a 135M's) were the two the judge read as whole when cut; 284 of the 300
+    TinyFabulist sample fables state theirs."""
+    moral = item.get("moral")
+    return item.get("ended", True) and (not isinstance(moral, str) or states_its_moral(item["fable"], moral))
+
+
 def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> list[dict]:
     """For every real item (a fable with its prompt and elements) and every control kind, its
     control copy: the same item with `role` "control", `control` the kind, `control_of` the
     writer, `model` "<writer> (<kind>)". Items a kind cannot change (a one-sentence fable has
-    no sentence order; one whose `ended` is False stopped at its token limit, before the
-    ending that cutting it short would remove) get no copy of that kind. Seeds come from the
+    no sentence order; one that stopped at its token limit, or never reached its moral, has
+    no resolution that cutting it short would remove: `resolves`) get no copy of that kind. Seeds come from the
     item, so a rerun judges the same copies (from the verdict cache)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
@@ -203,7 +232,7 @@ def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> l
                 text = shuffle_sentences(it["fable"], seed)
                 change = {"fable": text} if text else None
             elif kind == "cut short":
-                text = cut_short(it["fable"]) if it.get("ended", True) else None
+                text = cut_short(it["fable"]) if resolves(it) else None
                 change = {"fable": text} if text else None
             elif kind == "templated retelling":
                 change = {"fable": templated_retelling(it)}

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from eval.controls import (KINDS, age_vs_readability, control_accuracies, control_accuracy, control_items,
                            cut_short, grammar_errors, sentences, shuffle_sentences, shuffle_words, shuffled_items,
-                           templated_retelling)
+                           states_its_moral, templated_retelling)
 from teacher.prompts import make_splits
 
 FABLE = ("Once upon a time, a proud fox lived in a dark forest. He was sure he was the fastest animal of all. "
@@ -126,7 +126,7 @@ def _item(pid, character, setting, moral, sample=0, fable=FABLE, model="T (teach
 
 
 def test_every_control_kind_is_made_for_a_real_fable_and_labelled_with_its_kind():
-    items = [_item("p1", "fox", "a forest", "haste makes waste"), _item("p2", "owl", "a barn", "unity is strength"),
+    items = [_item("p1", "fox", "a forest", "slow and steady wins"), _item("p2", "owl", "a barn", "unity is strength"),
              _item("p3", "fox", "a barn", "greed loses all")]
     controls = control_items(items)
     by = Counter((c["prompt_id"], c["control"]) for c in controls)
@@ -146,11 +146,33 @@ def test_a_fable_stopped_by_the_token_limit_is_not_cut_short_again():
     """Cutting off the second half tests whether the judge misses an ending: a teacher fable
     that ran into its token limit has none to miss, so it gets no cut-short copy (it keeps
     its other controls); an item that does not say (TinyFabulist's) is taken as ended."""
-    ended, limited, unknown = ({**_item(p, "fox", "a forest", "haste"), **flag} for p, flag in
+    ended, limited, unknown = ({**_item(p, "fox", "a forest", "slow and steady wins"), **flag} for p, flag in
                                (("p1", {"ended": True}), ("p2", {"ended": False}), ("p3", {})))
     by = Counter((c["prompt_id"], c["control"]) for c in control_items([ended, limited, unknown]))
     assert by[("p1", "cut short")] == by[("p3", "cut short")] == 1 and ("p2", "cut short") not in by
     assert by[("p2", "shuffled sentences")] == by[("p2", "grammar errors")] == 1
+
+
+def test_a_fable_that_never_reaches_its_moral_is_not_cut_short():
+    """Cutting off the second half takes the resolution with it only where there was one: a
+    fable that ended (EOS) without naming its moral in its second half, as a small writer's
+    text that drifts off does, gets no cut-short copy; its other controls stay."""
+    stated, paraphrased, drifted = (_item("p1", "fox", "a forest", "slow and steady wins the race"),
+                                    _item("p2", "fox", "a forest", "listen to good advice",
+                                          fable=FABLE + " From that day on, he listened to advice that was good."),
+                                    _item("p3", "fox", "a forest", "pride goes before destruction"))
+    by = Counter((c["prompt_id"], c["control"]) for c in control_items([stated, paraphrased, drifted]))
+    assert by[("p1", "cut short")] == by[("p2", "cut short")] == 1 and ("p3", "cut short") not in by
+    assert by[("p3", "shuffled sentences")] == by[("p3", "grammar errors")] == 1
+    # the moral named in the first half only, the part a cut keeps, is not a resolution to cut
+    early = "The fox knew pride goes before destruction. " + " ".join(["He ran on."] * 4)
+    assert not states_its_moral(early, "pride goes before destruction")
+
+
+@given(st.lists(st.text(alphabet="abcdefghij .,!?\n", max_size=30), max_size=8), st.text(alphabet="abcdefgh ", max_size=40))
+def test_a_moral_stated_as_the_last_sentence_is_always_found(sents, moral):
+    text = " ".join(sents + [f"The moral: {moral}."])
+    assert states_its_moral(text, moral)
 
 
 def test_control_accuracies_compare_each_kind_on_its_own_criterion():
