@@ -19,7 +19,8 @@ from distill.redact import redact
 from eval.checklist import age_expected, age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval import pairwise
-from eval.likelihood import LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, per_token, read_nats
+from eval.likelihood import (CLOSE, LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, per_token,
+                              per_token_with_close, read_nats)
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, gated, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -147,8 +148,8 @@ class Judge:
         verdict with its reason."""
         try:
             alone = self._nats(fable)
-            head = prompt.strip() + "\n\n"
-            after = self._nats(head + fable.strip(), start=len(head))
+            head, body = prompt.strip() + "\n\n", fable.strip()
+            after = self._nats(head + body + CLOSE, start=len(head), end=len(head) + len(body))
             if alone is None or after is None:
                 return self._failed(settings, "no prompt logprobs for the fable's likelihoods (the endpoint needs "
                                               "completions with echo and logprobs)")
@@ -158,10 +159,11 @@ class Judge:
                 return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
-        u, p = per_token(alone), per_token(after)
+        u, p, p_close = per_token(alone), per_token(after), per_token_with_close(after)
         scores = {**criterion_scores(answers, self.rubric),
-                  **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss)}
+                  **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss, p_close)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
+                   "loss_with_close": p_close,
                    "fable_nats": after["after"], "prompt_nats": after["before"],
                    "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
         if self.gated:
@@ -240,9 +242,9 @@ class Judge:
         n = self._nats(text)
         return None if n is None else per_token(n)
 
-    def _nats(self, text: str, start: int = 0) -> dict | None:
+    def _nats(self, text: str, start: int = 0, end: int | None = None) -> dict | None:
         """The judge's nats on `text` before and from character `start` on (eval/likelihood.py:
-        read_nats: the fable alone, or its prompt and the fable after it), from the completions
+        read_nats: the fable alone, or its prompt, the fable after it and the close from `end`), from the completions
         endpoint's prompt logprobs (echo); None when the server returns none."""
         resp = self.client.completions.create(model=self.model, prompt=text if start else text.strip(), max_tokens=1,
                                               echo=True, logprobs=0, temperature=0.0)
@@ -254,7 +256,7 @@ class Judge:
             if start:
                 return None
             offsets = [0] * len(lp.token_logprobs)
-        return read_nats(lp.token_logprobs, offsets, start)
+        return read_nats(lp.token_logprobs, offsets, start, end)
 
     def _ask(self, prompt: str, fable: str) -> str | None:
         kw = {}

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.likelihood import PMI_SCALE, likelihood_problem, likelihood_scores, read_nats
+from eval.likelihood import (CLOSE, PMI_SCALE, likelihood_problem, likelihood_scores, per_token,
+                             per_token_with_close, read_nats)
 from eval.rubric import RUBRIC_CHECKLIST, Rubric, criteria_names
 from tests.eval.test_checklist import ELEMENTS
 from tests.eval.test_judge import FakeCompletions
@@ -29,6 +30,30 @@ def test_the_nats_are_split_at_the_fables_start_and_the_generated_token_dropped(
     assert read_nats([None, -1.0, float("-inf"), -0.5], [0, 1, 2, 3]) is None
     assert read_nats([None, float("nan"), -1.0, -0.5], [0, 1, 2, 3], start=2) is None  # in the prompt too
     assert read_nats([], []) is None
+
+
+def test_the_close_is_split_from_the_fable_where_it_starts():
+    # "Write.\n\n", the fable's two tokens, the close's two ("\n\nThe", " End."), the generated one
+    logprobs, offsets = [None, -1.0, -2.0, -4.0, -3.0, -5.0, -9.0], [0, 5, 8, 12, 16, 21, 26]
+    n = read_nats(logprobs, offsets, start=8, end=16)
+    assert n == {"before": pytest.approx(1.0), "after": pytest.approx(6.0), "tokens": 2, "close": pytest.approx(8.0),
+                 "close_tokens": 2}
+    assert per_token(n) == pytest.approx(3.0) and per_token_with_close(n) == pytest.approx(14.0 / 4)
+    # a token that straddles the fable's end (".\n\n" merged by the tokenizer) stays the fable's
+    assert read_nats(logprobs, offsets, start=8, end=14)["tokens"] == 2
+    assert read_nats(logprobs, offsets, start=8, end=8) is None  # no fable between them
+    whole = read_nats(logprobs, offsets, start=8)  # no end: no close, the text's own mean
+    assert "close" not in whole and per_token_with_close(whole) == per_token(whole) == pytest.approx(14.0 / 4)
+
+
+@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.01, 3.0))
+def test_a_dearer_close_lowers_the_plot_and_nothing_else(u, p, d):
+    """A fable broken off mid-way: the judge did not expect the story to end there."""
+    whole = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, p_close=p)
+    broken = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, p_close=p + d)
+    assert broken["plot"] <= whole["plot"] and {c: v for c, v in broken.items() if c != "plot"} == \
+        {c: v for c, v in whole.items() if c != "plot"}
+    assert whole == likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5)  # no close read: p itself
 
 
 @given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.0, 5e3), st.floats(0.0, 5e3), st.floats(0.01, 3.0))
@@ -103,20 +128,21 @@ def test_the_judge_reads_four_criteria_from_likelihoods_and_asks_only_the_age(wo
     rec = judge.judge("Write a fable.", fable, ELEMENTS)
     alone, after = WordCompletions.requests
     assert alone["prompt"] == fable.strip() and alone["echo"] is True and alone["max_tokens"] == 1
-    assert after["prompt"] == "Write a fable.\n\n" + fable.strip()
+    assert after["prompt"] == "Write a fable.\n\n" + fable.strip() + CLOSE
     v = rec["verdict"]
     assert v["text_loss"] == pytest.approx(3.0) and v["loss_after_prompt"] == pytest.approx(2.5)
     # the words "a" and "fable.\n\nOnce" start before the fable (the prompt's first word has no logprob);
-    # the seven from "a" on are the fable's
+    # the seven from "a" on are the fable's ("water.\n\nThe" starts in it), "End." is the close's
     assert v["prompt_nats"] == pytest.approx(2 * 2.5) and v["fable_nats"] == pytest.approx(7 * 2.5)
-    assert v["scores"] == pytest.approx(likelihood_scores(3.0, 2.5, 7 * 2.5, 2 * 2.5, RUBRIC, 4.5))
+    assert v["loss_with_close"] == pytest.approx(2.5)
+    assert v["scores"] == pytest.approx(likelihood_scores(3.0, 2.5, 7 * 2.5, 2 * 2.5, RUBRIC, 4.5, 2.5))
     assert v["age_group"] == "B" and v["age_expected"] == pytest.approx(1.0)
     assert "gated" not in v and rec["reason"] == "likelihood"  # no gate unless asked
     # only the age question went to the chat endpoint
     assert len(FakeChat.requests) == 1 and "age group" in FakeChat.requests[0]["messages"][-1]["content"]
     assert judge.judge("Write a fable.", fable, ELEMENTS)["cached"] is True and len(WordCompletions.requests) == 2
     assert rec["judge"]["mode"] == "likelihood" and "fluency_gate" not in rec["judge"]
-    assert rec["judge"]["method"] == "u, u-p, p, F/(F+P)"  # verdicts read another way are not reused
+    assert rec["judge"]["method"] == "u, u-p, p+close, F/(F+P)"  # verdicts read another way are not reused
 
 
 def test_with_the_gate_on_a_text_past_it_gets_the_floor_and_no_fluency_criterion(word_server):
