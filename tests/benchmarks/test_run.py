@@ -92,6 +92,16 @@ def test_the_judge_run_keeps_set_ups_not_measured_now(monkeypatch, tmp_path):
     assert out["setups"]["a / m"]["run"] == "/x"  # a row's own run wins over the section's
 
 
+def test_the_judge_section_without_the_tinyfabulist_sample_keeps_its_last_figures(monkeypatch, tmp_path):
+    """A clone with no ../shared beside it (a fresh clone anywhere else) measured nothing; it
+    once dropped the whole section from BENCHMARKS.md."""
+    from benchmarks import run
+
+    monkeypatch.setattr(run, "ROOT", tmp_path / "repo")
+    before = {"likelihood / smollm2-135m": {"wall_s": 1.0}, "fables_per_writer": 10}
+    assert run.bench_judge({}, ("likelihood",), before) == before
+
+
 def test_the_cross_tokenizer_section_reads_its_interval_plainly():
     from benchmarks.render import render_cross
 
