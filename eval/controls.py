@@ -94,15 +94,18 @@ _FUNCTION_WORDS = frozenset("a all an and are as at be by do for in is it its no
 
 def states_its_moral(text: str, moral: str) -> bool:
     """Whether the second half of the text's sentences names at least half of the moral's
-    content words, each by its stem (its first letters: "listened" names "listen"): the
-    fable reaches its moral there, which cutting off that half removes. A fable that ended
-    without reaching its moral (a small writer's text that drifts off, or stops with a
-    title) has no resolution to miss. A moral of function words alone counts as stated."""
-    words = [w for w in re.findall(r"[a-z]+", moral.lower()) if w not in _FUNCTION_WORDS]
+    content words, each up to its inflection as the element-use metric matches them
+    (eval/text_metrics.py:same_word: "listened" names "listen"): the fable reaches its moral
+    there, which cutting off that half removes. A fable that ended without reaching its
+    moral (a small writer's text that drifts off, or stops with a title) has no resolution
+    to miss. A moral of function words alone counts as stated."""
+    from eval.text_metrics import same_word, words
+
+    content = [w for w in words(moral) if w not in _FUNCTION_WORDS]
     sents = sentences(text)
-    later = set(re.findall(r"[a-z]+", " ".join(sents[len(sents) // 2:]).lower()))
-    named = sum(any(h.startswith(w[:max(4, len(w) - 3)]) for h in later) for w in words)
-    return 2 * named >= len(words)
+    later = set(words(" ".join(sents[len(sents) // 2:])))
+    named = sum(any(same_word(w, v) for v in later) for w in content)
+    return 2 * named >= len(content)
 
 
 def cut_short(text: str) -> str | None:
@@ -201,7 +204,7 @@ def resolves(item: dict) -> bool:
     an item that does not say, TinyFabulist's, is taken as ended) and, where its prompt
     names a moral, it states that moral in its second half (states_its_moral). On the
     default run's 30 teacher fables 12 ended, and the two that ended without their moral
-    (a 270M's and a 135M's) were the two the judge read as whole when cut; 284 of the 300
+    (a 270M's and a 135M's) were the two the judge read as whole when cut; 285 of the 300
     TinyFabulist sample fables state theirs."""
     moral = item.get("moral")
     return item.get("ended", True) and (not isinstance(moral, str) or states_its_moral(item["fable"], moral))
@@ -212,8 +215,8 @@ def control_items(items: list[dict], kinds: tuple[str, ...] = tuple(KINDS)) -> l
     control copy: the same item with `role` "control", `control` the kind, `control_of` the
     writer, `model` "<writer> (<kind>)". Items a kind cannot change (a one-sentence fable has
     no sentence order; one that stopped at its token limit, or never reached its moral, has
-    no resolution that cutting it short would remove: `resolves`) get no copy of that kind. Seeds come from the
-    item, so a rerun judges the same copies (from the verdict cache)."""
+    no resolution that cutting it short would remove: `resolves`) get no copy of that kind.
+    Seeds come from the item, so a rerun judges the same copies (from the verdict cache)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown judge control(s) {unknown}; known: {list(KINDS)}")

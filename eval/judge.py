@@ -243,9 +243,10 @@ class Judge:
         return None if n is None else per_token(n)
 
     def _nats(self, text: str, start: int = 0, end: int | None = None) -> dict | None:
-        """The judge's nats on `text` before and from character `start` on (eval/likelihood.py:
-        read_nats: the fable alone, or its prompt, the fable after it and the close from `end`), from the completions
-        endpoint's prompt logprobs (echo); None when the server returns none."""
+        """The judge's nats on `text` before and from character `start` on, and from `end` on
+        where given (eval/likelihood.py:read_nats: the fable alone, or its prompt, the fable
+        after it and its close), from the completions endpoint's prompt logprobs (echo); None
+        when the server returns none."""
         resp = self.client.completions.create(model=self.model, prompt=text if start else text.strip(), max_tokens=1,
                                               echo=True, logprobs=0, temperature=0.0)
         lp = resp.choices[0].logprobs

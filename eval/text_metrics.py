@@ -89,7 +89,7 @@ def content_words(phrase: str) -> list[str]:
     return [w for w in words(phrase) if w not in STOPWORDS and len(w) > 2]
 
 
-def _same_word(a: str, b: str) -> bool:
+def same_word(a: str, b: str) -> bool:
     """'kindness'~'kind', 'rewarded'~'reward': equal, one a 4+ letter prefix of the other,
     or the same first five letters."""
     short, long_ = sorted((a, b), key=len)
@@ -98,12 +98,12 @@ def _same_word(a: str, b: str) -> bool:
 
 def element_used(element: str, text: str) -> bool:
     """Whether a fable uses a prompt element: every content word of the element appears,
-    up to its inflection (see _same_word)."""
+    up to its inflection (see same_word)."""
     cw = content_words(element)
     if not cw:
         return True
     vocab = set(words(text))
-    return all(any(_same_word(w, v) for v in vocab) for w in cw)
+    return all(any(same_word(w, v) for v in vocab) for w in cw)
 
 
 def faithfulness(elements: dict[str, str], text: str) -> dict[str, bool]:
