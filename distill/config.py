@@ -89,6 +89,13 @@ class JudgeConfig:
     # sanity line), "grammar errors", "wrong prompt" (consistency), "shuffled sentences" and
     # "cut short" (plot), "templated retelling" (creativity). [] judges none.
     controls: list = field(default_factory=lambda: list(CONTROL_KINDS))
+    # Training fables of each distilled teacher (its first prompts, one fable each) judged too,
+    # only as sources of controls: more pairs per control where the judged held-out prompts give
+    # few. They are not the teacher's score (that is over the held-out prompts, as the students'
+    # is). The cut-short control needs fables that ended with their moral: on the default run
+    # 8-11 of its 30 held-out teacher fables do, so one miss failed the line. 0 = none (the 50 x
+    # 10 protocol has 500 teacher fables a teacher).
+    control_train_fables: int = 0
     # Context length (vLLM's max_model_len) of the judge served here when neither base_url
     # nor OPENAI_BASE_URL is set: rubric, prompt, fable and verdict must fit.
     server_max_model_len: int = 2048
@@ -103,6 +110,7 @@ class JudgeConfig:
             "judge_temperature": (self.judge_temperature >= 0, "must be >= 0"),
             "mode": (self.mode in JUDGE_MODES, f"must be one of {', '.join(repr(m) for m in JUDGE_MODES)}"),
             "max_text_loss": (self.max_text_loss > 0, "must be > 0"),
+            "control_train_fables": (self.control_train_fables >= 0, "must be >= 0"),
             "controls": (isinstance(self.controls, list) and len(set(map(str, self.controls))) == len(self.controls)
                          and set(self.controls) <= set(CONTROL_KINDS),
                          f"must be a list of distinct controls from {list(CONTROL_KINDS)}"),

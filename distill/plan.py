@@ -124,8 +124,9 @@ def _rubric_tokens(cfg: RunConfig) -> int:
 def judge_load(cfg: RunConfig) -> dict:
     """Verdicts, requests and tokens the judge stage makes, counted as eval/protocol.py builds
     its items: each teacher's and student's held-out fables, a copy of every teacher fable
-    per judge.controls (at most: a kind that cannot change a fable makes no copy), every saved KD checkpoint but the last (judge.checkpoints),
-    and the student of several teachers (`mix`)."""
+    (and of judge.control_train_fables training fables per distilled teacher) per
+    judge.controls (at most: a kind that cannot change a fable makes no copy), every saved KD
+    checkpoint but the last (judge.checkpoints), and the student of several teachers (`mix`)."""
     j = cfg.judge
     if not j.enabled:
         return {"verdicts": 0, "requests": 0, "input_tokens": 0, "output_tokens": 0, "student_fables": 0,
@@ -147,6 +148,8 @@ def judge_load(cfg: RunConfig) -> dict:
         checkpoint = min(j.prompts, tr.n_heldout) * j.samples * saved
         # The last checkpoint is the finished student: its fables and verdicts are the student's own.
         last = min(j.prompts, tr.n_heldout) * j.samples if saved else 0
+    if j.controls:  # the distilled teachers' training fables judged as control sources
+        teacher += sum(min(j.control_train_fables, tr.n_train) for tr in distilled)
     verdicts = teacher * (1 + len(j.controls)) + student + checkpoint
     asked = verdicts - last
     fable = max(j.max_new_tokens, max(tr.generation.max_new_tokens for tr in cfg.teachers))
@@ -158,14 +161,14 @@ def judge_load(cfg: RunConfig) -> dict:
         input_tokens = asked * per_fable * (rubric + PROMPT_TOKENS + fable)
         return {"verdicts": verdicts, "requests": asked * per_fable, "input_tokens": input_tokens,
                 "output_tokens": asked * per_fable, "student_fables": student, "checkpoint_fables": checkpoint - last}
-    if j.mode == "likelihood":  # the fable alone and after its prompt, echoed; the other criteria's questions and the age
-        from eval.likelihood import LIKELIHOOD_CRITERIA  # question, one token out
-        from eval.rubric import rubric_for
+    if j.mode == "likelihood":  # the fable alone, and after its prompt with a close and with a next line, echoed;
+        from eval.likelihood import LIKELIHOOD_CRITERIA  # the other criteria's questions and the age question, one
+        from eval.rubric import rubric_for  # token out
 
         asks = sum(1 for c, _, _ in rubric_for(j).checklist if c not in LIKELIHOOD_CRITERIA) + 1
-        input_tokens = asked * (asks * (rubric + PROMPT_TOKENS + fable) + PROMPT_TOKENS + 2 * fable)
-        return {"verdicts": verdicts, "requests": asked * (asks + 2), "input_tokens": input_tokens,
-                "output_tokens": asked * (asks + 2), "student_fables": student, "checkpoint_fables": checkpoint - last}
+        input_tokens = asked * (asks * (rubric + PROMPT_TOKENS + fable) + 2 * PROMPT_TOKENS + 3 * fable)
+        return {"verdicts": verdicts, "requests": asked * (asks + 3), "input_tokens": input_tokens,
+                "output_tokens": asked * (asks + 3), "student_fables": student, "checkpoint_fables": checkpoint - last}
     if j.mode == "pairwise":  # each criterion in both orders, two fables each, and the age question (at most:
         from eval.rubric import rubric_for  # the reference against itself asks no pair)
 

@@ -320,14 +320,17 @@ def read_columns(f: Path, columns: list[str]) -> list[dict]:
         raise ValueError(f"{f}: not a readable shard ({type(e).__name__}: {str(e)[:300]}); {CORRUPT_FIX}") from None
 
 
-def read_rows(directory: Path, split: str | None = None) -> list[dict]:
+def read_rows(directory: Path, split: str | None = None, limit: int | None = None) -> list[dict]:
     """All rows of a teacher dataset folder (its *.parquet shards), checked against SCHEMA.
     With `split`, only the shards that hold rows of it are decoded: the held-out rows (the
-    last shards of a teacher's dataset) are chosen without loading the training rows.
-    Training streams its rows instead (distill/stream.py)."""
+    last shards of a teacher's dataset) are chosen without loading the training rows. With
+    `limit`, the first `limit` rows, shards after them not read. Training streams its rows
+    instead (distill/stream.py)."""
     rows: list[dict] = []
     for f in shard_files(directory):
+        if limit is not None and len(rows) >= limit:
+            break
         if split is not None and not holds_split(f, split):
             continue
         rows += [r for r in read_shard(f) if split is None or r["split"] == split]
-    return rows
+    return rows if limit is None else rows[:limit]

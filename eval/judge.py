@@ -19,8 +19,8 @@ from distill.redact import redact
 from eval.checklist import age_expected, age_letter, age_question, criterion_scores, p_yes, questions_for
 from eval.checklist import messages as checklist_messages
 from eval import pairwise
-from eval.likelihood import (CLOSE, LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, per_token,
-                              per_token_with_close, read_nats)
+from eval.likelihood import (GO_ON, LIKELIHOOD_CRITERIA, METHOD, likelihood_problem, likelihood_scores, per_token,
+                              plot_loss, read_nats, with_close)
 from eval.rubric import JUDGE_MODES, Rubric
 from eval.verdict import clip, ensemble_verdict, gated, parse_verdict, weighted_scores
 from eval.verdict_cache import VerdictCache
@@ -148,9 +148,11 @@ class Judge:
         verdict with its reason."""
         try:
             alone = self._nats(fable)
-            head, body = prompt.strip() + "\n\n", fable.strip()
-            after = self._nats(head + body + CLOSE, start=len(head), end=len(head) + len(body))
-            if alone is None or after is None:
+            head = prompt.strip() + "\n\n"
+            text, close_at = with_close(fable)
+            after = self._nats(head + text, start=len(head), end=len(head) + close_at)
+            go_on = self._nats(head + text[:close_at] + GO_ON, start=len(head), end=len(head) + close_at)
+            if alone is None or after is None or go_on is None:
                 return self._failed(settings, "no prompt logprobs for the fable's likelihoods (the endpoint needs "
                                               "completions with echo and logprobs)")
             answers, missing = self._yes_answers(prompt, fable, [q for q in questions_for(self.rubric, {})
@@ -159,11 +161,12 @@ class Judge:
                 return self._failed(settings, missing)
         except Exception as e:  # the openai client already retried transient errors
             return self._failed(settings, f"request failed: {type(e).__name__}: {clip(str(e))}")
-        u, p, p_close = per_token(alone), per_token(after), per_token_with_close(after)
+        u, p = per_token(alone), per_token(after)
+        plot = plot_loss(p, after["close"], go_on["close"])
         scores = {**criterion_scores(answers, self.rubric),
-                  **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss, p_close)}
+                  **likelihood_scores(u, p, after["after"], after["before"], self.rubric, self.max_text_loss, plot)}
         verdict = {"scores": {c: scores[c] for c in self.rubric.names}, "text_loss": u, "loss_after_prompt": p,
-                   "loss_with_close": p_close,
+                   "close_nats": after["close"], "go_on_nats": go_on["close"], "plot_loss": plot,
                    "fable_nats": after["after"], "prompt_nats": after["before"],
                    "answers": [{"criterion": c, "p_yes": round(a, 4)} for c, a, _ in answers]}
         if self.gated:

@@ -120,10 +120,11 @@ def sanity_line(control: dict | None, models: dict | None = None) -> list[str]:
             *_gate_line(models or {}), ""]
 
 
-def control_lines(controls: dict | None, age_check: dict | None) -> list[str]:
+def control_lines(controls: dict | None, age_check: dict | None, train_fables: int = 0) -> list[str]:
     """One line per criterion control (the word-shuffled one has the sanity line): did the
     judge move the criterion it names the right way, in how many pairs (goal >= 90% each);
-    then the age group against reading grade."""
+    then the age group against reading grade. `train_fables`: training fables of each
+    distilled teacher the controls were also built from (judge.control_train_fables)."""
     lines = []
     for kind, c in (controls or {}).items():
         if kind == "shuffled words":
@@ -152,8 +153,10 @@ def control_lines(controls: dict | None, age_check: dict | None) -> list[str]:
                          f"age {sign}.")
     if not lines:
         return []
-    return ["Criterion controls: real teacher fables against copies changed to lower one criterion each.", "",
-            *lines, ""]
+    sources = (f" (of the judged held-out prompts, and the first {train_fables} training fables of each distilled "
+               "teacher)" if train_fables else "")
+    return [f"Criterion controls: real teacher fables{sources} against copies changed to lower one criterion each.",
+            "", *lines, ""]
 
 
 def _gate_line(models: dict) -> list[str]:
@@ -177,7 +180,7 @@ def judge_table(summary: JudgeSummary) -> list[str]:
     """Scores with intervals, one row per judged model: shared with the run report."""
     crits = summary.criteria
     lines = [*sanity_line(summary.shuffled_control, summary.models),
-             *control_lines(summary.controls, summary.age_check),
+             *control_lines(summary.controls, summary.age_check, (summary.protocol or {}).get("control_train_fables", 0)),
              "| writer | fables | verdicts | failed | " + " | ".join(crits) + " | overall |",
              "| --- | --- | --- | --- | " + " | ".join("---" for _ in crits) + " | --- |"]
     for m, s in summary.models.items():

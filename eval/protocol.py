@@ -40,6 +40,21 @@ def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
             for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 
+def control_source_items(cfg, tr, run: RunFolder) -> list[dict]:
+    """The teacher's first judge.control_train_fables training fables (sample 0 of each prompt),
+    role "calibration": judged only so that the controls built from them have their real fable
+    to be compared with; not the teacher's score."""
+    from distill.schema import read_rows
+
+    n = cfg.judge.control_train_fables
+    if not n:
+        return []
+    rows = read_rows(run.teacher(tr.teacher), split="train", limit=n * tr.generation.train_samples)
+    return [{**_item(r, f"{tr.teacher} (teacher)", "calibration", tr.teacher, 0, r["text"]),
+             "ended": len(r["token_ids"]) < tr.generation.max_new_tokens}
+            for r in rows if r["sample_index"] == 0][:n]
+
+
 def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None) -> list[dict]:
     """`samples` completions per judged prompt by a student (or one of its checkpoints, by
     label), as eval/writers.py wrote them to judge/fables-<label>.json."""
@@ -131,7 +146,12 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
 
             items += [{**it, "teacher": MIX} for it in
                       judge_items_for_student(cfg, mix_teacher(cfg), "kd", run, label=f"{MIX}-kd")]
-        items += control_items([it for it in items if it["role"] == "teacher"], tuple(jc.controls))
+        sources = [it for it in items if it["role"] == "teacher"]
+        if jc.controls:  # the distilled teachers' training fables too: more pairs per control
+            extra = [it for tr in cfg.teachers if cfg.objectives(tr) for it in control_source_items(cfg, tr, run)]
+            items += extra
+            sources += extra
+        items += control_items(sources, tuple(jc.controls))
         curve = checkpoint_items(cfg, run) if jc.checkpoints else []
         everything = items + [it for c in curve for it in c["items"]]
         if not everything:
@@ -151,10 +171,13 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
             judged = judge_all(judge, everything, workers=jc.workers)
             settings = judge.settings()
     by_model = [j for j in judged if j["role"] != "checkpoint"]
-    controls = control_accuracies(by_model, overall_score)
+    controls = control_accuracies(by_model, overall_score)  # training fables (role calibration) too
+    age_check = age_vs_readability(by_model, list(dict(rubric.age_groups)))
+    by_model = [j for j in by_model if j["role"] != "calibration"]  # the writers' scores: held-out prompts only
     summary = JudgeSummary(
         judge=settings, protocol={"prompts": jc.prompts, "samples": jc.samples, **cfg.sampling,
-                                  "max_new_tokens": jc.max_new_tokens},
+                                  "max_new_tokens": jc.max_new_tokens,
+                                  "control_train_fables": jc.control_train_fables if jc.controls else 0},
         models=summarize(by_model, criteria_names(rubric, jc.mode, jc.fluency_gate)),
         criteria=criteria_names(rubric, jc.mode, jc.fluency_gate),
         age_groups=dict(rubric.age_groups), score_vs_loss=score_vs_loss(curve, judged),
@@ -162,7 +185,7 @@ def evaluate_run(run: RunFolder, overrides: list[str] = (), cfg=None, starts=Non
         shuffled_control=(controls.get("shuffled words") or control_accuracy([], overall_score)
                           if "shuffled words" in jc.controls else None),
         controls=controls,
-        age_check=age_vs_readability(by_model, list(dict(rubric.age_groups))))
+        age_check=age_check)
     artifacts.write_text_atomic(run.judge.verdicts, "".join(json.dumps(j) + "\n" for j in judged))
     write_judge_report(run.judge.path, summary, by_model)
     summary.write(run.judge.summary)  # last: the stage is done when the summary exists

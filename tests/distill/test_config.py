@@ -97,6 +97,7 @@ def test_distil_must_be_a_boolean_and_only_a_comparison_teacher_may_have_no_trai
     ("train.workers=0", "train.workers: 0 must be >= 1"),
     ('judge.controls=["louder"]', "judge.controls: ['louder'] must be a list of distinct controls from"),
     ('judge.controls="grammar errors"', "judge.controls: expected"),
+    ("judge.control_train_fables=-1", "judge.control_train_fables: -1 must be >= 0"),
     ('train.divergence="kl"', "train.divergence: 'kl' must be one of 'forward_kl', 'reverse_kl', 'jsd'"),
     ("train.jsd_beta=1.5", "train.jsd_beta: 1.5 must be in [0, 1]"),
     ("train.jsd_beta=0.2", "train.jsd_beta: 0.2 applies only with divergence = 'jsd'"),

@@ -129,29 +129,38 @@ def test_judge_scores_every_student_and_teacher_through_the_local_server(tiny_ru
     writers = teachers | {f"{t} (shuffled)" for t in teachers} | {f"{t} (wrong prompt)" for t in teachers} | {
         f"smollm2-135m-{o}" for o in ("kd", "sft")}
     assert set(summary["models"]) == writers
-    control = summary["shuffled_control"]  # the judge's sanity figure: 2 teachers x 2 prompts
-    assert control["pairs"] + control["failed"] == 4 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
-    wrong = summary["controls"]["wrong prompt"]  # the fable judged against another held-out prompt
-    assert wrong["criterion"] == "consistency" and wrong["pairs"] + wrong["failed"] == 4
+    # the judge's sanity figure: 2 teachers x 2 prompts, and 2 training fables of the distilled
+    # teacher judged only as control sources (judge.control_train_fables), in no writer's score
+    control = summary["shuffled_control"]
+    assert control["pairs"] + control["failed"] == 6 and 0 <= control["accuracy"] <= 1 or control["pairs"] == 0
+    wrong = summary["controls"]["wrong prompt"]  # the fable judged against another prompt
+    assert wrong["criterion"] == "consistency" and wrong["pairs"] + wrong["failed"] == 6
     assert set(summary["controls"]) == {"shuffled words", "wrong prompt"} and summary["age_check"]["fables"] >= 0
-    for m in summary["models"].values():
-        assert m["fables"] == 2 and m["verdicts"] + m["failures"] == 2
+    assert summary["protocol"]["control_train_fables"] == 2
+    for name, m in summary["models"].items():
+        n = 4 if name.startswith("smollm2-135m (teacher) (") else 2  # the distilled teacher's control copies
+        assert m["fables"] == n and m["verdicts"] + m["failures"] == n, name
     assert sum(m["verdicts"] for m in summary["models"].values()) >= 1
     assert summary["judge"]["model"] == "smollm2-135m" and summary["judge"]["base_url"].startswith("http://127.0.0.1:")
     assert summary["judge"]["structured"] is True
     points = summary["score_vs_loss"]["points"]
     assert [p["step"] for p in points] == [2, 4]
     verdicts = [json.loads(l) for l in (run_dir / "judge" / "verdicts.jsonl").read_text().splitlines()]
-    assert len(verdicts) == 8 + 8 + 2 * 2 and all(v["reason"] for v in verdicts)  # writers, controls, checkpoints
+    # writers, control sources, controls, checkpoints
+    assert len(verdicts) == 8 + 2 + 12 + 2 * 2 and all(v["reason"] for v in verdicts)
+    sources = [v for v in verdicts if v["role"] == "calibration"]
+    assert [v["model"] for v in sources] == ["smollm2-135m (teacher)"] * 2
+    train = {r["prompt_id"] for r in read_rows(run_dir / "teachers" / "smollm2-135m", split="train")}
+    assert {v["prompt_id"] for v in sources} <= train
     against = [v for v in verdicts if v.get("control") == "wrong prompt"]
-    assert all(v["judged_against"] != v["prompt_id"] for v in against) and len(against) == 4
+    assert all(v["judged_against"] != v["prompt_id"] for v in against) and len(against) == 6
     # The dry run counts the verdicts as the judge stage made them, from the run's own config.
     from distill import config, plan
 
     recorded = config.from_dict(json.loads((run_dir / "config.json").read_text()))
     load = plan.judge_load(recorded)
-    # three requests a verdict (two echoed texts, the age question); the last checkpoint is the student
-    assert load["verdicts"] == len(verdicts) and load["requests"] == 3 * (len(verdicts) - 2)
+    # four requests a verdict (three echoed texts, the age question); the last checkpoint is the student
+    assert load["verdicts"] == len(verdicts) and load["requests"] == 4 * (len(verdicts) - 2)
     assert all(v["judge"]["rubric"] == "fable-checklist" and v["judge"]["mode"] == "likelihood" for v in verdicts)
     # the served judge's own likelihoods: the fable alone and after its prompt, read from its echoed tokens
     ok = [v["verdict"] for v in verdicts if v["verdict"]]

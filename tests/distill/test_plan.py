@@ -151,8 +151,9 @@ def test_the_judges_requests_follow_its_mode(monkeypatch):
     questions = len(Rubric.load(RUBRIC_CHECKLIST).checklist)
     for mode, gate, per_fable in [("checklist", False, questions + 1), ("checklist", True, questions + 2),
                                   ("pairwise", False, 2 * 4 + 1), ("pairwise", True, 2 * 4 + 2),
-                                  # two echoed texts and the age question; the gate reads the first
-                                  ("likelihood", False, 2 + 1), ("likelihood", True, 2 + 1)]:
+                                  # three echoed texts (alone, with the close, with a next line) and the
+                                  # age question; the gate reads the first
+                                  ("likelihood", False, 3 + 1), ("likelihood", True, 3 + 1)]:
         cfg = config.load(ROOT / "configs/default.toml", [f'judge.mode="{mode}"', f"judge.fluency_gate={str(gate).lower()}"])
         assert plan.judge_load(cfg)["requests"] == asked * per_fable, (mode, gate)
 

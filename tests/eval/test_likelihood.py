@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eval.likelihood import (CLOSE, PMI_SCALE, likelihood_problem, likelihood_scores, per_token,
-                             per_token_with_close, read_nats)
+from eval.likelihood import (CLOSE, END_WEIGHT, GO_ON, PMI_SCALE, likelihood_problem, likelihood_scores, per_token,
+                             plot_loss, read_nats, with_close)
 from eval.rubric import RUBRIC_CHECKLIST, Rubric, criteria_names
 from tests.eval.test_checklist import ELEMENTS
 from tests.eval.test_judge import FakeCompletions
@@ -38,22 +38,25 @@ def test_the_close_is_split_from_the_fable_where_it_starts():
     n = read_nats(logprobs, offsets, start=8, end=16)
     assert n == {"before": pytest.approx(1.0), "after": pytest.approx(6.0), "tokens": 2, "close": pytest.approx(8.0),
                  "close_tokens": 2}
-    assert per_token(n) == pytest.approx(3.0) and per_token_with_close(n) == pytest.approx(14.0 / 4)
+    assert per_token(n) == pytest.approx(3.0)
     # a token that straddles the fable's end (".\n\n" merged by the tokenizer) stays the fable's
     assert read_nats(logprobs, offsets, start=8, end=14)["tokens"] == 2
     assert read_nats(logprobs, offsets, start=8, end=8) is None  # no fable between them
     whole = read_nats(logprobs, offsets, start=8)  # no end: no close, the text's own mean
-    assert "close" not in whole and per_token_with_close(whole) == per_token(whole) == pytest.approx(14.0 / 4)
+    assert "close" not in whole and per_token(whole) == pytest.approx(14.0 / 4)
 
 
-@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.01, 3.0))
-def test_a_dearer_close_lowers_the_plot_and_nothing_else(u, p, d):
-    """A fable broken off mid-way: the judge did not expect the story to end there."""
-    whole = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, p_close=p)
-    broken = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, p_close=p + d)
+@given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.0, 30.0), st.floats(0.0, 30.0), st.floats(0.01, 20.0))
+def test_a_judge_that_would_rather_go_on_lowers_the_plot_and_nothing_else(u, p, close, go_on, d):
+    """A fable broken off mid-way: the judge expects a next line more than an ending there."""
+    whole = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, plot=plot_loss(p, close, go_on))
+    broken = likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, plot=plot_loss(p, close + d, go_on))
     assert broken["plot"] <= whole["plot"] and {c: v for c, v in broken.items() if c != "plot"} == \
         {c: v for c, v in whole.items() if c != "plot"}
-    assert whole == likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5)  # no close read: p itself
+    # the difference counts, not the close alone: both dearer alike (a text stopped mid-sentence), no change
+    assert plot_loss(p, close + d, go_on + d) == pytest.approx(plot_loss(p, close, go_on))
+    assert plot_loss(p, 10.0, 10.0) == p and plot_loss(p, 15.0, 10.0) == pytest.approx(p + 5 * END_WEIGHT)
+    assert likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5, plot=p) == likelihood_scores(u, p, 200.0, 80.0, RUBRIC, 4.5)
 
 
 @given(st.floats(0.0, 12.0), st.floats(0.0, 12.0), st.floats(0.0, 5e3), st.floats(0.0, 5e3), st.floats(0.01, 3.0))
@@ -126,23 +129,68 @@ def test_the_judge_reads_four_criteria_from_likelihoods_and_asks_only_the_age(wo
     judge = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood", cache=VerdictCache(tmp_path / "c.sqlite"))
     fable = "  Once a trusting elephant shared the last water.  "
     rec = judge.judge("Write a fable.", fable, ELEMENTS)
-    alone, after = WordCompletions.requests
+    alone, after, go_on = WordCompletions.requests
     assert alone["prompt"] == fable.strip() and alone["echo"] is True and alone["max_tokens"] == 1
     assert after["prompt"] == "Write a fable.\n\n" + fable.strip() + CLOSE
+    assert go_on["prompt"] == "Write a fable.\n\n" + fable.strip() + GO_ON
     v = rec["verdict"]
     assert v["text_loss"] == pytest.approx(3.0) and v["loss_after_prompt"] == pytest.approx(2.5)
     # the words "a" and "fable.\n\nOnce" start before the fable (the prompt's first word has no logprob);
-    # the seven from "a" on are the fable's ("water.\n\nThe" starts in it), "End." is the close's
+    # the seven from "a" on are the fable's ("water.\n\nThe" starts in it), "End." is the close's,
+    # "next day," the next line's: one word against two
     assert v["prompt_nats"] == pytest.approx(2 * 2.5) and v["fable_nats"] == pytest.approx(7 * 2.5)
-    assert v["loss_with_close"] == pytest.approx(2.5)
-    assert v["scores"] == pytest.approx(likelihood_scores(3.0, 2.5, 7 * 2.5, 2 * 2.5, RUBRIC, 4.5, 2.5))
+    assert v["close_nats"] == pytest.approx(2.5) and v["go_on_nats"] == pytest.approx(5.0)
+    assert v["plot_loss"] == pytest.approx(2.5 - 2.5 * END_WEIGHT)
+    assert v["scores"] == pytest.approx(likelihood_scores(3.0, 2.5, 7 * 2.5, 2 * 2.5, RUBRIC, 4.5, v["plot_loss"]))
     assert v["age_group"] == "B" and v["age_expected"] == pytest.approx(1.0)
     assert "gated" not in v and rec["reason"] == "likelihood"  # no gate unless asked
     # only the age question went to the chat endpoint
     assert len(FakeChat.requests) == 1 and "age group" in FakeChat.requests[0]["messages"][-1]["content"]
-    assert judge.judge("Write a fable.", fable, ELEMENTS)["cached"] is True and len(WordCompletions.requests) == 2
+    assert judge.judge("Write a fable.", fable, ELEMENTS)["cached"] is True and len(WordCompletions.requests) == 3
     assert rec["judge"]["mode"] == "likelihood" and "fluency_gate" not in rec["judge"]
-    assert rec["judge"]["method"] == "u, u-p, p+close, F/(F+P)"  # verdicts read another way are not reused
+    assert rec["judge"]["method"] == "u, u-p, p+w(end-go on), F/(F+P)"  # verdicts read another way are not reused
+
+
+def test_a_fable_that_closes_itself_is_read_with_its_own_close_not_a_second_one(word_server):
+    from eval.judge import Judge
+    from teacher.client import make_client
+    from tests.eval.conftest import FakeChat
+
+    FakeChat.replies = [AGE]
+    WordCompletions.requests = []
+    fable = "Once a trusting elephant shared the last water.\n\nThe end."
+    rec = Judge(make_client(word_server), "m", RUBRIC, mode="likelihood").judge("Write a fable.", fable, ELEMENTS)
+    _, after, go_on = WordCompletions.requests
+    assert after["prompt"] == "Write a fable.\n\n" + fable  # no CLOSE after it
+    assert go_on["prompt"] == "Write a fable.\n\n" + fable[:-len("\n\nThe end.")] + GO_ON  # in place of its own
+    # the same seven words as the fable above ("water.\n\nThe" starts in it); "end." is its close
+    assert rec["verdict"]["fable_nats"] == pytest.approx(7 * 2.5)
+
+
+@pytest.mark.parametrize("fable, close_at", [
+    ("A fox ran. The end.", len("A fox ran.")),
+    ("A fox ran.\n\n**THE END!**", len("A fox ran.")),
+    ("He said \"go.\" The End", len('He said "go."')),
+    ("He ran.\nthe  end", len("He ran.")),
+])
+def test_a_close_the_fable_wrote_is_its_close(fable, close_at):
+    assert with_close(fable) == (fable, close_at)
+
+
+@pytest.mark.parametrize("fable", ["She stayed until the end.", "The End.", "Nothing ends here", "It was the endless sea."])
+def test_a_fable_without_a_close_of_its_own_gets_the_close_after_it(fable):
+    assert with_close(fable) == (fable + CLOSE, len(fable))
+
+
+@given(st.text())
+def test_the_fable_is_never_changed_and_an_own_close_never_takes_all_of_it(text):
+    body = text.strip()
+    whole, at = with_close(text)
+    assert whole in (body, body + CLOSE) and whole[:at] == body[:at]
+    if whole == body:  # its own close: some of the fable comes before it
+        assert body[:at].strip() and at < len(body)
+    else:
+        assert at == len(body)
 
 
 def test_with_the_gate_on_a_text_past_it_gets_the_floor_and_no_fluency_criterion(word_server):

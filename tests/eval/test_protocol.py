@@ -164,3 +164,29 @@ def test_a_teacher_fable_is_marked_ended_only_if_it_stopped_before_its_token_lim
     write_table_atomic(rows, folder / "00000.parquet", vocab_size=64)
     items = judge_items_for_teacher(cfg, tr, RunFolder(tmp_path))
     assert {it["prompt_id"]: it["ended"] for it in items} == {"p0": False, "p1": True, "p2": True}
+
+
+def test_control_sources_are_the_first_training_fables_one_per_prompt_read_no_further(tmp_path):
+    """judge.control_train_fables: the distilled teacher's training fables the controls are
+    also built from, sample 0 of its first prompts, marked for the controls only; the shards
+    past them are not read (a production teacher's training set need not fit in memory)."""
+    from distill import config
+    from distill.run_folder import RunFolder
+    from distill.schema import write_table_atomic
+    from eval.protocol import control_source_items
+    from tests.distill.test_stream import fable
+
+    cfg = config.load("configs/tiny.toml", ["judge.control_train_fables=3", "generation.train_samples=2"])
+    tr = cfg.teachers[0]
+    folder = RunFolder(tmp_path).teacher(tr.teacher)
+    folder.mkdir(parents=True)
+    rows = [{**fable(i // 2, n=tr.generation.max_new_tokens if i == 2 else 5), "sample_index": i % 2}
+            for i in range(8)]  # prompts p0..p3, two samples each; p1's first stopped at its limit
+    write_table_atomic(rows[:6], folder / "00000.parquet", vocab_size=64)
+    (folder / "00001.parquet").write_bytes(b"not parquet")  # never opened
+    items = control_source_items(cfg, tr, RunFolder(tmp_path))
+    assert [(it["prompt_id"], it["sample"], it["ended"]) for it in items] == [("p0", 0, True), ("p1", 0, False),
+                                                                              ("p2", 0, True)]
+    assert {it["role"] for it in items} == {"calibration"} and {it["model"] for it in items} == {f"{tr.teacher} (teacher)"}
+    none = config.load("configs/tiny.toml", ["judge.control_train_fables=0"])
+    assert control_source_items(none, none.teachers[0], RunFolder(tmp_path)) == []
