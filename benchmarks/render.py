@@ -78,7 +78,8 @@ def render_judge_run(jr: dict) -> list[str]:
              "which the named criterion of the real fable scored above the copy's (ties half; goal ≥ 90%). Age: "
              "Spearman of the guessed age group with the fables' Flesch-Kincaid grade. Judge s: the whole re-judge, "
              "engine start included. The Qwen judges share a family (and a tokenizer) with the Qwen teacher and "
-             "both students.", "",
+             "both students. A likelihood row names how it read the criteria (eval/likelihood.py METHOD); one that "
+             "names none read the plot from p alone (before 900c890) and judged no training fables.", "",
              "| judge set-up | " + _control_header(kinds)
              + " | age vs grade | score vs loss | fables | judge s |",
              "| --- | " + " | ".join("---" for _ in kinds) + " | --- | --- | --- | --- |"]
@@ -89,6 +90,8 @@ def render_judge_run(jr: dict) -> list[str]:
         v = r["score_vs_loss"] or {}
         svl = _rho(v.get("spearman", nan), v.get("spearman_low", nan), v.get("spearman_high", nan))
         which = f" (run {runs.index(r.get('run') or jr['run']) + 1})" if len(runs) > 1 else ""
+        if r.get("method") and name.startswith("likelihood"):
+            which += f" [{r['method']}]"
         lines.append(f"| {name}{which} | " + " | ".join(_control_cells(r["controls"], kinds))
                      + f" | {age} | {svl} | {r['fables']} | {r['wall_s']:.0f} |")
     lines += ["", "Writers' overall means per set-up:", "",

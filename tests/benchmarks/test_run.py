@@ -78,6 +78,10 @@ def test_the_judge_run_table_has_a_row_per_set_up_and_a_column_per_control():
         "ensemble / smollm2-135m": {**row, "run": "/tmp/a/runs/default"}, "pairwise / smollm2-135m": later}}))
     assert "run 1: /tmp/a/runs/default; run 2: /tmp/b/runs/default" in text
     assert "| ensemble / smollm2-135m (run 1) | 100% of 18 |" in text and "| pairwise / smollm2-135m (run 2) |" in text
+    # a likelihood row names how it read the criteria, so rows of an older method are not taken for the current one
+    text = "\n".join(render_judge_run({"run": "r", "setups": {"likelihood / m": {**row, "method": "u, u-p, p"},
+                                                               "likelihood / old": row}}))
+    assert "| likelihood / m [u, u-p, p] | 100% of 18 |" in text and "| likelihood / old | 100% of 18 |" in text
 
 
 def test_the_judge_run_keeps_set_ups_not_measured_now(monkeypatch, tmp_path):
