@@ -224,7 +224,8 @@ def bench_judge_run(env: dict, run_dir: Path, setups: tuple[str, ...] = JUDGE_RU
                              "--set", f"judge.fluency_gate={'true' if gate else 'false'}"], env)
             summary = JudgeSummary.read(RunFolder(copy).judge.summary)
         out["setups"][setup] = {
-            "wall_s": wall, "method": summary.judge.get("method"), "controls": summary.controls, "shuffled_control": summary.shuffled_control,
+            "wall_s": wall, "method": summary.judge.get("method"), "controls": summary.controls,
+            "shuffled_control": summary.shuffled_control,
             "age_check": summary.age_check, "score_vs_loss": {k: v for k, v in summary.score_vs_loss.items() if k != "points"},
             "writers": {m: s["overall"] for m, s in summary.models.items() if s["role"] != "control"},
             "fables": sum(s["fables"] for s in summary.models.values()), "run": str(run_dir), "measured": now}

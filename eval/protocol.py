@@ -35,9 +35,8 @@ def judge_items_for_teacher(cfg, tr, run: RunFolder) -> list[dict]:
 
     rows = read_rows(run.teacher(tr.teacher), split="eval")
     keep = {r["prompt_id"] for r in heldout_prompts(rows)[: cfg.judge.prompts]}
-    return [{**_item(r, f"{tr.teacher} (teacher)", "teacher", tr.teacher, r["sample_index"], r["text"]),
-             "ended": len(r["token_ids"]) < tr.generation.max_new_tokens}
-            for r in rows if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
+    return [_teacher_item(r, tr, "teacher") for r in rows
+            if r["prompt_id"] in keep and r["sample_index"] < cfg.judge.samples]
 
 
 def control_source_items(cfg, tr, run: RunFolder) -> list[dict]:
@@ -50,9 +49,13 @@ def control_source_items(cfg, tr, run: RunFolder) -> list[dict]:
     if not n:
         return []
     rows = read_rows(run.teacher(tr.teacher), split="train", limit=n * tr.generation.train_samples)
-    return [{**_item(r, f"{tr.teacher} (teacher)", "calibration", tr.teacher, 0, r["text"]),
-             "ended": len(r["token_ids"]) < tr.generation.max_new_tokens}
-            for r in rows if r["sample_index"] == 0][:n]
+    return [_teacher_item(r, tr, "calibration") for r in rows if r["sample_index"] == 0][:n]
+
+
+def _teacher_item(row: dict, tr, role: str) -> dict:
+    """A teacher's fable as a judged item; `ended`: the teacher stopped before its token limit."""
+    return {**_item(row, f"{tr.teacher} (teacher)", role, tr.teacher, row["sample_index"], row["text"]),
+            "ended": len(row["token_ids"]) < tr.generation.max_new_tokens}
 
 
 def judge_items_for_student(cfg, tr, objective: str, run: RunFolder, label: str | None = None) -> list[dict]:
